@@ -1,0 +1,169 @@
+"""Audio adapter: shapes, published fbank parity, augmentation, errors, and the whole audio task model."""
+import pytest
+import torch
+import torchaudio
+
+import unimodal
+from unimodal import InputShapeError
+from unimodal.modalities.audio import AudioAdapter, compute_norm_stats, waveform_mixup
+
+SR = 16000
+
+
+def _tone_batch(b=3, samples=SR, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(samples) / SR
+    freqs = torch.linspace(300, 3000, b)[:, None]
+    return 0.3 * torch.sin(2 * torch.pi * freqs * t) + 0.05 * torch.randn(b, samples, generator=g) + 0.02
+
+
+@pytest.mark.parametrize('mode', ['paper', 'fast'])
+@pytest.mark.parametrize('samples', [SR, 12345, 20000])
+def test_output_shape(mode, samples):
+    ad = AudioAdapter(mode=mode).eval()
+    grid, state = ad(_tone_batch(2, samples))
+    assert grid.shape == (2, 1, 128, 128)
+    assert torch.isfinite(grid).all()
+    assert ad.out_chans == 1
+
+
+def test_target_frames_and_bins_options():
+    ad = AudioAdapter(mode='fast', target_frames=64, num_mel_bins=40).eval()
+    assert ad(_tone_batch(2))[0].shape == (2, 1, 40, 64)
+
+
+def test_paper_fbank_equals_kaldi_with_published_arguments():
+    x = _tone_batch(3)
+    ad = AudioAdapter(mode='paper').eval()
+    got, _ = ad(x)
+    for i, wav in enumerate(x):
+        ref = torchaudio.compliance.kaldi.fbank(
+            (wav - wav.mean()).unsqueeze(0), htk_compat=True, sample_frequency=16000, use_energy=False,
+            window_type='hanning', num_mel_bins=128, dither=0.0, frame_length=25, frame_shift=10)
+        assert ref.shape == (98, 128)
+        ref = torch.nn.functional.pad(ref, (0, 0, 0, 128 - 98))            # zero pad to 128 frames
+        ref = (ref - (-6.845978)) / (2 * 5.5654526)                         # published normalisation
+        torch.testing.assert_close(got[i, 0], ref.T, rtol=1e-5, atol=1e-5)  # (mel bins, frames)
+
+
+def test_paper_fbank_crops_long_clips_and_handles_odd_lengths():
+    ad = AudioAdapter(mode='paper').eval()
+    x = _tone_batch(2, 21003)  # not a whole number of hops: per-clip path
+    feats = ad.fbank(x)
+    ref = torchaudio.compliance.kaldi.fbank(
+        (x[1] - x[1].mean()).unsqueeze(0), htk_compat=True, sample_frequency=16000, use_energy=False,
+        window_type='hanning', num_mel_bins=128, dither=0.0, frame_length=25, frame_shift=10)
+    torch.testing.assert_close(feats[1], ref[:128], rtol=1e-5, atol=1e-5)
+
+
+def test_fast_mode_approximates_paper_features():
+    x = _tone_batch(4)
+    paper = AudioAdapter(mode='paper').eval()(x)[0]
+    fast = AudioAdapter(mode='fast').eval()(x)[0]
+    valid = slice(0, 98)  # frames holding audio (the rest is padding in both)
+    p, f = paper[..., valid].flatten(), fast[..., valid].flatten()
+    assert torch.corrcoef(torch.stack([p, f]))[0, 1] > 0.99
+    assert (p.mean() - f.mean()).abs() < 0.05 and (p.std() / f.std() - 1).abs() < 0.05
+
+
+def test_train_augmentation_only_in_training_and_each_switch_works():
+    x = _tone_batch(4)
+    ad = AudioAdapter(mode='fast')
+    clean = ad.eval()(x)[0]
+    torch.testing.assert_close(ad(x)[0], clean)  # deterministic in eval
+    ad.train()
+    assert not torch.allclose(ad(x)[0], clean)
+    ad_none = AudioAdapter(mode='fast', spec_augment=False, noise=False).train()
+    torch.testing.assert_close(ad_none(x)[0], clean)
+    torch.manual_seed(0)
+    masked = AudioAdapter(mode='fast', noise=False, freq_mask=48, time_mask=48).train()(x)[0]
+    # masked cells are zero in the raw fbank, i.e. exactly the normalised zero value
+    zero_value = torch.tensor((0 - (-6.845978)) / (2 * 5.5654526))
+    def at_zero(t):
+        return torch.isclose(t, zero_value, rtol=0, atol=1e-6).float().mean()
+    assert at_zero(masked) > at_zero(clean) + 0.05
+    noisy = AudioAdapter(mode='fast', spec_augment=False).train()(x)[0]
+    rolled_back = torch.stack([torch.stack([torch.roll(noisy[i], k, -1) for k in range(-10, 11)]) for i in range(4)])
+    # some roll of ±10 frames brings each sample back to within the noise amplitude (<= 0.1) of the clean one
+    err = (rolled_back - clean[:, None]).abs().amax(dim=(-1, -2, -3)).amin(dim=1)
+    assert (err <= 0.1 + 1e-5).all()
+
+
+@pytest.mark.parametrize('bad, problem', [
+    (torch.randn(SR), 'single waveform'),
+    (torch.randn(2, 1, SR), '3'),
+    (torch.randint(-100, 100, (2, SR), dtype=torch.int16), 'floating point'),
+    (torch.randn(2, 100), 'at least'),
+])
+def test_wrong_inputs_raise_input_shape_error(bad, problem):
+    model = unimodal.create_model('audio', variant='unireplknet_test', num_classes=5)
+    with pytest.raises(InputShapeError, match=problem) as exc:
+        model(bad)
+    assert str(tuple(bad.shape)) in str(exc.value)  # names the received shape
+    assert '(B, samples)' in str(exc.value)          # and the expected one
+
+
+def test_unknown_mode_and_option_rejected():
+    with pytest.raises(ValueError, match='mode'):
+        AudioAdapter(mode='mfcc')
+    with pytest.raises(TypeError):
+        AudioAdapter(hop=5)
+
+
+@pytest.mark.parametrize('mode', ['paper', 'fast'])
+def test_whole_model_gradients_and_reparameterize(mode):
+    torch.manual_seed(0)
+    model = unimodal.create_model('audio', variant='unireplknet_test', num_classes=5, mode=mode)
+    x = _tone_batch(2).requires_grad_(True)
+    model.train()
+    out = model(x)
+    assert out.shape == (2, 5)
+    out.logsumexp(1).sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, f'no gradient for {missing[:5]}'
+    assert model.head.fc.weight.grad.abs().sum() > 0
+    assert model.trunk.downsample_layers[0][0].weight.grad.abs().sum() > 0  # reaches the stem
+    assert x.grad is not None and x.grad.abs().sum() > 0                      # features are differentiable
+
+    # a few BN statistics that are not the init values, so re-parameterisation has something to fold
+    with torch.no_grad():
+        for _ in range(2):
+            model(_tone_batch(2, seed=1))
+    model.eval()
+    xe = _tone_batch(3, seed=2)
+    with torch.no_grad():
+        before = model(xe)
+        model.reparameterize()
+        after = model(xe)
+    rel = (after - before).norm() / before.norm()
+    assert rel <= 1e-5, rel
+
+
+def test_compute_norm_stats_matches_features():
+    x = _tone_batch(6)
+    ad = AudioAdapter(mode='paper').eval()
+    loader = [(x[:3], torch.zeros(3)), (x[3:], torch.zeros(3))]
+    mean, std = compute_norm_stats(loader, ad)
+    f1, f2 = ad.fbank(x[:3]), ad.fbank(x[3:])
+    assert mean == pytest.approx((f1.mean().item() + f2.mean().item()) / 2, rel=1e-5)
+    assert std == pytest.approx((f1.std().item() + f2.std().item()) / 2, rel=1e-5)
+    # with its own statistics the adapter's features are centred with spread 1/2
+    ad2 = AudioAdapter(mode='paper', norm_mean=mean, norm_std=std).eval()
+    g = ad2(x)[0]
+    assert abs(g.mean().item()) < 0.05 and g.std().item() == pytest.approx(0.5, rel=0.05)
+
+
+def test_waveform_mixup():
+    torch.manual_seed(0)
+    x = torch.randn(64, 800)
+    y = torch.eye(64)  # every partner has another label, so mixed targets are visibly soft
+    xm, ym = waveform_mixup(x, y, alpha=10, prob=0.6)
+    assert xm.shape == x.shape and ym.shape == y.shape
+    torch.testing.assert_close(ym.sum(1), torch.ones(64))
+    changed = ~(xm == x).all(1)
+    assert 0.3 < changed.float().mean() < 0.9                      # about prob of the samples mixed
+    assert torch.equal(ym[~changed], y[~changed])                  # the others untouched
+    lam_main = ym[changed].gather(1, y[changed].argmax(1, keepdim=True)).squeeze(1)
+    assert (lam_main > 0.2).all() and (lam_main < 1).all()         # Beta(10, 10) weights, around 0.5
+    torch.testing.assert_close(xm[changed].mean(1), torch.zeros(int(changed.sum())), atol=1e-5, rtol=0)
+    assert waveform_mixup(x, y, prob=0.0)[0] is x

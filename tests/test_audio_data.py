@@ -1,0 +1,228 @@
+"""Speech Commands reader (official layout, variants, bad input) and the built-in synthetic data set."""
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from unimodal.data.errors import DataError
+from unimodal.data.speech_commands import (
+    SILENCE, UNKNOWN, V12_WORDS, SpeechCommands, file_digest, make_builtin_speech)
+
+SR = 16000
+
+
+def _wav(path: Path, seconds=1.0, sr=SR, channels=1, seed=0, subtype='PCM_16'):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    n = int(seconds * sr)
+    data = (0.1 * rng.standard_normal((n, channels))).astype(np.float32)
+    sf.write(str(path), data if channels > 1 else data[:, 0], sr, subtype=subtype)
+    return data
+
+
+def _layout(root: Path, words=('yes', 'no', 'cat', 'dog'), per_word=4, noise=True):
+    """A miniature official layout: clip 0 of each word is validation, clip 1 test, the rest train."""
+    val, test = [], []
+    for wi, w in enumerate(words):
+        for k in range(per_word):
+            rel = f'{w}/spk{k:02d}_nohash_0.wav'
+            _wav(root / rel, seconds=0.6 + 0.1 * k, seed=wi * 10 + k)
+            (val if k == 0 else test if k == 1 else []).append(rel)
+    (root / 'validation_list.txt').write_text('\n'.join(val) + '\n')
+    (root / 'testing_list.txt').write_text('\n'.join(test) + '\n')
+    if noise:
+        _wav(root / '_background_noise_' / 'white.wav', seconds=5.0, seed=99)
+        (root / '_background_noise_' / 'README.md').write_text('noise\n')
+    (root / 'LICENSE').write_text('x')
+    return root
+
+
+# ---- layout and splits --------------------------------------------------------------------------------------
+def test_split_logic_35(tmp_path):
+    root = _layout(tmp_path)
+    sets = {s: SpeechCommands(root, split=s) for s in ('train', 'val', 'test')}
+    assert sets['train'].classes == ['cat', 'dog', 'no', 'yes']  # _background_noise_ is not a class
+    assert [len(sets[s]) for s in ('train', 'val', 'test')] == [8, 4, 4]
+    names = {s: {it.path.relative_to(root).as_posix() for it in d.samples} for s, d in sets.items()}
+    assert not names['train'] & names['val'] and not names['train'] & names['test']
+    assert names['val'] == set((root / 'validation_list.txt').read_text().split())
+    x, y = sets['train'][0]
+    assert x.shape == (SR,) and x.dtype == torch.float32 and isinstance(y, int)
+    assert sets['train'].classes[y] == sets['train'].samples[0].path.parent.name
+    # clip of 0.8 s is zero padded to 1 s, keeping the audio at the start
+    it = next(i for i, s in enumerate(sets['train'].samples) if s.path.name.startswith('spk03'))
+    wav = sets['train'][it][0]
+    ref, _ = sf.read(str(sets['train'].samples[it].path), dtype='float32')
+    np.testing.assert_allclose(wav[:len(ref)].numpy(), ref, atol=1e-6)
+    assert (wav[len(ref):] == 0).all()
+
+
+def test_variant_12_unknown_and_silence(tmp_path):
+    root = _layout(tmp_path)
+    train = SpeechCommands(root, split='train', variant=12)
+    assert train.classes == list(V12_WORDS) + [UNKNOWN, SILENCE]
+    counts = np.bincount(train.targets, minlength=12)
+    assert counts[train.classes.index('yes')] == 2 and counts[train.classes.index('no')] == 2
+    assert counts[train.classes.index(UNKNOWN)] == 4                  # cat + dog
+    assert counts[train.classes.index(SILENCE)] == 1                  # 10 % of 8 clips, at least 1
+    sil = [i for i, t in enumerate(train.targets) if t == train.classes.index(SILENCE)][0]
+    x, _ = train[sil]
+    assert x.shape == (SR,) and x.abs().max() > 0
+    torch.testing.assert_close(train[sil][0], x)                       # deterministic
+    # silence windows come from disjoint parts of the noise file per split
+    test = SpeechCommands(root, split='test', variant=12, silence_fraction=1.0)
+    n_frames = sf.info(str(root / '_background_noise_' / 'white.wav')).frames
+    for it in (s for s in test.samples if s.silence):
+        assert it.offset >= 0.9 * n_frames - 1
+    for it in (s for s in train.samples if s.silence):
+        assert it.offset + SR <= 0.8 * n_frames
+
+
+def test_class_list_rejects_unknown_folder(tmp_path):
+    root = _layout(tmp_path)
+    ds = SpeechCommands(root, split='val', classes=['yes', 'no', 'cat', 'dog'])
+    assert ds.classes == ['yes', 'no', 'cat', 'dog'] and sorted(set(ds.targets)) == [0, 1, 2, 3]
+    with pytest.raises(DataError, match="'dog' is not in the class list") as exc:
+        SpeechCommands(root, split='train', classes=['yes', 'no', 'cat'])
+    assert 'dog/' in str(exc.value)
+    ds = SpeechCommands(root, split='train', classes=['yes', 'no', 'cat'], skip_bad=True)
+    assert len(ds) == 6 and ds.skip_report.count == 2
+    assert all('dog/' in s['path'] for s in ds.skip_report.skipped)
+
+
+def test_missing_root_and_lists_explain_layout(tmp_path):
+    with pytest.raises(FileNotFoundError, match='validation_list.txt'):
+        SpeechCommands(tmp_path / 'nope')
+    root = _layout(tmp_path / 'a')
+    (root / 'testing_list.txt').unlink()
+    with pytest.raises(FileNotFoundError, match='testing_list.txt'):
+        SpeechCommands(root, split='train')
+
+
+# ---- bad input ------------------------------------------------------------------------------------------------
+def _truncate(p: Path):
+    b = p.read_bytes()
+    p.write_bytes(b[:len(b) // 3])
+
+
+def _zero_bytes(p: Path):
+    p.write_bytes(b'')
+
+
+def _zero_frames(p: Path):
+    sf.write(str(p), np.zeros(0, np.float32), SR, subtype='PCM_16')
+
+
+def _garbage(p: Path):
+    p.write_bytes(b'this is not audio' * 50)
+
+
+@pytest.mark.parametrize('damage, problem', [
+    (_truncate, 'truncated WAV'),
+    (_zero_bytes, 'zero-length'),
+    (_zero_frames, 'zero-length'),
+    (_garbage, 'unreadable'),
+])
+def test_bad_files_raise_or_skip(tmp_path, damage, problem):
+    root = _layout(tmp_path)
+    bad = root / 'cat' / 'spk02_nohash_0.wav'  # a training clip
+    damage(bad)
+    with pytest.raises(DataError, match=problem) as exc:
+        SpeechCommands(root, split='train')
+    assert exc.value.path == str(bad) and str(bad) in str(exc.value)
+    ds = SpeechCommands(root, split='train', skip_bad=True)
+    assert len(ds) == 7
+    rep = ds.skip_report.as_dict()
+    assert rep['skipped'] == 1 and rep['listed'] == 8 and rep['used'] == 7
+    assert rep['skipped_files'][0]['path'] == str(bad) and problem in rep['skipped_files'][0]['problem']
+    assert all(x.shape == (SR,) for x, _ in (ds[i] for i in range(len(ds))))
+    # the other splits do not contain the file and are unaffected
+    assert len(SpeechCommands(root, split='val')) == 4
+
+
+def test_list_naming_missing_file(tmp_path):
+    root = _layout(tmp_path)
+    with (root / 'testing_list.txt').open('a') as f:
+        f.write('yes/ghost_nohash_0.wav\n')
+    with pytest.raises(DataError, match='testing_list.txt') as exc:
+        SpeechCommands(root, split='test')
+    assert 'ghost_nohash_0.wav' in str(exc.value) and 'does not exist' in str(exc.value)
+    ds = SpeechCommands(root, split='test', skip_bad=True)
+    assert len(ds) == 4 and ds.skip_report.count == 1
+    assert len(SpeechCommands(root, split='train')) == 8  # train only excludes listed files
+
+
+def test_file_damaged_after_validation(tmp_path):
+    root = _layout(tmp_path)
+    ds = SpeechCommands(root, split='val')
+    _truncate(ds.samples[1].path)  # cut after the header was validated: decoding comes up short
+    with pytest.raises(DataError, match='truncated') as exc:
+        ds[1]
+    assert str(ds.samples[1].path) in str(exc.value)
+
+
+# ---- formats that are not errors -------------------------------------------------------------------------
+def test_8khz_resampled_and_stereo_mixed_down(tmp_path, caplog):
+    root = _layout(tmp_path)
+    p8 = root / 'yes' / 'spk10_nohash_0.wav'
+    p8.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(8000) / 8000
+    sf.write(str(p8), (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 8000, subtype='PCM_16')
+    pst = root / 'no' / 'spk11_nohash_0.flac'
+    stereo = _wav(pst, seconds=1.0, channels=2, seed=6)
+    with caplog.at_level(logging.WARNING, logger='unimodal.data.speech_commands'):
+        ds = SpeechCommands(root, split='train')
+    assert sum('resampled to 16000' in r.getMessage() for r in caplog.records) == 1  # logged once
+    names = [s.path.name for s in ds.samples]
+    x8, _ = ds[names.index(p8.name)]
+    assert x8.shape == (SR,)
+    spec = torch.fft.rfft(x8).abs()
+    assert abs(spec.argmax().item() - 440) <= 2  # still a 440 Hz tone after resampling (1 Hz bins)
+    xs, _ = ds[names.index(pst.name)]
+    stereo16, _ = sf.read(str(pst), dtype='float32')
+    np.testing.assert_allclose(xs.numpy(), stereo16.mean(1), atol=1e-6)
+
+
+# ---- built-in data set ----------------------------------------------------------------------------------------
+@pytest.fixture(scope='module')
+def builtin(tmp_path_factory):
+    return make_builtin_speech(tmp_path_factory.mktemp('builtin') / 'speech')
+
+
+def test_builtin_layout_readable(builtin):
+    assert (builtin / 'validation_list.txt').is_file() and (builtin / 'testing_list.txt').is_file()
+    assert any((builtin / '_background_noise_').glob('*.wav'))
+    info = sf.info(str(next((builtin / 'ai').glob('*.wav'))))
+    assert (info.samplerate, info.channels, info.subtype, info.frames) == (SR, 1, 'PCM_16', SR)
+    sets = {s: SpeechCommands(builtin, split=s) for s in ('train', 'val', 'test')}
+    assert len(sets['train'].classes) == 8
+    for s, per_class in (('train', 50), ('val', 10), ('test', 10)):
+        assert np.bincount(sets[s].targets).tolist() == [per_class] * 8
+    speakers = {s: {it.path.name.split('_')[0] for it in d.samples} for s, d in sets.items()}
+    assert not speakers['train'] & speakers['test'] and not speakers['val'] & speakers['test']  # unseen speakers
+    x, _ = sets['test'][0]
+    assert x.shape == (SR,) and 0.01 < x.abs().max() <= 1
+    assert len(SpeechCommands(builtin, split='train', variant=12).classes) == 12
+
+
+def test_builtin_deterministic_and_reused(tmp_path):
+    small = dict(speakers=(2, 1, 1))
+    first = make_builtin_speech(tmp_path / 'a', seed=0, **small)
+    again = make_builtin_speech(tmp_path / 'b', seed=0, **small)
+    assert file_digest(again) == file_digest(first)  # same seed, same bytes
+    assert file_digest(make_builtin_speech(tmp_path / 'c', seed=1, **small)) != file_digest(first)
+    assert len(SpeechCommands(first, split='test')) == 16  # 1 speaker x 8 words x 2 clips
+    # a complete set is reused, not regenerated
+    stamp = (again / 'ai').stat().st_mtime_ns
+    assert make_builtin_speech(tmp_path / 'b', seed=0, **small) == tmp_path / 'b'
+    assert (again / 'ai').stat().st_mtime_ns == stamp
+    # a set from other settings is replaced atomically
+    make_builtin_speech(tmp_path / 'b', seed=1, **small)
+    assert file_digest(tmp_path / 'b') == file_digest(tmp_path / 'c')
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith('.')]  # no temp folders left
+    (tmp_path / 'foreign').mkdir()
+    with pytest.raises(FileExistsError):
+        make_builtin_speech(tmp_path / 'foreign', **small)

@@ -1,0 +1,205 @@
+"""Kinetics reader (path lists and official CSV), clip sampling, bad videos, built-in motion clips, video task."""
+import csv
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from unimodal.data.errors import DataError
+from unimodal.data.kinetics import IMAGENET_MEAN, IMAGENET_STD, Kinetics, make_builtin_kinetics
+
+av = pytest.importorskip('av')
+decord = pytest.importorskip('decord')
+
+
+def write_mp4(path, frames, fps=25):
+    """Encode (T, H, W, 3) uint8 frames with PyAV (MPEG-4 Part 2)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), 'w') as c:
+        s = c.add_stream('mpeg4', rate=fps)
+        s.width, s.height, s.pix_fmt, s.bit_rate = frames.shape[2], frames.shape[1], 'yuv420p', 4_000_000
+        for f in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format='rgb24')):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+def grey_ramp(n=24, h=32, w=32):
+    """Frame i is uniform grey 8*i (so a decoded value tells the frame index)."""
+    return np.broadcast_to((np.arange(n) * 8).astype(np.uint8)[:, None, None, None], (n, h, w, 3)).copy()
+
+
+def frame_ids(clip):
+    """Frame indices of a normalised (3, T, S, S) clip made from grey_ramp frames."""
+    grey = clip[0].mean((-1, -2)) * IMAGENET_STD[0] + IMAGENET_MEAN[0]
+    return [round(v) for v in (grey * 255 / 8).tolist()]
+
+
+@pytest.fixture
+def list_root(tmp_path):
+    write_mp4(tmp_path / 'a.mp4', grey_ramp())
+    write_mp4(tmp_path / 'sub dir' / 'b c.mp4', grey_ramp(h=32, w=64))  # a space in the path; wide frames
+    (tmp_path / 'classes.txt').write_text('dribbling\njuggling\n')
+    (tmp_path / 'train.txt').write_text('a.mp4 0\nsub dir/b c.mp4 1\n')
+    return tmp_path
+
+
+def test_path_list_sampling_shapes_and_frames(list_root):
+    kw = dict(num_frames=4, stride=3, image_size=16)
+    train = Kinetics(list_root, 'train', flip=True, **kw)
+    assert train.classes == ['dribbling', 'juggling'] and train.labels == [0, 1]
+    x, y = train[1]
+    assert x.shape == (3, 4, 16, 16) and x.dtype == torch.float32 and y == 1
+    ids = frame_ids(x)
+    assert all(b - a == 3 for a, b in zip(ids, ids[1:])) and 0 <= ids[0] <= 24 - 10  # stride-3 clip inside
+    val = Kinetics(list_root, 'val', annotation=list_root / 'train.txt', **kw)
+    v, _ = val[0]
+    assert v.shape == (3, 4, 16, 16) and frame_ids(v) == [7, 10, 13, 16]  # centre clip: (24 - 10) // 2 = 7
+    test = Kinetics(list_root, 'test', annotation=list_root / 'train.txt', num_clips=3, num_crops=2, **kw)
+    t, _ = test[1]
+    assert test.num_views == 6 and t.shape == (6, 3, 4, 16, 16)
+    # clips evenly spaced over the video, crops of each clip adjacent
+    assert [frame_ids(t[i])[0] for i in range(6)] == [0, 0, 7, 7, 14, 14]
+    # ImageNet normalisation of a uniform grey frame
+    torch.testing.assert_close(v[:, 0].mean((-1, -2)), (torch.full((3,), 56 / 255) - torch.tensor(IMAGENET_MEAN))
+                               / torch.tensor(IMAGENET_STD), atol=0.03, rtol=0)
+
+
+def test_test_crops_span_the_long_side(tmp_path):
+    frames = np.zeros((12, 16, 64, 3), np.uint8)  # (decord 0.6 cannot read 48-pixel-wide frames)
+    frames[:, :, :16] = 40   # left crop
+    frames[:, :, 16:48] = 120
+    frames[:, :, 48:] = 200  # right crop
+    write_mp4(tmp_path / 'wide.mp4', frames)
+    (tmp_path / 'test.txt').write_text('wide.mp4 0\n')
+    ds = Kinetics(tmp_path, 'test', num_frames=2, stride=2, image_size=16, num_clips=1, num_crops=3)
+    x, _ = ds[0]
+    grey = x[:, 0].mean((-1, -2, -3)) * IMAGENET_STD[0] + IMAGENET_MEAN[0]
+    assert [round(g * 255 / 40) * 40 for g in grey.tolist()] == [40, 120, 200]
+
+
+def test_official_csv_layout(tmp_path):
+    rows = [('juggling balls', 'abcdefghijk', 10, 20), ('dribbling basketball', 'Zz-_0123456', 0, 10),
+            ('juggling balls', 'q1w2e3r4t5y', 3, 13)]
+    for label, yid, s, e in rows:  # per-class subfolders under the split folder
+        write_mp4(tmp_path / 'train' / label / f'{yid}_{s:06d}_{e:06d}.mp4', grey_ramp(n=12))
+    with open(tmp_path / 'train.csv', 'w', newline='') as f:
+        w = csv.writer(f)
+        w.writerow(['label', 'youtube_id', 'time_start', 'time_end', 'split'])
+        w.writerows([(label, yid, s, e, 'train') for label, yid, s, e in rows])
+    ds = Kinetics(tmp_path, 'train', num_frames=4, stride=2, image_size=16)
+    assert ds.classes == ['dribbling basketball', 'juggling balls']  # sorted label names
+    assert ds.labels == [1, 0, 1]
+    assert ds.samples[1][0].name == 'Zz-_0123456_000000_000010.mp4'
+    assert ds[2][0].shape == (3, 4, 16, 16)
+    # a given class list fixes the indices
+    ds2 = Kinetics(tmp_path, 'train', classes=['juggling balls', 'dribbling basketball', 'x'],
+                   num_frames=4, stride=2, image_size=16)
+    assert ds2.labels == [0, 1, 0]
+
+
+@pytest.fixture
+def bad_root(tmp_path):
+    write_mp4(tmp_path / 'good0.mp4', grey_ramp(n=12))
+    write_mp4(tmp_path / 'good1.mp4', grey_ramp(n=12))
+    (tmp_path / 'empty.mp4').write_bytes(b'')
+    (tmp_path / 'garbage.mp4').write_bytes(np.random.default_rng(0).bytes(4096))
+    (tmp_path / 'classes.txt').write_text('a\nb\n')
+    return tmp_path
+
+
+@pytest.mark.parametrize('line,name,problem', [
+    ('empty.mp4 0', 'empty.mp4', '0 bytes'),
+    ('missing.mp4 1', 'missing.mp4', 'does not exist'),
+    ('good1.mp4 7', 'train.txt:2', 'not in the class list'),
+    ('good1.mp4 running', 'train.txt:2', 'not in the class list'),
+])
+def test_bad_entries_fail_in_init_naming_the_file(bad_root, line, name, problem):
+    (bad_root / 'train.txt').write_text(f'good0.mp4 0\n{line}\n')
+    with pytest.raises(DataError, match=problem) as err:
+        Kinetics(bad_root, 'train', num_frames=4, stride=2, image_size=16)
+    assert name in str(err.value)
+
+
+def test_undecodable_video_fails_naming_the_file(bad_root):
+    (bad_root / 'train.txt').write_text('good0.mp4 0\ngarbage.mp4 1\n')
+    ds = Kinetics(bad_root, 'train', num_frames=4, stride=2, image_size=16)  # stat-only check by default
+    ds[0]
+    with pytest.raises(DataError, match='cannot decode') as err:
+        ds[1]
+    assert 'garbage.mp4' in str(err.value)
+    with pytest.raises(DataError, match='garbage.mp4'):
+        Kinetics(bad_root, 'train', num_frames=4, stride=2, image_size=16, check_decode=True)
+
+
+def test_skip_bad_counts_every_skipped_video(bad_root):
+    (bad_root / 'train.txt').write_text('good0.mp4 0\nempty.mp4 0\ngarbage.mp4 1\nmissing.mp4 1\n'
+                                        'good1.mp4 1\ngood0.mp4 5\n')
+    ds = Kinetics(bad_root, 'train', num_frames=4, stride=2, image_size=16, skip_bad=True)
+    assert len(ds) == 2 and ds.labels == [0, 1]
+    rep = ds.skip_report.as_dict()
+    assert (rep['listed'], rep['skipped'], rep['used']) == (6, 4, 2)
+    skipped = ' '.join(s['path'] for s in rep['skipped_files'])
+    for name in ('empty.mp4', 'garbage.mp4', 'missing.mp4', 'train.txt:6'):
+        assert name in skipped
+    assert ds[1][0].shape == (3, 4, 16, 16)
+
+
+def test_builtin_is_deterministic_and_readable(tmp_path):
+    kw = dict(seed=3, per_class=(2, 1, 1), frames=12, size=32)
+    a = make_builtin_kinetics(tmp_path / 'a', **kw)
+    b = make_builtin_kinetics(tmp_path / 'b', **kw)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['a', 'b']  # no temporary folders left behind
+    for name in ('classes.txt', 'train.txt', 'val.txt', 'test.txt'):
+        assert (a / name).read_text() == (b / name).read_text()
+    classes = (a / 'classes.txt').read_text().split()
+    assert len(classes) == 8
+    lines = (a / 'train.txt').read_text().split('\n')[:-1]
+    assert len(lines) == 16 and sorted(int(line.split()[1]) for line in lines) == sorted(list(range(8)) * 2)
+    rel = lines[0].split()[0]
+    va, vb = decord.VideoReader(str(a / rel)), decord.VideoReader(str(b / rel))
+    assert len(va) == 12 and va[0].shape == (32, 32, 3)
+    assert np.array_equal(va.get_batch(range(12)).asnumpy(), vb.get_batch(range(12)).asnumpy())
+    # a different seed gives different clips; a second call on a complete set writes nothing
+    c = make_builtin_kinetics(tmp_path / 'c', **dict(kw, seed=4))
+    assert (c / 'train.txt').read_text() != (a / 'train.txt').read_text()
+    mtime = (a / rel).stat().st_mtime_ns
+    assert make_builtin_kinetics(tmp_path / 'a', **kw) == a and (a / rel).stat().st_mtime_ns == mtime
+    with pytest.raises(FileExistsError):
+        make_builtin_kinetics(tmp_path / 'a', **dict(kw, seed=5))
+
+
+def test_builtin_class_is_in_the_motion_not_one_frame(tmp_path):
+    from unimodal.data.kinetics import BUILTIN_CLASSES, _synth_clip
+    rng = np.random.default_rng(0)
+    right, left = BUILTIN_CLASSES.index('moving_right'), BUILTIN_CLASSES.index('moving_left')
+    for label, sign in ((right, 1), (left, -1)):
+        clip = _synth_clip(rng, label, 20, 48).astype(np.float32)
+        # the blob's brightness-weighted x position moves in the class's direction
+        diff = np.abs(clip - np.median(clip, axis=0)).sum(-1)
+        xs = [(d.sum(0) * np.arange(48)).sum() / d.sum() for d in diff[[0, -1]]]
+        assert sign * (xs[1] - xs[0]) > 5
+
+
+def test_video_task_and_workers(tmp_path):
+    from unimodal.tasks import get_task
+    task = get_task('video')
+    root = make_builtin_kinetics(tmp_path / 'bi', per_class=(1, 1, 1), frames=12, size=32)
+    (root / 'test.txt').unlink()
+    opts = dict(num_frames=4, stride=2, image_size=32, flip=False, num_clips=2, num_crops=1)
+    sets = task.build_datasets(root, opts, splits=['train', 'test'])  # no test list: val is tested
+    assert set(sets) == {'train', 'test'} and sets['test'].annotation.name == 'val.txt'
+    assert sets['test'][0][0].shape == (2, 3, 4, 32, 32)
+    cfg = {'model': {'adapter': {'mode': 'channels'}}}
+    assert task.model_kwargs(cfg, sets['train']) == {'num_classes': 8, 'num_frames': 4, 'image_size': 32}
+    with pytest.raises(ValueError, match='num_frames'):
+        task.model_kwargs({'model': {'adapter': {'num_frames': 16}}}, sets['train'])
+    assert '2 clips x 1 crops' in task.eval_views(sets['test']) and '8 of 8' in task.eval_views(sets['test'])
+    with pytest.raises(TypeError):
+        task.build_datasets(root, dict(opts, frames=3), splits=['train'])
+    # one decord reader per worker: two worker processes read the whole split
+    batches = list(DataLoader(sets['train'], batch_size=4, num_workers=2))
+    assert sum(len(y) for _, y in batches) == 8

@@ -1,0 +1,547 @@
+"""Kinetics-400 reader (``path label`` lists or the official CSV) and the built-in synthetic motion clips.
+
+Annotation formats:
+
+* ``path label`` per line, space separated, no header (VideoMAE / mmaction2 lists). ``label`` is a class index
+  (or a class name from the class list); paths may contain spaces (the label is the last token) and are
+  relative to ``video_dir`` (default: the list file's folder).
+* The official CSV ``label,youtube_id,time_start,time_end,split[,is_cc]``; the video of a row is the file
+  ``<youtube_id>_<start:06d>_<end:06d>.<ext>`` anywhere under ``video_dir`` (default ``root/<split folder>`` if
+  it exists, else ``root``): the folder is indexed once, so flat folders and per-class subfolders both work.
+
+Sampling (published protocol): ``num_frames`` frames every ``stride`` frames. ``train``: random temporal start,
+random resized crop to ``image_size`` and horizontal flip; ``val``: centre clip, short side resized to
+``image_size`` and centre crop; ``test``: ``num_clips`` evenly spaced clips × ``num_crops`` crops along the long
+side, returned as ``(num_clips·num_crops, 3, T, S, S)``. Frames are normalised with the ImageNet mean/std.
+
+Bad input: a missing, empty or undecodable video and a label outside the class list raise
+:class:`~unimodal.data.errors.DataError` naming the file. With ``skip_bad=True`` every listed video is opened
+once in ``__init__`` (decord, frame count) so the number of videos actually used is exact up front; that costs
+one container open per video (roughly 5–30 ms each: seconds for the built-in set, tens of minutes for the
+240k-video Kinetics train list; the check runs on a few threads).
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import shutil
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from .errors import DataError, SkipReport
+
+_logger = logging.getLogger(__name__)
+
+__all__ = ['Kinetics', 'make_builtin_kinetics', 'read_class_list', 'find_annotation', 'BUILTIN_CLASSES',
+           'IMAGENET_MEAN', 'IMAGENET_STD', 'VIDEO_EXTENSIONS']
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+VIDEO_EXTENSIONS = ('.mp4', '.mkv', '.webm', '.avi', '.mov')
+SPLITS = ('train', 'val', 'test')
+# file names used for each split by the common Kinetics releases and tools (first match wins)
+_SPLIT_ALIASES = {'train': ('train',), 'val': ('val', 'validate', 'validation'), 'test': ('test',)}
+_LIST_PATTERNS = ('{s}.txt', '{s}_list.txt', 'kinetics400_{s}_list_videos.txt', '{s}.csv',
+                  'annotations/{s}.csv', 'annotations/{s}.txt')
+
+PathLike = Union[str, Path]
+
+
+def read_class_list(path: PathLike) -> List[str]:
+    """Class names, one per line (blank lines ignored)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, 'class list file does not exist')
+    names = [line.strip() for line in path.read_text(encoding='utf-8').splitlines() if line.strip()]
+    if not names:
+        raise DataError(path, 'class list is empty (expected one class name per line)')
+    if len(set(names)) != len(names):
+        raise DataError(path, 'class list names a class twice')
+    return names
+
+
+def find_annotation(root: PathLike, split: str) -> Optional[Path]:
+    """The annotation file of ``split`` under ``root`` (``train.txt``, ``val.csv``, ``validate.csv``, ...), or None."""
+    root = Path(root)
+    for alias in _SPLIT_ALIASES.get(split, (split,)):
+        for pattern in _LIST_PATTERNS:
+            cand = root / pattern.format(s=alias)
+            if cand.is_file():
+                return cand
+    return None
+
+
+def _index_videos(folder: Path) -> Dict[str, Path]:
+    """Map file stem → path for every video file under ``folder`` (walked once)."""
+    index: Dict[str, Path] = {}
+    for dirpath, _, files in os.walk(folder):
+        for name in files:
+            stem, ext = os.path.splitext(name)
+            if ext.lower() in VIDEO_EXTENSIONS and stem not in index:
+                index[stem] = Path(dirpath) / name
+    return index
+
+
+def _open_video(path: Path):
+    """A fresh decord reader (never shared: one per call, hence one per DataLoader worker)."""
+    import decord  # lazy: heavy optional dependency
+    try:
+        vr = decord.VideoReader(str(path), num_threads=1)
+        n = len(vr)
+    except Exception as e:  # decord raises its own DECORDError/RuntimeError on broken containers
+        raise DataError(path, f'cannot decode video ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""})') from None
+    if n < 1:
+        raise DataError(path, 'video has no frames')
+    return vr, n
+
+
+class Kinetics(Dataset):
+    """Kinetics-style clip classification data set; yields ``(clip, label)``.
+
+    ``clip`` is ``(3, T, S, S)`` (train/val) or ``(V, 3, T, S, S)`` with ``V = num_clips·num_crops`` (test).
+
+    Args:
+        root: data set root (holds the annotation files and, by default, the videos).
+        split: ``'train'``, ``'val'`` or ``'test'`` (selects the sampling and the default annotation file).
+        annotation: the list/CSV file; default :func:`find_annotation` of ``root`` and ``split``.
+        video_dir: where relative list paths / CSV videos live (defaults in the module docstring).
+        classes: class names (list) or a class-list file; default ``root/classes.txt`` if present, else for a
+            CSV the sorted label names and for a list ``'0' … 'max label'``.
+        num_frames: frames per clip T.
+        stride: frame step between sampled frames.
+        image_size: output frame side S.
+        crop_scale: area range of the train random resized crop.
+        crop_ratio: aspect-ratio range of the train random resized crop.
+        flip: horizontal flip at train time (turn off when the class depends on left/right, e.g. the built-in
+            motion classes).
+        num_clips: test temporal clips.
+        num_crops: test spatial crops (1: centre; 3: both ends and centre of the long side).
+        skip_bad: skip (and count in ``skip_report``) bad videos and lines instead of raising.
+        check_decode: open every video in ``__init__`` (default: only with ``skip_bad``).
+        check_threads: threads for that check.
+    """
+
+    def __init__(self, root: PathLike, split: str = 'train', *, annotation: Optional[PathLike] = None,
+                 video_dir: Optional[PathLike] = None, classes: Union[None, PathLike, Sequence[str]] = None,
+                 num_frames: int = 16, stride: int = 4, image_size: int = 224,
+                 crop_scale: Tuple[float, float] = (0.08, 1.0), crop_ratio: Tuple[float, float] = (3 / 4, 4 / 3),
+                 flip: bool = True, num_clips: int = 5, num_crops: int = 3, skip_bad: bool = False,
+                 check_decode: Optional[bool] = None, check_threads: int = 4) -> None:
+        if split not in SPLITS:
+            raise ValueError(f'split must be one of {SPLITS}, got {split!r}')
+        if num_frames < 1 or stride < 1 or image_size < 1 or num_clips < 1 or num_crops < 1:
+            raise ValueError('num_frames, stride, image_size, num_clips and num_crops must all be >= 1')
+        if not (0 < crop_scale[0] <= crop_scale[1] <= 1) or not (0 < crop_ratio[0] <= crop_ratio[1]):
+            raise ValueError(f'bad crop_scale {crop_scale} or crop_ratio {crop_ratio}')
+        self.root = Path(root)
+        self.split = split
+        self.num_frames, self.stride, self.image_size = int(num_frames), int(stride), int(image_size)
+        self.crop_scale, self.crop_ratio = tuple(crop_scale), tuple(crop_ratio)
+        self.flip = flip
+        self.num_clips, self.num_crops = int(num_clips), int(num_crops)
+        self.skip_bad = skip_bad
+        self.skip_report = SkipReport(f'kinetics/{split}')
+
+        if annotation is None:
+            annotation = find_annotation(self.root, split)
+            if annotation is None:
+                raise FileNotFoundError(
+                    f'no annotation file for split {split!r} under {self.root} (looked for '
+                    f'{", ".join(p.format(s=split) for p in _LIST_PATTERNS)}); expected a "path label" list or the '
+                    f'official Kinetics CSV')
+        self.annotation = Path(annotation)
+        if not self.annotation.is_file():
+            raise DataError(self.annotation, 'annotation file does not exist')
+        is_csv = self.annotation.suffix.lower() == '.csv'
+
+        if classes is None and (self.root / 'classes.txt').is_file():
+            classes = self.root / 'classes.txt'
+        if isinstance(classes, (str, Path)):
+            classes = read_class_list(classes)
+        self.classes: Optional[List[str]] = list(classes) if classes is not None else None
+
+        if is_csv:
+            entries = self._read_csv(video_dir)
+        else:
+            entries = self._read_list(Path(video_dir) if video_dir is not None else self.annotation.parent)
+        self.skip_report.total = self._listed
+
+        check = skip_bad if check_decode is None else check_decode
+        self.samples: List[Tuple[Path, int]] = []
+        self._frame_counts: Dict[Path, int] = {}
+        ok = [e for e in entries if self._check_file(e)]
+        if check and ok:
+            with ThreadPoolExecutor(max(1, check_threads)) as pool:
+                results = list(pool.map(self._probe, [p for p, _ in ok]))
+            for (p, y), res in zip(ok, results):
+                if isinstance(res, DataError):
+                    self._bad(res)
+                else:
+                    self._frame_counts[p] = res
+                    self.samples.append((p, y))
+        else:
+            self.samples = ok
+        if not self.samples:
+            raise DataError(self.annotation, f'no usable videos ({self._listed} listed, '
+                                             f'{self.skip_report.count} skipped)')
+        _logger.info('Kinetics %s (%s): %d videos listed, %d found and used, %d skipped', split, self.annotation,
+                     self._listed, len(self.samples), self.skip_report.count)
+        self._mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1)
+        self._std = torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
+
+    # ------------------------------------------------------------------ annotation parsing
+    def _bad(self, err: DataError) -> None:
+        if not self.skip_bad:
+            raise err
+        self.skip_report.add(err)
+
+    def _label_index(self, token: str, where: str) -> Optional[int]:
+        """Class index of a label token (an index or a class name); None (after reporting) if unknown."""
+        token = token.strip()
+        if self.classes is not None and token in self.classes:
+            return self.classes.index(token)
+        try:
+            idx = int(token)
+        except ValueError:
+            self._bad(DataError(where, f'label {token!r} is not in the class list'
+                                       + (f' ({len(self.classes)} classes)' if self.classes else
+                                          ' (no class list given: labels must be integer indices)')))
+            return None
+        if idx < 0 or (self.classes is not None and idx >= len(self.classes)):
+            n = len(self.classes) if self.classes is not None else 0
+            self._bad(DataError(where, f'label {idx} is not in the class list (expected 0..{n - 1})'))
+            return None
+        return idx
+
+    def _read_list(self, video_dir: Path) -> List[Tuple[Path, int]]:
+        entries: List[Tuple[Path, int]] = []
+        max_label = -1
+        self._listed = 0
+        for lineno, line in enumerate(self.annotation.read_text(encoding='utf-8').splitlines(), 1):
+            if not line.strip():
+                continue
+            self._listed += 1
+            where = f'{self.annotation}:{lineno}'
+            parts = line.strip().rsplit(None, 1)
+            if len(parts) != 2:
+                self._bad(DataError(where, f'expected "path label", got {line.strip()!r}'))
+                continue
+            y = self._label_index(parts[1], where)
+            if y is None:
+                continue
+            path = Path(parts[0])
+            entries.append((path if path.is_absolute() else video_dir / path, y))
+            max_label = max(max_label, y)
+        if self.classes is None:
+            self.classes = [str(i) for i in range(max_label + 1)]
+        return entries
+
+    def _read_csv(self, video_dir: Optional[PathLike]) -> List[Tuple[Path, int]]:
+        with open(self.annotation, newline='', encoding='utf-8') as f:
+            rows = list(csv.DictReader(f))
+        need = {'label', 'youtube_id', 'time_start', 'time_end'}
+        if not rows or not need.issubset(rows[0].keys()):
+            raise DataError(self.annotation, f'expected the Kinetics CSV header label,youtube_id,time_start,'
+                                             f'time_end,split; got {list(rows[0].keys()) if rows else "no rows"}')
+        if self.classes is None:
+            self.classes = sorted({r['label'] for r in rows})
+            _logger.info('%s: %d classes from the sorted label names (pass classes= to fix the order)',
+                         self.annotation, len(self.classes))
+        if video_dir is None:
+            video_dir = self.root
+            for alias in _SPLIT_ALIASES[self.split]:
+                if (self.root / alias).is_dir():
+                    video_dir = self.root / alias
+                    break
+        index = _index_videos(Path(video_dir))
+        self._listed = len(rows)
+        entries: List[Tuple[Path, int]] = []
+        for lineno, r in enumerate(rows, 2):
+            where = f'{self.annotation}:{lineno}'
+            y = self._label_index(r['label'], where)
+            if y is None:
+                continue
+            try:
+                stem = f"{r['youtube_id']}_{int(float(r['time_start'])):06d}_{int(float(r['time_end'])):06d}"
+            except ValueError:
+                self._bad(DataError(where, f'bad time_start/time_end {r["time_start"]!r}, {r["time_end"]!r}'))
+                continue
+            entries.append((index.get(stem, Path(video_dir) / f'{stem}.mp4'), y))
+        return entries
+
+    def _check_file(self, entry: Tuple[Path, int]) -> bool:
+        path = entry[0]
+        try:
+            size = path.stat().st_size
+        except OSError:
+            self._bad(DataError(path, f'video listed in {self.annotation} does not exist'))
+            return False
+        if size == 0:
+            self._bad(DataError(path, 'video file is empty (0 bytes)'))
+            return False
+        return True
+
+    @staticmethod
+    def _probe(path: Path) -> Union[int, DataError]:
+        try:
+            return _open_video(path)[1]
+        except DataError as e:
+            return e
+
+    # ------------------------------------------------------------------ sampling
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def num_views(self) -> int:
+        """Views per video this split yields (``num_clips·num_crops`` for test, else 1)."""
+        return self.num_clips * self.num_crops if self.split == 'test' else 1
+
+    @property
+    def labels(self) -> List[int]:
+        return [y for _, y in self.samples]
+
+    def _indices(self, n: int, start: int) -> List[int]:
+        # clips longer than the video repeat its last frame (as VideoMAE/mmaction2 do)
+        return [min(start + i * self.stride, n - 1) for i in range(self.num_frames)]
+
+    def _starts(self, n: int) -> List[int]:
+        span = (self.num_frames - 1) * self.stride + 1
+        room = max(0, n - span)
+        if self.split == 'train':
+            return [int(torch.randint(room + 1, ()).item())]
+        if self.split == 'val':
+            return [room // 2]
+        if self.num_clips == 1:
+            return [room // 2]
+        return [round(room * i / (self.num_clips - 1)) for i in range(self.num_clips)]
+
+    def _decode(self, path: Path, starts: List[int]) -> torch.Tensor:
+        """Frames of all clips as ``(clips, T, H, W, 3)`` uint8."""
+        vr, n = _open_video(path)
+        idx = [i for s in starts for i in self._indices(n, s)]
+        try:
+            frames = vr.get_batch(idx).asnumpy()
+        except Exception as e:
+            raise DataError(path, f'cannot decode frames {idx[0]}..{idx[-1]} of {n} '
+                                  f'({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""})') from None
+        finally:
+            del vr
+        return torch.from_numpy(frames).view(len(starts), self.num_frames, *frames.shape[1:])
+
+    def _resize(self, x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+        """``(T, 3, h, w)`` float → ``(T, 3, size)``."""
+        if tuple(x.shape[-2:]) == tuple(size):
+            return x
+        return F.interpolate(x, size=size, mode='bilinear', align_corners=False, antialias=True)
+
+    def _train_crop(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        area = h * w
+        log_ratio = (math.log(self.crop_ratio[0]), math.log(self.crop_ratio[1]))
+        for _ in range(10):
+            target = area * float(torch.empty(()).uniform_(*self.crop_scale))
+            ratio = math.exp(float(torch.empty(()).uniform_(*log_ratio)))
+            cw, ch = round(math.sqrt(target * ratio)), round(math.sqrt(target / ratio))
+            if 0 < cw <= w and 0 < ch <= h:
+                top = int(torch.randint(h - ch + 1, ()))
+                left = int(torch.randint(w - cw + 1, ()))
+                break
+        else:  # fall back to the largest centre crop within the ratio range (as torchvision does)
+            ratio = min(max(w / h, self.crop_ratio[0]), self.crop_ratio[1])
+            cw, ch = (w, round(w / ratio)) if w / h < ratio else (round(h * ratio), h)
+            cw, ch = min(cw, w), min(ch, h)
+            top, left = (h - ch) // 2, (w - cw) // 2
+        x = self._resize(x[..., top:top + ch, left:left + cw], (self.image_size, self.image_size))
+        if self.flip and bool(torch.rand(()) < 0.5):
+            x = x.flip(-1)
+        return x
+
+    def _short_side_crops(self, x: torch.Tensor, num_crops: int) -> List[torch.Tensor]:
+        h, w = x.shape[-2:]
+        s = self.image_size
+        nh, nw = (s, max(s, round(w * s / h))) if h <= w else (max(s, round(h * s / w)), s)
+        x = self._resize(x, (nh, nw))
+        long_room, along_w = (nw - s, True) if nw >= nh else (nh - s, False)
+        offsets = [long_room // 2] if num_crops == 1 else \
+            [round(long_room * i / (num_crops - 1)) for i in range(num_crops)]
+        other = ((nh - s) // 2) if along_w else ((nw - s) // 2)
+        crops = []
+        for o in offsets:
+            top, left = (other, o) if along_w else (o, other)
+            crops.append(x[..., top:top + s, left:left + s])
+        return crops
+
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """``(T, 3, S, S)`` in [0, 1] → ``(3, T, S, S)`` normalised."""
+        return (x.transpose(0, 1) - self._mean) / self._std
+
+    def load(self, index: int) -> Tuple[torch.Tensor, int]:
+        """The sample at ``index``; raises :class:`DataError` if its video cannot be decoded."""
+        path, label = self.samples[index]
+        n = self._frame_counts.get(path)
+        if n is None:
+            vr, n = _open_video(path)
+            del vr
+        starts = self._starts(n)
+        clips = self._decode(path, starts).permute(0, 1, 4, 2, 3).float().div_(255)  # (clips, T, 3, H, W)
+        if self.split == 'train':
+            return self._normalise(self._train_crop(clips[0])), label
+        if self.split == 'val':
+            return self._normalise(self._short_side_crops(clips[0], 1)[0]), label
+        views = [self._normalise(c) for clip in clips for c in self._short_side_crops(clip, self.num_crops)]
+        return torch.stack(views), label
+
+    def __getitem__(self, index: int) -> Tuple[torch.Tensor, int]:
+        try:
+            return self.load(index)
+        except DataError as err:
+            if not self.skip_bad:
+                raise
+            # a video that passed the __init__ check but fails mid-stream: reported (logged; counted in the
+            # main process) and replaced by the next video so a long run is not lost
+            self.skip_report.add(err)
+            for step in range(1, len(self.samples)):
+                try:
+                    return self.load((index + step) % len(self.samples))
+                except DataError as e:
+                    self.skip_report.add(e)
+            raise
+
+
+# ---------------------------------------------------------------------- built-in synthetic motion clips
+BUILTIN_CLASSES = ('moving_left', 'moving_right', 'moving_up', 'moving_down', 'circling_clockwise',
+                   'circling_anticlockwise', 'expanding', 'shrinking')
+_BUILTIN_VERSION = 'kinetics-builtin-v1'
+_BUILTIN_MARKER = '.complete'
+
+
+def _synth_clip(rng: np.random.Generator, label: int, frames: int, size: int) -> np.ndarray:
+    """One ``(frames, size, size, 3)`` uint8 clip whose class is only visible in the motion of a blob.
+
+    Random background (colour + smooth gradient), blob colour, size, speed, start position, a static
+    distractor blob and pixel noise, so a single frame does not tell the class.
+    """
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    bg_a, bg_b = rng.uniform(0, 1, 3), rng.uniform(0, 1, 3)
+    angle = rng.uniform(0, 2 * np.pi)
+    ramp = ((xx * np.cos(angle) + yy * np.sin(angle)) / size + 1) / 2
+    background = bg_a * (1 - ramp[..., None]) + bg_b * ramp[..., None]
+    colour = rng.uniform(0, 1, 3)
+    while np.abs(colour - (bg_a + bg_b) / 2).sum() < 0.8:  # keep the blob visible against the background
+        colour = rng.uniform(0, 1, 3)
+    t = np.arange(frames, dtype=np.float32)
+    c = size / 2
+    radius = np.full(frames, rng.uniform(0.08, 0.13) * size, dtype=np.float32)
+    name = BUILTIN_CLASSES[label]
+    if name.startswith('moving'):
+        speed = rng.uniform(0.45, 0.8) * size / frames  # crosses 45–80% of the frame over the clip
+        travel = speed * (frames - 1)
+        along = rng.uniform(0.1 * size, 0.9 * size - travel) + speed * t
+        across = np.full(frames, rng.uniform(0.2, 0.8) * size, dtype=np.float32)
+        if name in ('moving_left', 'moving_up'):
+            along = size - along
+        px, py = (along, across) if name in ('moving_left', 'moving_right') else (across, along)
+    elif name.startswith('circling'):
+        orbit = rng.uniform(0.18, 0.28) * size
+        cx, cy = c + rng.uniform(-0.08, 0.08) * size, c + rng.uniform(-0.08, 0.08) * size
+        omega = 2 * np.pi / rng.uniform(0.8, 1.3) / frames  # about one turn per clip
+        sign = 1.0 if name == 'circling_clockwise' else -1.0  # image y points down: +angle is clockwise
+        phase = rng.uniform(0, 2 * np.pi) + sign * omega * t
+        px, py = cx + orbit * np.cos(phase), cy + orbit * np.sin(phase)
+    else:
+        r0, r1 = rng.uniform(0.04, 0.07) * size, rng.uniform(0.2, 0.28) * size
+        grow = np.linspace(0, 1, frames, dtype=np.float32)
+        radius = r0 + (r1 - r0) * (grow if name == 'expanding' else 1 - grow)
+        px = np.full(frames, c + rng.uniform(-0.15, 0.15) * size, dtype=np.float32)
+        py = np.full(frames, c + rng.uniform(-0.15, 0.15) * size, dtype=np.float32)
+    # a static distractor blob of another colour and size
+    dx, dy, dr = rng.uniform(0.1, 0.9) * size, rng.uniform(0.1, 0.9) * size, rng.uniform(0.05, 0.12) * size
+    dcol = rng.uniform(0, 1, 3)
+    distract = np.exp(-((xx - dx) ** 2 + (yy - dy) ** 2) / (2 * dr ** 2))[..., None]
+    out = np.empty((frames, size, size, 3), dtype=np.uint8)
+    noise_sd = rng.uniform(0.02, 0.06)
+    for i in range(frames):
+        d2 = (xx - px[i]) ** 2 + (yy - py[i]) ** 2
+        alpha = np.clip((radius[i] - np.sqrt(d2)) / 1.5 + 0.5, 0, 1)[..., None]  # anti-aliased disc
+        img = background * (1 - 0.6 * distract) + dcol * 0.6 * distract
+        img = img * (1 - alpha) + colour * alpha
+        img = img + rng.normal(0, noise_sd, img.shape)
+        out[i] = np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
+def _write_mp4(path: Path, frames: np.ndarray, fps: int = 25) -> None:
+    """Encode ``(T, H, W, 3)`` uint8 RGB as MPEG-4 Part 2 (in every FFmpeg build; decord reads it)."""
+    import av  # lazy: heavy optional dependency
+    with av.open(str(path), 'w') as container:
+        stream = container.add_stream('mpeg4', rate=fps)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = 'yuv420p'
+        stream.bit_rate = 2_000_000
+        stream.codec_context.thread_count = 1  # single-threaded encoding keeps the bytes deterministic
+        for img in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format='rgb24')):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def make_builtin_kinetics(root: PathLike, seed: int = 0, *, per_class: Tuple[int, int, int] = (30, 8, 8),
+                          frames: int = 40, size: int = 64) -> Path:
+    """Write (once) the built-in synthetic motion-pattern set in the Kinetics list layout; return ``root``.
+
+    Layout: ``root/{train,val,test}/clip_NNNN.mp4``, ``root/{train,val,test}.txt`` (``path label``, paths relative
+    to ``root``) and ``root/classes.txt``. 8 classes (:data:`BUILTIN_CLASSES`), ``per_class`` clips per class for
+    train/val/test, ``frames`` frames of ``size × size``. Deterministic for a given ``seed``; written to a
+    temporary folder and renamed into place, so a half-written set is never used. Skipped if ``root`` already
+    holds a complete set.
+    """
+    root = Path(root)
+    marker = root / _BUILTIN_MARKER
+    stamp = f'{_BUILTIN_VERSION} seed={seed} per_class={tuple(per_class)} frames={frames} size={size}'
+    if marker.is_file():
+        if marker.read_text().strip() != stamp:
+            raise FileExistsError(f'{root} holds a built-in video set made with other settings '
+                                  f'({marker.read_text().strip()}); remove it or use another folder')
+        return root
+    if root.exists() and any(root.iterdir()):
+        raise FileExistsError(f'{root} exists and is not a complete built-in video set; remove it first')
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f'.{root.name}.tmp-', dir=root.parent))
+    try:
+        rng = np.random.default_rng(seed)
+        (tmp / 'classes.txt').write_text('\n'.join(BUILTIN_CLASSES) + '\n')
+        for split, n in zip(SPLITS, per_class):
+            (tmp / split).mkdir()
+            labels = np.repeat(np.arange(len(BUILTIN_CLASSES)), n)
+            rng.shuffle(labels)  # file names do not reveal the class
+            lines = []
+            for i, y in enumerate(labels):
+                rel = f'{split}/clip_{i:04d}.mp4'
+                _write_mp4(tmp / rel, _synth_clip(rng, int(y), frames, size))
+                lines.append(f'{rel} {int(y)}')
+            (tmp / f'{split}.txt').write_text('\n'.join(lines) + '\n')
+        (tmp / _BUILTIN_MARKER).write_text(stamp + '\n')
+        if root.exists():  # an empty folder left by the caller
+            root.rmdir()
+        try:
+            tmp.rename(root)
+        except OSError:
+            if not marker.is_file():  # not just a concurrent writer that finished first
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    _logger.info('wrote the built-in synthetic video set (%d classes, motion patterns) to %s',
+                 len(BUILTIN_CLASSES), root)
+    return root

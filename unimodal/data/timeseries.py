@@ -1,0 +1,531 @@
+"""Time-series forecasting readers: sliding windows over multi-series data, and the built-in weather set.
+
+Formats:
+
+* **Global Temp / Global Wind** (Corrformer release): ``{temp,wind}_global_hourly_{train,val,test}.npy`` of
+  shape ``(T, 3850, 1)``, optional ``data_time_{split}.npy``. Values are stored ×10, so ``phys_scale = 0.1``
+  (MSE/100 and MAE/10 give physical units). Loaded with ``np.load(allow_pickle=False)``.
+* **Time-Series-Library CSV** (``weather.csv``, ``ETTh1.csv``, ...): a ``date`` column then variables. Split in
+  time order with TSLib's exact borders (70/10/20; val/test windows start ``input_len`` steps before their
+  border; ``ETTh*``/``ETTm*`` files use TSLib's fixed 12/4/4-month borders); standard scaler fit on the train
+  part only; metrics on the normalised scale (``phys_scale = std``, ``phys_offset = mean`` per variable).
+* **Any CSV with a time column** through pandas (``time_column``, ``columns`` options), split the same way.
+
+Every dataset yields ``(x (L, N) float32, y (H, N) float32)`` windows (train stride ``stride``, val/test
+stride 1) and never drops a window: the evaluation DataLoader must keep its last partial batch
+(``drop_last=False``, the DataLoader default), or published numbers get skewed.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .errors import DataError, SkipReport
+
+_logger = logging.getLogger(__name__)
+
+__all__ = [
+    'ForecastWindows', 'read_csv_series', 'read_global_npy', 'split_borders', 'build_weather_datasets',
+    'make_builtin_weather', 'detect_format', 'FILL_POLICIES', 'BUILTIN_FILE',
+]
+
+FILL_POLICIES = ('error', 'ffill', 'interpolate', 'zero')
+SPLITS = ('train', 'val', 'test')
+BUILTIN_FILE = 'weather_synthetic.csv'
+_GLOBAL_VARIABLES = {'temp': '°C', 'wind': 'm/s'}
+_DAY_NS = 86_400 * 10**9
+
+PathLike = Union[str, Path]
+
+
+class ForecastWindows(Dataset):
+    """Sliding ``(input, target)`` windows over a ``(T, N)`` series array.
+
+    Window ``i`` starts at ``starts[i]``: ``x = values[s : s + L]``, ``y = values[s + L : s + L + H]``.
+
+    Attributes:
+        num_series, input_len, horizon: N, L, H.
+        period: seasonal period in steps (for the seasonal-naive baseline), e.g. 24 for hourly data.
+        phys_scale, phys_offset: ``physical = value * phys_scale + phys_offset`` (float or ``(N,)`` tensor).
+        units: the physical units (``'°C'``, ``'m/s'``, ``'data units'``).
+        value_desc: what the model-space values are (e.g. ``'z-scored with train statistics'``).
+        columns: series names; times: ``(T,)`` datetime64 array or ``None``; path, split: provenance.
+        skip_report: :class:`SkipReport` of windows skipped for missing values (``skip_bad``), else ``None``.
+    """
+
+    def __init__(self, values: np.ndarray, input_len: int, horizon: int, *, stride: int = 1,
+                 starts: Optional[np.ndarray] = None, period: int = 24,
+                 phys_scale: Union[float, torch.Tensor] = 1.0, phys_offset: Union[float, torch.Tensor] = 0.0,
+                 units: str = 'data units', value_desc: str = 'raw values', columns: Optional[List[str]] = None,
+                 times: Optional[np.ndarray] = None, path: PathLike = '', split: str = '',
+                 skip_report: Optional[SkipReport] = None) -> None:
+        if values.ndim != 2:
+            raise ValueError(f'values must be (T, N), got shape {values.shape}')
+        if input_len < 1 or horizon < 1 or stride < 1:
+            raise ValueError(f'input_len, horizon and stride must be >= 1, got {input_len}, {horizon}, {stride}')
+        self.values = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
+        self.input_len, self.horizon = int(input_len), int(horizon)
+        self.num_series = int(values.shape[1])
+        last = values.shape[0] - self.input_len - self.horizon
+        if starts is None:
+            starts = np.arange(0, last + 1, stride, dtype=np.int64) if last >= 0 else np.zeros(0, np.int64)
+        self.starts = np.asarray(starts, dtype=np.int64)
+        self.period = int(period)
+        self.phys_scale, self.phys_offset = phys_scale, phys_offset
+        self.units, self.value_desc = units, value_desc
+        self.columns = list(columns) if columns is not None else [str(i) for i in range(self.num_series)]
+        self.times = times
+        self.path, self.split = str(path), split
+        self.skip_report = skip_report
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, index: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        s = int(self.starts[index])
+        mid = s + self.input_len
+        return self.values[s:mid].clone(), self.values[mid:mid + self.horizon].clone()
+
+    def to_physical(self, values: torch.Tensor) -> torch.Tensor:
+        """Model-space values ``(..., N)`` → physical units."""
+        return values * self.phys_scale + self.phys_offset
+
+    def __repr__(self) -> str:
+        return (f'ForecastWindows({self.split or "?"}: {len(self)} windows, L={self.input_len}, H={self.horizon}, '
+                f'N={self.num_series}, period={self.period}, from {self.path})')
+
+
+# --------------------------------------------------------------------------------------------- missing values
+def _first_bad(values: np.ndarray) -> Optional[Tuple[int, int, int]]:
+    """``(row, column, count)`` of the earliest non-finite value, or ``None``."""
+    bad = ~np.isfinite(values)
+    count = int(bad.sum())
+    if not count:
+        return None
+    row = int(np.argmax(bad.any(axis=1)))
+    col = int(np.argmax(bad[row]))
+    return row, col, count
+
+
+def _fill_missing(values: np.ndarray, fill: str, path: PathLike, names: Sequence[str], row_desc) -> np.ndarray:
+    """Apply a fill policy to the non-finite entries of ``(T, N)`` values (in place where possible)."""
+    if fill not in FILL_POLICIES:
+        raise ValueError(f'fill must be one of {FILL_POLICIES}, got {fill!r}')
+    found = _first_bad(values)
+    if found is None:
+        return values
+    row, col, count = found
+    if fill == 'error':
+        raise DataError(path, f"missing/non-finite value in column {names[col]!r} at {row_desc(row)} "
+                              f"({count} missing in all); choose a fill policy (fill='ffill', 'interpolate' or "
+                              f"'zero') or fix the file")
+    import pandas as pd
+    values = np.where(np.isfinite(values), values, np.nan)
+    all_bad = np.isnan(values).all(axis=0)
+    if all_bad.any() and fill != 'zero':
+        raise DataError(path, f'column {names[int(np.argmax(all_bad))]!r} has no valid value to fill from')
+    df = pd.DataFrame(values)
+    if fill == 'ffill':
+        df = df.ffill().bfill()  # leading gaps take the first valid value (nothing earlier exists)
+    elif fill == 'interpolate':
+        df = df.interpolate(method='linear', limit_direction='both')
+    else:
+        df = df.fillna(0.0)
+    _logger.warning('%s: filled %d missing values with policy %r (first in column %r at %s)', path, count, fill,
+                    names[col], row_desc(row))
+    return df.to_numpy(dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------------------------------- readers
+def read_csv_series(path: PathLike, *, time_column: Optional[str] = 'date', columns: Optional[Sequence[str]] = None,
+                    fill: str = 'error', require_first: bool = False,
+                    ) -> Tuple[np.ndarray, List[str], Optional[np.ndarray]]:
+    """Read a CSV of time-ordered series with pandas.
+
+    Args:
+        path: the CSV file.
+        time_column: name of the time column (parsed as datetimes, must increase), or ``None`` if the file has none.
+        columns: series columns to use (default: every column but the time column).
+        fill: missing values: ``'error'`` (DataError naming the file, column and first bad row), ``'ffill'``
+            (forward fill; leading gaps back-filled), ``'interpolate'`` (linear in time) or ``'zero'``.
+            ``None`` keeps them as NaN (the caller handles them).
+        require_first: the time column must be the first column (Time-Series-Library layout).
+
+    Returns:
+        ``values (T, N) float32``, column names, ``times (T,) datetime64[ns]`` or ``None``.
+    """
+    import pandas as pd
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'{path}: CSV file not found')
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise DataError(path, f'not a readable CSV ({e})') from e
+    if df.shape[0] == 0:
+        raise DataError(path, 'CSV holds a header but no rows')
+
+    def row_desc(i: int) -> str:
+        return f'row {i} (line {i + 2})'
+
+    times = None
+    if time_column is not None:
+        if time_column not in df.columns:
+            raise DataError(path, f'no time column {time_column!r} (columns: {list(df.columns)}); '
+                                  f'set time_column to the right name, or None')
+        if require_first and df.columns[0] != time_column:
+            raise DataError(path, f'Time-Series-Library layout expects {time_column!r} as the first column, '
+                                  f'found {df.columns[0]!r}')
+        parsed = pd.to_datetime(df[time_column], errors='coerce')
+        if parsed.isna().any():
+            r = int(np.argmax(parsed.isna().to_numpy()))
+            raise DataError(path, f'column {time_column!r} {row_desc(r)}: unparseable time {df[time_column].iloc[r]!r}')
+        times = parsed.to_numpy(dtype='datetime64[ns]')
+        if len(times) > 1:
+            back = np.diff(times.astype(np.int64)) <= 0
+            if back.any():
+                r = int(np.argmax(back)) + 1
+                raise DataError(path, f'column {time_column!r} {row_desc(r)}: time {df[time_column].iloc[r]!r} '
+                                      f'does not increase (rows must be in time order without duplicates)')
+    if columns is None:
+        names = [c for c in df.columns if c != time_column]
+    else:
+        names = list(columns)
+        missing = [c for c in names if c not in df.columns]
+        if missing:
+            raise DataError(path, f'columns {missing} not found (columns: {list(df.columns)})')
+    if not names:
+        raise DataError(path, 'no series columns')
+    out = np.empty((len(df), len(names)), dtype=np.float32)
+    for j, name in enumerate(names):
+        col = df[name]
+        num = pd.to_numeric(col, errors='coerce')
+        non_numeric = num.isna() & col.notna()
+        if non_numeric.any():
+            r = int(np.argmax(non_numeric.to_numpy()))
+            raise DataError(path, f'column {name!r} {row_desc(r)}: non-numeric value {col.iloc[r]!r}')
+        out[:, j] = num.to_numpy(dtype=np.float64)
+    names = [str(n) for n in names]
+    if fill is not None:
+        out = _fill_missing(out, fill, path, names, row_desc)
+    return out, names, times
+
+
+def _find_global_dir(root: Path, variable: Optional[str]) -> Tuple[Path, str]:
+    variables = [variable] if variable else list(_GLOBAL_VARIABLES)
+    for var in variables:
+        for d in (root, root / f'global_{var}', root / 'global'):
+            if (d / f'{var}_global_hourly_train.npy').is_file():
+                return d, var
+    return root, variables[0]
+
+
+def read_global_npy(root: PathLike, variable: str = 'temp', split: str = 'train', *, fill: Optional[str] = 'error',
+                    ) -> Tuple[np.ndarray, Optional[np.ndarray], Path]:
+    """Read one split of the Corrformer Global Temp/Wind release.
+
+    Args:
+        root: folder holding ``{variable}_global_hourly_{split}.npy`` (also searched: ``root/global_{variable}``,
+            ``root/global``).
+        variable: ``'temp'`` or ``'wind'``.
+        split: ``'train'``, ``'val'`` or ``'test'``.
+        fill: missing-value policy (see :func:`read_csv_series`; the "column" is the station index).
+
+    Returns:
+        ``values (T, N) float32`` (stored scale, ×10), ``times (T,)`` or ``None``, and the file read.
+    """
+    if variable not in _GLOBAL_VARIABLES:
+        raise ValueError(f'variable must be one of {sorted(_GLOBAL_VARIABLES)}, got {variable!r}')
+    folder, _ = _find_global_dir(Path(root), variable)
+    path = folder / f'{variable}_global_hourly_{split}.npy'
+    if not path.is_file():
+        raise FileNotFoundError(f'{path}: not found (Global {variable.title()} layout: '
+                                f'{variable}_global_hourly_{{train,val,test}}.npy of shape (T, 3850, 1))')
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except ValueError as e:  # object arrays need pickle: refused
+        raise DataError(path, f'not a plain numeric .npy array ({e})') from e
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim != 2:
+        raise DataError(path, f'expected shape (T, stations, 1) or (T, stations), got {arr.shape}')
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise DataError(path, f'expected numeric values, got dtype {arr.dtype}')
+    values = arr.astype(np.float32, copy=False)
+    if fill is not None:
+        values = _fill_missing(values, fill, path, [f'station {i}' for i in range(values.shape[1])],
+                               lambda r: f'time step {r}')
+    times = None
+    tpath = folder / f'data_time_{split}.npy'
+    if tpath.is_file():
+        try:
+            t = np.load(tpath, allow_pickle=False)
+            times = t.astype('datetime64[ns]') if len(t) == len(values) else None
+            if times is None:
+                _logger.warning('%s: %d time stamps for %d steps; ignored', tpath, len(t), len(values))
+        except (ValueError, TypeError) as e:
+            _logger.warning('%s: unusable time stamps (%s); ignored', tpath, e)
+    return values, times, path
+
+
+def split_borders(num_rows: int, input_len: int, rule: str = 'ratio', train_ratio: float = 0.7,
+                  test_ratio: float = 0.2) -> Dict[str, Tuple[int, int]]:
+    """Time-ordered split borders ``{split: (begin, end)}`` exactly as Time-Series-Library computes them.
+
+    ``ratio`` (TSLib ``Dataset_Custom``): ``n_train = int(T·0.7)``, ``n_test = int(T·0.2)``, val gets the rest;
+    val and test begin ``input_len`` rows before their border, so their first target follows the previous split.
+    ``ett_hour`` / ``ett_minute`` (TSLib ``Dataset_ETT_hour/minute``): 12/4/4 months of 30 days.
+    """
+    if rule == 'ratio':
+        n_train = int(num_rows * train_ratio)
+        n_test = int(num_rows * test_ratio)
+        n_val = num_rows - n_train - n_test
+        b1 = [0, n_train - input_len, num_rows - n_test - input_len]
+        b2 = [n_train, n_train + n_val, num_rows]
+    elif rule in ('ett_hour', 'ett_minute'):
+        month = 30 * 24 * (4 if rule == 'ett_minute' else 1)
+        b1 = [0, 12 * month - input_len, 16 * month - input_len]
+        b2 = [12 * month, 16 * month, min(20 * month, num_rows)]
+    else:
+        raise ValueError(f"borders must be 'auto', 'ratio', 'ett_hour' or 'ett_minute', got {rule!r}")
+    return {s: (max(0, a), min(b, num_rows)) for s, a, b in zip(SPLITS, b1, b2)}
+
+
+def _infer_period(times: Optional[np.ndarray], default: int = 24) -> int:
+    """Steps per day from the median time step (the daily cycle), else ``default``."""
+    if times is not None and len(times) > 1:
+        step = int(np.median(np.diff(times.astype(np.int64))))
+        if 0 < step <= _DAY_NS and _DAY_NS % step == 0:
+            return _DAY_NS // step
+        _logger.info('time step %d ns does not divide a day; seasonal period defaults to %d', step, default)
+    return default
+
+
+def _window_starts(values: np.ndarray, window: int, stride: int, split: str, path: PathLike, names: Sequence[str],
+                   report: Optional[SkipReport], row_offset: int) -> np.ndarray:
+    """Window starts; with a skip report, windows touching a missing value are skipped and recorded."""
+    last = values.shape[0] - window
+    starts = np.arange(0, last + 1, stride, dtype=np.int64) if last >= 0 else np.zeros(0, np.int64)
+    if report is None:
+        return starts
+    report.total += len(starts)
+    bad_rows = ~np.isfinite(values).all(axis=1)
+    if not bad_rows.any():
+        return starts
+    # windows [s, s + window) containing a bad row: prefix sums of the bad-row indicator
+    csum = np.concatenate([[0], np.cumsum(bad_rows)])
+    bad = csum[starts + window] - csum[starts] > 0
+    for s in starts[bad]:
+        r = int(s + np.argmax(bad_rows[s:s + window]))
+        c = int(np.argmax(~np.isfinite(values[r])))
+        # appended directly: one summary warning below instead of one log line per window
+        report.skipped.append({'path': str(path), 'problem': f'{split} window at row {int(s) + row_offset}: '
+                                                             f'missing value in column {names[c]!r} at row {r + row_offset}'})
+    _logger.warning('%s: skipped %d of %d %s windows touching missing values (skip_bad)', path, int(bad.sum()),
+                    len(starts), split)
+    return starts[~bad]
+
+
+# ------------------------------------------------------------------------------------------------- datasets
+def detect_format(root: PathLike, file: Optional[str] = None) -> Tuple[str, Path]:
+    """``('global_npy', folder)`` or ``('csv', csv_file)`` for a data root (file or folder)."""
+    root = Path(root)
+    if root.is_file():
+        if root.suffix.lower() == '.csv':
+            return 'csv', root
+        raise DataError(root, 'expected a CSV file or a folder (Global Temp/Wind .npy files or one CSV)')
+    if not root.is_dir():
+        raise FileNotFoundError(f'{root}: data root does not exist')
+    if file is not None:
+        path = root / file
+        if not path.is_file():
+            raise FileNotFoundError(f'{path}: not found (option file={file!r})')
+        return 'csv', path
+    folder, var = _find_global_dir(root, None)
+    if (folder / f'{var}_global_hourly_train.npy').is_file():
+        return 'global_npy', root
+    csvs = sorted(root.glob('*.csv'))
+    if len(csvs) == 1:
+        return 'csv', csvs[0]
+    if len(csvs) > 1:
+        raise DataError(root, f'several CSV files ({", ".join(p.name for p in csvs)}); choose one with the '
+                              f'option file=NAME')
+    raise DataError(root, 'no weather data found: expected {temp,wind}_global_hourly_{train,val,test}.npy '
+                          '(Global Temp/Wind) or a CSV with a date column (Time-Series-Library layout)')
+
+
+def build_weather_datasets(root: PathLike, *, format: str = 'auto', variable: Optional[str] = None,
+                           file: Optional[str] = None, input_len: int = 48, horizon: int = 24, stride: int = 1,
+                           fill: str = 'error', time_column: Optional[str] = 'date',
+                           columns: Optional[Sequence[str]] = None, scale: bool = True, borders: str = 'auto',
+                           train_ratio: float = 0.7, test_ratio: float = 0.2, period: Optional[int] = None,
+                           skip_bad: bool = False, splits: Optional[Sequence[str]] = None,
+                           ) -> Dict[str, ForecastWindows]:
+    """Train/val/test forecasting windows from a weather / time-series data root.
+
+    Args:
+        root: a folder (Global Temp/Wind ``.npy`` files, or one CSV) or a CSV file.
+        format: ``'auto'``, ``'global_npy'``, ``'tslib'`` (CSV with ``date`` first) or ``'csv'`` (any time column).
+        variable: Global set: ``'temp'`` or ``'wind'`` (default: whichever is present, temp first).
+        file: CSV file name inside ``root`` when it holds several.
+        input_len, horizon: L and H.
+        stride: step between train windows (val/test always use every window).
+        fill: missing-value policy (see :func:`read_csv_series`).
+        time_column, columns: CSV time column (``None``: no time column) and series columns.
+        scale: CSV: z-score every variable with train-split mean/std (TSLib); metrics on that scale.
+        borders: CSV split rule: ``'auto'`` (TSLib: ``ETTh*``→``ett_hour``, ``ETTm*``→``ett_minute``, else
+            ``ratio``), ``'ratio'``, ``'ett_hour'``, ``'ett_minute'``.
+        train_ratio, test_ratio: the ``ratio`` rule's fractions (TSLib: 0.7 / 0.2).
+        period: seasonal period in steps (default: steps per day from the time column, else 24).
+        skip_bad: with ``fill='error'``, skip windows touching missing values and record them in each split's
+            ``skip_report`` instead of failing.
+        splits: which splits to build (default all three).
+    """
+    splits = list(splits) if splits is not None else list(SPLITS)
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown:
+        raise ValueError(f'unknown splits {unknown}; expected a subset of {SPLITS}')
+    if fill not in FILL_POLICIES:
+        raise ValueError(f'fill must be one of {FILL_POLICIES}, got {fill!r}')
+    if format not in ('auto', 'global_npy', 'tslib', 'csv'):
+        raise ValueError(f"format must be 'auto', 'global_npy', 'tslib' or 'csv', got {format!r}")
+    keep_missing = skip_bad and fill == 'error'
+    read_fill = None if keep_missing else fill
+    detected, path = detect_format(root, file)
+    if format == 'global_npy' and detected != 'global_npy':
+        raise DataError(root, 'no {temp,wind}_global_hourly_train.npy found (Global Temp/Wind layout)')
+    if format in ('tslib', 'csv') and detected != 'csv':
+        raise DataError(root, 'format=csv/tslib but the folder holds Global Temp/Wind .npy files; give file=NAME')
+    window = input_len + horizon
+    out: Dict[str, ForecastWindows] = {}
+
+    if detected == 'global_npy':
+        folder, var = _find_global_dir(Path(root), variable)
+        for split in splits:
+            values, times, fpath = read_global_npy(folder, var, split, fill=read_fill)
+            if values.shape[0] < window:
+                raise DataError(fpath, f'{values.shape[0]} time steps < input_len + horizon = {window}')
+            names = [f'station {i}' for i in range(values.shape[1])]
+            report = SkipReport(f'weather/{split}') if skip_bad else None
+            starts = _window_starts(values, window, stride if split == 'train' else 1, split, fpath, names,
+                                    report, 0)
+            out[split] = ForecastWindows(
+                values, input_len, horizon, starts=starts, period=period or _infer_period(times),
+                phys_scale=0.1, phys_offset=0.0, units=_GLOBAL_VARIABLES[var],
+                value_desc='stored x10 (Corrformer release): MSE/100 and MAE/10 are physical', columns=names,
+                times=times, path=fpath, split=split, skip_report=report)
+        return out
+
+    values, names, times = read_csv_series(path, time_column=time_column, columns=columns, fill=read_fill,
+                                           require_first=(format == 'tslib'))
+    rule = borders
+    if rule == 'auto':
+        stem = path.stem.lower()
+        rule = 'ett_hour' if stem.startswith('etth') else 'ett_minute' if stem.startswith('ettm') else 'ratio'
+    bounds = split_borders(values.shape[0], input_len, rule, train_ratio, test_ratio)
+    for split, (b1, b2) in bounds.items():
+        if b2 - b1 < window:
+            raise DataError(path, f'the {split} split (rows {b1}..{b2}, rule {rule!r}) holds {max(0, b2 - b1)} '
+                                  f'rows < input_len + horizon = {window}; use a shorter window or more data')
+    t0, t1 = bounds['train']
+    if scale:
+        mean = np.nanmean(values[t0:t1], axis=0).astype(np.float64)
+        std = np.nanstd(values[t0:t1], axis=0).astype(np.float64)  # population std, as sklearn StandardScaler
+        std[~(std > 0)] = 1.0  # constant variables: sklearn's rule (scale 1)
+        values = ((values - mean) / std).astype(np.float32)
+        phys_scale, phys_offset = torch.tensor(std, dtype=torch.float32), torch.tensor(mean, dtype=torch.float32)
+        desc = 'z-scored per variable with train-split mean/std (TSLib)'
+    else:
+        phys_scale, phys_offset, desc = 1.0, 0.0, 'raw values'
+    per = period or _infer_period(times)
+    for split in splits:
+        b1, b2 = bounds[split]
+        report = SkipReport(f'weather/{split}') if skip_bad else None
+        part = values[b1:b2]
+        starts = _window_starts(part, window, stride if split == 'train' else 1, split, path, names, report, b1)
+        out[split] = ForecastWindows(
+            part, input_len, horizon, starts=starts, period=per, phys_scale=phys_scale, phys_offset=phys_offset,
+            units='data units', value_desc=desc, columns=names,
+            times=times[b1:b2] if times is not None else None, path=path, split=split, skip_report=report)
+    if scale:
+        for ds in out.values():
+            ds.scaler_mean, ds.scaler_std = mean, std
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ built-in
+def _synthetic_weather(seed: int, num_hours: int, num_stations: int) -> np.ndarray:
+    """Temperature-like ``(T, N)`` field: daily cycles, seasonal drift, moving fronts, AR noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(num_hours, dtype=np.float64)[:, None]
+    lon, lat = rng.uniform(0, 1, num_stations), rng.uniform(0, 1, num_stations)
+    # climate: colder to the north, a station-specific offset
+    base = 18.0 - 10.0 * lat + rng.normal(0, 1.5, num_stations)
+    # daily cycle: local solar time shifts the peak with longitude; continental stations swing more
+    amp = 3.0 + 5.0 * (1 - lat) * rng.uniform(0.6, 1.4, num_stations)
+    peak = 14.0 + 4.0 * (lon - 0.5) + rng.normal(0, 0.5, num_stations)
+    phase = 2 * np.pi * (t - peak) / 24.0
+    daily = amp * (np.cos(phase) + 0.25 * np.cos(2 * phase - 0.7))
+    # slow seasonal trend (warming over the period) and a ~40-day oscillation shared by the region
+    seasonal = 6.0 * (t / num_hours) + 2.5 * np.sin(2 * np.pi * t / (24 * 40) + rng.uniform(0, 2 * np.pi))
+    # weather fronts sweep across the region: arrival lags by the station's position along the front direction
+    fronts = np.zeros((num_hours, num_stations))
+    n_events = max(1, num_hours // 60)
+    for _ in range(n_events):
+        t0 = rng.uniform(-24, num_hours)
+        theta = rng.normal(0.0, 0.6)  # mostly west → east
+        along = np.cos(theta) * lon + np.sin(theta) * lat
+        cross = rng.uniform(18, 40)  # hours to cross the region
+        arrival = t0 + cross * (along - along.min())
+        size = rng.normal(-4.0, 2.5) if rng.uniform() < 0.7 else rng.normal(3.0, 1.5)
+        decay = rng.uniform(24, 60)
+        dt = t - arrival[None, :]
+        onset = 0.5 * (1.0 + np.tanh(dt / 4.0))  # a logistic step of width ~2 h, overflow-free
+        fronts += size * onset * np.exp(-np.clip(dt, 0, None) / decay)
+    # cloudy fronts damp the daily swing a little (a non-additive interaction)
+    daily = daily * (1.0 - 0.3 * np.tanh(np.abs(fronts) / 4.0))
+    # AR(1) noise: a regional part and a local part
+    noise = np.zeros((num_hours, num_stations))
+    reg, loc = 0.0, np.zeros(num_stations)
+    e_reg, e_loc = rng.normal(0, 0.25, num_hours), rng.normal(0, 0.35, (num_hours, num_stations))
+    for i in range(num_hours):
+        reg = 0.95 * reg + e_reg[i]
+        loc = 0.8 * loc + e_loc[i]
+        noise[i] = reg + loc
+    return (base + daily + seasonal + fronts + noise).astype(np.float64)
+
+
+def make_builtin_weather(root: PathLike, seed: int = 0, num_hours: int = 24 * 150, num_stations: int = 24) -> Path:
+    """Write (once) the built-in synthetic multi-station weather CSV and return its path.
+
+    ``root/weather_synthetic.csv``: a ``date`` column (hourly from 2021-01-01) and ``num_stations`` columns
+    ``st00, st01, ...`` of temperature-like values (°C) with station-specific daily cycles, a slow trend, weather
+    fronts that reach the stations with position-dependent lags (cross-series structure matters), and AR noise.
+    Deterministic for a seed; written atomically; skipped if the file exists.
+    """
+    import pandas as pd
+    root = Path(root)
+    path = root / BUILTIN_FILE
+    if path.is_file():
+        return path
+    root.mkdir(parents=True, exist_ok=True)
+    values = _synthetic_weather(seed, num_hours, num_stations)
+    df = pd.DataFrame(np.round(values, 2), columns=[f'st{i:02d}' for i in range(num_stations)])
+    df.insert(0, 'date', pd.date_range('2021-01-01', periods=num_hours, freq='h').strftime('%Y-%m-%d %H:%M:%S'))
+    fd, tmp = tempfile.mkstemp(prefix='.weather_', suffix='.csv.tmp', dir=root)
+    try:
+        with os.fdopen(fd, 'w', newline='') as f:
+            df.to_csv(f, index=False, float_format='%.2f')
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _logger.info('wrote built-in synthetic weather data (%d hours x %d stations) to %s', num_hours, num_stations, path)
+    return path

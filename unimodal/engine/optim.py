@@ -1,0 +1,130 @@
+"""Optimisers, per-step learning-rate schedules with warm-up, and weight EMA."""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Mapping, Optional
+
+import torch
+from torch import nn
+
+__all__ = ['param_groups', 'create_optimizer', 'WarmupSchedule', 'create_schedule', 'create_ema']
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
+    """Trainable parameters split into decayed (weights) and non-decayed (biases, norms, 1-D, ``no_weight_decay``)."""
+    skip = set()
+    for mod_name, module in model.named_modules():
+        nwd = getattr(module, 'no_weight_decay', None)
+        if callable(nwd):
+            skip.update(f'{mod_name}.{n}' if mod_name else n for n in nwd())
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.ndim <= 1 or name.endswith('.bias') or name in skip:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    groups = []
+    if decay:
+        groups.append({'params': decay, 'weight_decay': weight_decay})
+    if no_decay:
+        groups.append({'params': no_decay, 'weight_decay': 0.0})
+    return groups
+
+
+def create_optimizer(model: nn.Module, train_cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
+    """AdamW / Adam / SGD over the trainable parameters of ``model``."""
+    groups = param_groups(model, float(train_cfg['weight_decay']))
+    if not groups:
+        raise ValueError('the model has no trainable parameters')
+    name = train_cfg['optimizer']
+    lr = float(train_cfg['lr'])
+    betas = tuple(float(b) for b in train_cfg['betas'])
+    if name == 'adamw':
+        return torch.optim.AdamW(groups, lr=lr, betas=betas)
+    if name == 'adam':
+        # Adam's weight decay is L2 added to the gradient (the audio recipe's wd 5e-7 is this kind).
+        return torch.optim.Adam(groups, lr=lr, betas=betas)
+    if name == 'sgd':
+        return torch.optim.SGD(groups, lr=lr, momentum=float(train_cfg['momentum']), nesterov=True)
+    raise ValueError(f'unknown optimizer {name!r}')
+
+
+class WarmupSchedule:
+    """Per-step learning rate: linear warm-up, then cosine / step / constant.
+
+    Stateless apart from the step counter, so its ``state_dict`` is two ints (``weights_only``-safe).
+
+    Args:
+        optimizer: its groups' ``initial_lr`` is set from their current ``lr``.
+        kind: ``cosine``, ``step`` or ``constant``.
+        steps_per_epoch: optimiser steps per epoch.
+        epochs: total epochs.
+        warmup_epochs: warm-up length (fractional allowed).
+        min_lr: cosine floor.
+        step_size, gamma, step_start: step schedule: ``lr * gamma ** ((epoch - step_start) // step_size + 1)``
+            once ``epoch >= step_start`` (epochs counted from 0).
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, kind: str, steps_per_epoch: int, epochs: int,
+                 warmup_epochs: float = 0., min_lr: float = 0., step_size: int = 1, gamma: float = 0.1,
+                 step_start: int = 0) -> None:
+        self.optimizer = optimizer
+        self.kind = kind
+        self.steps_per_epoch = max(1, steps_per_epoch)
+        self.total_steps = self.steps_per_epoch * epochs
+        self.warmup_steps = int(round(warmup_epochs * self.steps_per_epoch))
+        self.min_lr = min_lr
+        self.step_size = step_size
+        self.gamma = gamma
+        self.step_start = step_start
+        self.step_count = 0
+        for group in optimizer.param_groups:
+            group.setdefault('initial_lr', group['lr'])
+        self._apply()
+
+    def factor(self, step: int, base_lr: float) -> float:
+        if self.warmup_steps and step < self.warmup_steps:
+            return base_lr * (step + 1) / self.warmup_steps
+        if self.kind == 'constant':
+            return base_lr
+        if self.kind == 'step':
+            epoch = step // self.steps_per_epoch
+            if epoch < self.step_start:
+                return base_lr
+            return base_lr * self.gamma ** ((epoch - self.step_start) // self.step_size + 1)
+        span = max(1, self.total_steps - self.warmup_steps)
+        progress = min(1.0, (step - self.warmup_steps) / span)
+        return self.min_lr + 0.5 * (base_lr - self.min_lr) * (1 + math.cos(math.pi * progress))
+
+    def _apply(self) -> None:
+        for group in self.optimizer.param_groups:
+            group['lr'] = self.factor(self.step_count, group['initial_lr'])
+
+    def step(self) -> None:
+        self.step_count += 1
+        self._apply()
+
+    def get_last_lr(self) -> List[float]:
+        return [g['lr'] for g in self.optimizer.param_groups]
+
+    def state_dict(self) -> Dict[str, int]:
+        return {'step_count': self.step_count, 'total_steps': self.total_steps}
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        self.step_count = int(state['step_count'])
+        self._apply()
+
+
+def create_schedule(optimizer: torch.optim.Optimizer, train_cfg: Mapping[str, Any], steps_per_epoch: int) -> WarmupSchedule:
+    return WarmupSchedule(optimizer, train_cfg['schedule'], steps_per_epoch, int(train_cfg['epochs']),
+                          warmup_epochs=float(train_cfg['warmup_epochs']), min_lr=float(train_cfg['min_lr']),
+                          step_size=int(train_cfg['step_size']), gamma=float(train_cfg['gamma']),
+                          step_start=int(train_cfg['step_start']))
+
+
+def create_ema(model: nn.Module, decay: float, device: Optional[torch.device] = None) -> nn.Module:
+    """timm's ``ModelEmaV3`` (a deep copy updated after each optimiser step; ``.module`` is the averaged model)."""
+    from timm.utils import ModelEmaV3
+    return ModelEmaV3(model, decay=decay, device=device)

@@ -1,0 +1,267 @@
+"""Audio adapter: a batch of 16 kHz waveforms → log-mel filterbank images for the trunk.
+
+Two feature paths produce the same layout ``(B, 1, num_mel_bins=128, target_frames=128)`` (mel bins × frames):
+
+* ``mode='paper'``: the published (AST-style) features: per-clip mean subtraction, Kaldi-compatible fbank
+  (``torchaudio.compliance.kaldi.fbank``; htk_compat, hanning window, 128 bins, no dither, 25 ms / 10 ms,
+  no energy), zero pad/crop to 128 frames, normalisation ``(x - mean) / (2 * std)`` with the published
+  Speech Commands statistics. Kaldi fbank is per utterance, so the batch is processed clip by clip.
+* ``mode='fast'``: one batched ``torchaudio.transforms.MelSpectrogram`` over the whole batch (runs on the
+  batch's device, e.g. GPU), configured to approximate the Kaldi features: same frames (400-sample symmetric
+  Hann window, 160-sample hop, 512-point FFT), pre-emphasis 0.97, HTK mel scale 20 Hz–Nyquist, natural log.
+  Same shape and roughly the same scale, so the same normalisation statistics apply.
+
+Train-time augmentation as published (inside :meth:`AudioAdapter.encode`, only when ``self.training``):
+SpecAugment (frequency mask 48, time mask 48) applied to the un-normalised fbank, then after normalisation
+additive noise ``U(0,1) * U(0,1) / 10`` with a random time roll of up to ±10 frames. Waveform mixup
+(:func:`waveform_mixup`) needs the labels, so it is a helper for the training loop, not part of the adapter.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any, Iterable, Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+import torchaudio
+from torch.utils.data import DataLoader, Dataset
+
+from .base import Adapter, register_adapter
+
+_logger = logging.getLogger(__name__)
+
+__all__ = ['AudioAdapter', 'compute_norm_stats', 'waveform_mixup', 'SPEECH_COMMANDS_NORM']
+
+#: Published fbank statistics of Speech Commands V2 (AST), used by ``(x - mean) / (2 * std)``.
+SPEECH_COMMANDS_NORM = (-6.845978, 5.5654526)
+
+_MODES = ('paper', 'fast')
+
+
+@register_adapter('audio')
+class AudioAdapter(Adapter):
+    """Waveform batch ``(B, samples)`` → ``(B, 1, num_mel_bins, target_frames)`` log-mel image.
+
+    Args:
+        mode: ``'paper'`` (Kaldi fbank per clip, published) or ``'fast'`` (batched MelSpectrogram).
+        target_frames: frames after zero pad / crop (128 in the published set-up: 1.28 s at 10 ms shift).
+        num_mel_bins: mel bands (the image height).
+        norm_mean: mean of the un-normalised features (see :func:`compute_norm_stats`).
+        norm_std: standard deviation of the un-normalised features; features are divided by ``2 * norm_std``.
+        spec_augment: SpecAugment frequency + time masking in training.
+        freq_mask: maximum width of the frequency mask (bins).
+        time_mask: maximum width of the time mask (frames).
+        noise: additive noise + random time roll in training.
+        sample_rate: sample rate of the input waveforms in Hz.
+    """
+
+    name = 'audio'
+    head_kind = 'classification'
+    input_desc = '(B, samples) float waveform at 16 kHz'
+
+    def __init__(self, mode: str = 'paper', target_frames: int = 128, num_mel_bins: int = 128,
+                 norm_mean: float = SPEECH_COMMANDS_NORM[0], norm_std: float = SPEECH_COMMANDS_NORM[1],
+                 spec_augment: bool = True, freq_mask: int = 48, time_mask: int = 48, noise: bool = True,
+                 sample_rate: int = 16000) -> None:
+        super().__init__()
+        if mode not in _MODES:
+            raise ValueError(f'audio adapter mode must be one of {_MODES}, got {mode!r}')
+        if norm_std <= 0:
+            raise ValueError(f'norm_std must be > 0, got {norm_std}')
+        if target_frames < 1 or num_mel_bins < 1:
+            raise ValueError(f'target_frames and num_mel_bins must be >= 1, got {target_frames}, {num_mel_bins}')
+        self.mode = mode
+        self.target_frames = target_frames
+        self.num_mel_bins = num_mel_bins
+        self.norm_mean = float(norm_mean)
+        self.norm_std = float(norm_std)
+        self.spec_augment = spec_augment
+        self.noise = noise
+        self.sample_rate = sample_rate
+        self.out_chans = 1
+        # Kaldi frame geometry: 25 ms window, 10 ms shift, FFT size = next power of two of the window.
+        self.win_length = int(round(sample_rate * 0.025))
+        self.hop_length = int(round(sample_rate * 0.010))
+        self.n_fft = 1 << (self.win_length - 1).bit_length()
+        self.freq_masking = torchaudio.transforms.FrequencyMasking(freq_mask, iid_masks=True)
+        self.time_masking = torchaudio.transforms.TimeMasking(time_mask, iid_masks=True)
+        self.melspec: Optional[torchaudio.transforms.MelSpectrogram] = None
+        if mode == 'fast':
+            with warnings.catch_warnings():
+                # With 128 bands from 20 Hz a low band can fall between FFT bins; Kaldi's fbank has the same
+                # degenerate band (log(eps)), so the warning says nothing useful here.
+                warnings.filterwarnings('ignore', message='At least one mel filterbank has all zero values')
+                self.melspec = torchaudio.transforms.MelSpectrogram(
+                    sample_rate=sample_rate, n_fft=self.n_fft, win_length=self.win_length,
+                    hop_length=self.hop_length, f_min=20.0, f_max=sample_rate / 2, n_mels=num_mel_bins,
+                    window_fn=torch.hann_window, wkwargs={'periodic': False}, power=2.0, center=False, norm=None,
+                    mel_scale='htk')
+
+    def extra_repr(self) -> str:
+        return (f'mode={self.mode!r}, mel_bins={self.num_mel_bins}, target_frames={self.target_frames}, '
+                f'norm=({self.norm_mean:.4f}, {self.norm_std:.4f}), spec_augment={self.spec_augment}, '
+                f'noise={self.noise}')
+
+    def check_input(self, x: torch.Tensor) -> None:
+        super().check_input(x)
+        if x.ndim == 1:
+            raise self.shape_error(x, 'a single waveform where a batch was expected; use x.unsqueeze(0)')
+        if x.ndim != 2:
+            hint = '; mix channels down (x.mean(1)) for (B, C, samples)' if x.ndim == 3 else ''
+            raise self.shape_error(x, f'expected 2 dimensions, got {x.ndim}{hint}')
+        if not x.is_floating_point():
+            raise self.shape_error(x, 'waveforms must be floating point (e.g. int16 PCM / 32768.0)')
+        if x.shape[0] == 0:
+            raise self.shape_error(x, 'empty batch')
+        if x.shape[1] < self.win_length:
+            raise self.shape_error(x, f'clips must hold at least one {self.win_length}-sample (25 ms) frame')
+
+    # ---- features ----------------------------------------------------------------------------------------
+    def _pad_crop(self, feats: torch.Tensor) -> torch.Tensor:
+        """Zero pad or crop ``(..., frames, bins)`` to ``target_frames`` (as the published loader does)."""
+        n = feats.shape[-2]
+        if n < self.target_frames:
+            return F.pad(feats, (0, 0, 0, self.target_frames - n))
+        return feats[..., :self.target_frames, :]
+
+    def _kaldi(self, wav: torch.Tensor) -> torch.Tensor:
+        return torchaudio.compliance.kaldi.fbank(
+            wav.unsqueeze(0), htk_compat=True, sample_frequency=self.sample_rate, use_energy=False,
+            window_type='hanning', num_mel_bins=self.num_mel_bins, dither=0.0, frame_length=25., frame_shift=10.)
+
+    def _kaldi_fbank(self, x: torch.Tensor) -> torch.Tensor:
+        x = x - x.mean(dim=1, keepdim=True)  # per-clip mean subtraction, as published
+        b, length = x.shape
+        n_frames = 1 + (length - self.win_length) // self.hop_length
+        if length % self.hop_length:
+            return torch.stack([self._kaldi(wav) for wav in x])  # (B, frames, bins)
+        # Kaldi fbank is per utterance, but every step after framing (DC removal, pre-emphasis, window, FFT,
+        # mel, log) acts on one frame at a time. With clips a whole number of hops long, clip i's frames start
+        # exactly at frame i * length / hop of the concatenated batch, so one call gives the same features as
+        # B calls (frames straddling two clips are dropped) and avoids B small-op loops.
+        feats = self._kaldi(x.reshape(-1))
+        per_clip = length // self.hop_length
+        idx = (torch.arange(b, device=feats.device) * per_clip)[:, None] + torch.arange(n_frames, device=feats.device)
+        return feats[idx]  # (B, frames, bins)
+
+    def _fast_fbank(self, x: torch.Tensor) -> torch.Tensor:
+        assert self.melspec is not None
+        x = x - x.mean(dim=1, keepdim=True)
+        # Kaldi pre-emphasis (per frame there; over the whole clip here, identical except at frame starts).
+        x = torch.cat([x[:, :1] * 0.03, x[:, 1:] - 0.97 * x[:, :-1]], dim=1)
+        # Centre each 400-sample window in its 512-sample FFT frame so frame i covers Kaldi's samples
+        # [i*hop, i*hop + win): pad (n_fft - win) / 2 on both sides.
+        pad = (self.n_fft - self.win_length) // 2
+        x = F.pad(x, (pad, self.n_fft - self.win_length - pad))
+        mel = self.melspec(x)  # (B, bins, frames)
+        eps = torch.finfo(mel.dtype).eps
+        return mel.clamp_min(eps).log().transpose(1, 2)  # (B, frames, bins)
+
+    def fbank(self, x: torch.Tensor) -> torch.Tensor:
+        """Un-normalised log-mel features ``(B, target_frames, num_mel_bins)`` (no augmentation).
+
+        This is what :func:`compute_norm_stats` measures.
+        """
+        feats = self._kaldi_fbank(x) if self.mode == 'paper' else self._fast_fbank(x.float())
+        return self._pad_crop(feats)
+
+    def normalize(self, feats: torch.Tensor) -> torch.Tensor:
+        return (feats - self.norm_mean) / (2 * self.norm_std)
+
+    def _add_noise_and_roll(self, img: torch.Tensor) -> torch.Tensor:
+        """Published noise augmentation on ``(B, 1, bins, frames)``: fbank + U(0,1)·U(0,1)/10, roll ±10 frames."""
+        b = img.shape[0]
+        scale = torch.rand(b, 1, 1, 1, device=img.device, dtype=img.dtype)
+        img = img + torch.rand_like(img) * scale / 10
+        shifts = torch.randint(-10, 10, (b,)).tolist()  # numpy randint(-10, 10) in the published loader
+        return torch.stack([torch.roll(s, shifts=k, dims=-1) for s, k in zip(img, shifts)])
+
+    def encode(self, x: torch.Tensor) -> Tuple[torch.Tensor, Any]:
+        feats = self.fbank(x)                       # (B, frames, bins)
+        img = feats.transpose(1, 2).unsqueeze(1)    # (B, 1, bins, frames)
+        if self.training and self.spec_augment:
+            # Masks are applied to the un-normalised fbank (masked cells are 0 before normalisation), as published.
+            img = self.time_masking(self.freq_masking(img))
+        img = self.normalize(img)
+        if self.training and self.noise:
+            img = self._add_noise_and_roll(img)
+        return img.contiguous(), None
+
+
+def _iter_waveform_batches(data: Union[Dataset, Iterable], batch_size: int) -> Iterable[torch.Tensor]:
+    if isinstance(data, Dataset):
+        data = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=0)
+    for batch in data:
+        yield batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
+@torch.no_grad()
+def compute_norm_stats(data: Union[Dataset, Iterable], adapter: AudioAdapter, batch_size: int = 64,
+                       max_batches: Optional[int] = None) -> Tuple[float, float]:
+    """Mean and standard deviation of the adapter's un-normalised features over a data set.
+
+    Published (AST) style: the mean of the per-batch means and the mean of the per-batch standard deviations
+    of the padded fbank, without augmentation. Use the result as ``norm_mean`` / ``norm_std`` of
+    :class:`AudioAdapter` when training on data other than Speech Commands.
+
+    Args:
+        data: a dataset yielding ``(waveform, label)`` or a loader/iterable of ``(waveforms, labels)`` batches.
+        adapter: the adapter whose features are measured (its mode and frame settings matter).
+        batch_size: batch size when ``data`` is a dataset.
+        max_batches: stop after this many batches (``None``: the whole data set).
+
+    Returns:
+        ``(mean, std)``.
+    """
+    means, stds = [], []
+    for i, wav in enumerate(_iter_waveform_batches(data, batch_size)):
+        if max_batches is not None and i >= max_batches:
+            break
+        adapter.check_input(wav)
+        feats = adapter.fbank(wav)
+        means.append(feats.mean().item())
+        stds.append(feats.std().item())
+    if not means:
+        raise ValueError('compute_norm_stats got no batches')
+    mean, std = sum(means) / len(means), sum(stds) / len(stds)
+    _logger.info('audio feature statistics over %d batches: mean %.6f std %.6f', len(means), mean, std)
+    return mean, std
+
+
+def waveform_mixup(x: torch.Tensor, y_onehot: torch.Tensor, alpha: float = 10.,
+                   prob: float = 0.6) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Published waveform mixup for a training batch (call before the model; targets become soft).
+
+    Each sample is, with probability ``prob``, mixed with another random sample of the batch:
+    ``x = lam * x_i + (1 - lam) * x_j`` (then re-centred to zero mean), ``y = lam * y_i + (1 - lam) * y_j``
+    with ``lam ~ Beta(alpha, alpha)``. Samples not chosen stay unchanged. Use with a soft-target loss
+    (BCE-with-logits as published, or soft cross-entropy). Randomness comes from torch's global RNG,
+    so ``torch.manual_seed`` makes it reproducible.
+
+    Args:
+        x: ``(B, samples)`` waveforms.
+        y_onehot: ``(B, num_classes)`` float targets (one-hot or already soft).
+        alpha: Beta distribution parameter (10 as published).
+        prob: probability that a sample is mixed (0.6 as published).
+
+    Returns:
+        Mixed ``(x, y)``.
+    """
+    if x.ndim != 2 or y_onehot.ndim != 2 or x.shape[0] != y_onehot.shape[0]:
+        raise ValueError(f'waveform_mixup expects (B, samples) waveforms and (B, classes) targets, '
+                         f'got {tuple(x.shape)} and {tuple(y_onehot.shape)}')
+    b = x.shape[0]
+    if b < 2 or prob <= 0:
+        return x, y_onehot
+    dev = x.device
+    mixed = (torch.rand(b) < prob).to(dev)
+    # a partner j != i for every sample: a random non-zero cyclic offset per sample
+    partner = ((torch.arange(b) + torch.randint(1, b, (b,))) % b).to(dev)
+    lam = torch.distributions.Beta(float(alpha), float(alpha)).sample((b,)).to(dev)
+    lam = torch.where(mixed, lam, torch.ones_like(lam))
+    lam_x = lam.to(x.dtype).unsqueeze(1)
+    x_mix = lam_x * x + (1 - lam_x) * x[partner]
+    x_mix = torch.where(mixed.unsqueeze(1), x_mix - x_mix.mean(dim=1, keepdim=True), x)
+    lam_y = lam.to(y_onehot.dtype).unsqueeze(1)
+    return x_mix, lam_y * y_onehot + (1 - lam_y) * y_onehot[partner]

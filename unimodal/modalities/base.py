@@ -1,0 +1,189 @@
+"""The Adapter contract: how a modality becomes a 2D grid-like input for the shared trunk.
+
+A user adds a modality by subclassing :class:`Adapter` and registering it with
+:func:`register_adapter`, by exposing it through the ``unimodal.adapters`` entry-point group of an
+installed package, or by naming a file (``path/to/file.py:ClassName``) on the command line.
+"""
+from __future__ import annotations
+
+import abc
+import importlib.metadata
+import importlib.util
+import logging
+import sys
+from pathlib import Path
+from typing import Any, ClassVar, Dict, Iterable, Optional, Tuple, Type
+
+import torch
+from torch import nn
+
+_logger = logging.getLogger(__name__)
+
+__all__ = [
+    'Adapter', 'InputShapeError', 'register_adapter', 'get_adapter_class', 'list_adapters',
+    'load_adapter_from_file', 'ENTRY_POINT_GROUP',
+]
+
+ENTRY_POINT_GROUP = 'unimodal.adapters'
+
+_ADAPTERS: Dict[str, Type['Adapter']] = {}
+
+
+class InputShapeError(ValueError):
+    """A batch does not have the shape (or dtype) an adapter consumes."""
+
+
+class Adapter(nn.Module, metaclass=abc.ABCMeta):
+    """Base class of modality adapters (tokenizers) feeding the shared UniRepLKNet trunk.
+
+    Subclasses set the class attributes and implement :meth:`encode`; everything else has a default.
+
+    Class attributes:
+        name: registry name (e.g. ``'audio'``).
+        head_kind: ``'classification'`` or ``'forecast'``: which shared head the task model attaches.
+        input_desc: human-readable description of the batch :meth:`encode` consumes, used in errors,
+            e.g. ``'(B, samples) float waveform at 16 kHz'``.
+
+    Instance attributes (set in ``__init__``):
+        out_chans: channels of the trunk input (the trunk is built with ``in_chans=out_chans``).
+        num_views: images per sample the trunk sees: :meth:`encode` returns ``(B * num_views, C, H, W)``
+            ordered sample-major (all views of sample 0, then sample 1, ...). The head pools over views
+            (classification) or maps each view to its own outputs (forecast).
+        view_pool: how a classification head combines views: ``'concat'`` (features of all views
+            concatenated, as in the published P2P head), ``'mean'`` or ``'max'``.
+        series_per_view: forecast only: how many series each view's features must forecast
+            (``num_views * series_per_view`` = number of series N of the output ``(B, H, N)``).
+    """
+
+    name: ClassVar[str] = ''
+    head_kind: ClassVar[str] = 'classification'
+    input_desc: ClassVar[str] = '(B, ...) tensor'
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.out_chans: int = 3
+        self.num_views: int = 1
+        self.view_pool: str = 'mean'
+        self.series_per_view: int = 1
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise :class:`InputShapeError` if ``x`` is not a batch this adapter consumes.
+
+        Subclasses override to check rank, sizes and dtype, and call :meth:`shape_error` to build the
+        message so every adapter reports the expected and the received shape the same way.
+        """
+        if not torch.is_tensor(x):
+            raise InputShapeError(f'{self.name} adapter expects a torch.Tensor {self.input_desc}, got {type(x).__name__}')
+
+    def shape_error(self, x: torch.Tensor, problem: str = '') -> InputShapeError:
+        """Build the error for a batch of the wrong shape (expected vs received)."""
+        extra = f': {problem}' if problem else ''
+        return InputShapeError(
+            f'{self.name} adapter expects {self.input_desc}, got shape {tuple(x.shape)} ({x.dtype}){extra}')
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """Train-time augmentation of the raw batch (called by the task model only in training mode)."""
+        return x
+
+    @abc.abstractmethod
+    def encode(self, x: torch.Tensor) -> Tuple[torch.Tensor, Any]:
+        """Turn a raw batch into the trunk input ``(B * num_views, out_chans, H, W)``.
+
+        Returns:
+            The trunk input and a state object handed back to :meth:`decode` (``None`` if unused).
+        """
+
+    def decode(self, y: torch.Tensor, state: Any) -> torch.Tensor:
+        """Map head outputs back to the task's scale (e.g. undo per-series normalisation)."""
+        return y
+
+    def match_trunk_channels(self, trunk_chans: int) -> None:
+        """Make this adapter emit ``trunk_chans`` channels through a learned 1×1 projection.
+
+        Used when one trunk is shared by adapters of different natural channel counts (joint training):
+        the adapter reconciles the channels, the trunk keeps one stem.
+        """
+        if trunk_chans == self.out_chans:
+            return
+        self.channel_proj = nn.Conv2d(self.out_chans, trunk_chans, kernel_size=1)
+        self.out_chans = trunk_chans
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Any]:
+        grid, state = self.encode(x)
+        proj = getattr(self, 'channel_proj', None)
+        if proj is not None:
+            grid = proj(grid)
+        return grid, state
+
+    def reparameterize(self) -> None:
+        """Convert learnable parts to an inference form with the same function (default: nothing to do)."""
+
+
+def register_adapter(name: Optional[str] = None):
+    """Class decorator registering an :class:`Adapter` subclass under ``name`` (default: ``cls.name``)."""
+
+    def _register(cls: Type[Adapter]) -> Type[Adapter]:
+        if not (isinstance(cls, type) and issubclass(cls, Adapter)):
+            raise TypeError(f'register_adapter expects an Adapter subclass, got {cls!r}')
+        key = name or cls.name
+        if not key:
+            raise ValueError(f'{cls.__name__} has no name: set the class attribute `name` or pass one')
+        if key in _ADAPTERS and _ADAPTERS[key] is not cls:
+            _logger.warning('adapter %r re-registered: %s replaces %s', key, cls.__qualname__, _ADAPTERS[key].__qualname__)
+        cls.name = key
+        _ADAPTERS[key] = cls
+        return cls
+
+    return _register
+
+
+def _entry_points() -> Iterable[importlib.metadata.EntryPoint]:
+    return importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+
+
+def list_adapters() -> list:
+    """Names of the registered adapters plus those offered by installed entry points."""
+    names = set(_ADAPTERS)
+    names.update(ep.name for ep in _entry_points())
+    return sorted(names)
+
+
+def load_adapter_from_file(spec: str) -> Type[Adapter]:
+    """Load ``path/to/file.py:ClassName`` and return the Adapter class (registering it)."""
+    path_str, sep, cls_name = spec.rpartition(':')
+    if not sep or not path_str or not cls_name:
+        raise ValueError(f'adapter file spec must be "path/to/file.py:ClassName", got {spec!r}')
+    path = Path(path_str)
+    if not path.is_file():
+        raise FileNotFoundError(f'adapter file {path} does not exist (from --adapter {spec!r})')
+    module_name = f'unimodal_user_adapter_{path.stem}_{abs(hash(str(path.resolve()))) % 10**8}'
+    module_spec = importlib.util.spec_from_file_location(module_name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise ImportError(f'cannot import adapter file {path}')
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_name] = module
+    module_spec.loader.exec_module(module)
+    cls = getattr(module, cls_name, None)
+    if cls is None:
+        raise AttributeError(f'adapter file {path} defines no {cls_name!r}')
+    if not (isinstance(cls, type) and issubclass(cls, Adapter)):
+        raise TypeError(f'{path}:{cls_name} is not a unimodal.Adapter subclass')
+    if cls.name not in _ADAPTERS:
+        register_adapter()(cls) if cls.name else register_adapter(cls_name.lower())(cls)
+    return cls
+
+
+def get_adapter_class(name_or_spec: str) -> Type[Adapter]:
+    """Find an adapter by registry name, entry point, or ``file.py:ClassName`` spec."""
+    if name_or_spec in _ADAPTERS:
+        return _ADAPTERS[name_or_spec]
+    for ep in _entry_points():
+        if ep.name == name_or_spec:
+            cls = ep.load()
+            if not (isinstance(cls, type) and issubclass(cls, Adapter)):
+                raise TypeError(f'entry point {ep.value!r} ({ENTRY_POINT_GROUP}) is not a unimodal.Adapter subclass')
+            return register_adapter(ep.name)(cls)
+    if ':' in name_or_spec and name_or_spec.rpartition(':')[0].endswith('.py'):
+        return load_adapter_from_file(name_or_spec)
+    raise KeyError(f'unknown adapter {name_or_spec!r}; known: {", ".join(list_adapters())} '
+                   f'(or give path/to/file.py:ClassName)')

@@ -1,0 +1,1 @@
+"""Models: the UniRepLKNet trunk, shared heads and the task model."""

@@ -1,0 +1,93 @@
+"""Tasks bundle an adapter, a data reader, a head, a loss, metrics and a default config.
+
+A task is what `unimodal train --task NAME` runs. Each built-in modality defines one :class:`Task`
+subclass in ``unimodal/tasks/<name>.py`` and registers it with :func:`register_task`.
+"""
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+from typing import Any, ClassVar, Dict, List, Optional
+
+from torch.utils.data import Dataset
+
+__all__ = ['Task', 'register_task', 'get_task', 'list_tasks']
+
+_TASKS: Dict[str, 'Task'] = {}
+
+
+class Task(abc.ABC):
+    """One benchmark task.
+
+    Class attributes:
+        name: task name on the command line (``audio``, ``point``, ``video``, ``weather``, ``image``).
+        adapter: registry name of the adapter the model uses.
+        kind: ``'classification'`` or ``'forecast'``.
+        description: one line for ``unimodal tasks``.
+        real_data: where the real data set comes from and the on-disk layout expected (shown when the built-in
+            data is used and when a data directory is wrong).
+    """
+
+    name: ClassVar[str] = ''
+    adapter: ClassVar[str] = ''
+    kind: ClassVar[str] = 'classification'
+    description: ClassVar[str] = ''
+    real_data: ClassVar[str] = ''
+
+    def default_config(self) -> Dict[str, Any]:
+        """Overrides of the engine's default config for this task (nested dict, known keys only).
+
+        Reader options live under ``data.options`` and adapter options under ``model.adapter``; both are
+        passed as keyword arguments, so an unknown option fails there with the reader's/adapter's TypeError.
+        """
+        return {}
+
+    @abc.abstractmethod
+    def make_builtin(self, cache_dir: Path) -> Path:
+        """Write (once) the built-in synthetic data set in the task's real on-disk format; return its root."""
+
+    @abc.abstractmethod
+    def build_datasets(self, root: Path, options: Dict[str, Any], skip_bad: bool = False,
+                       splits: Optional[List[str]] = None) -> Dict[str, Dataset]:
+        """Readers for ``splits`` (default ``train``, ``val``, ``test``) of the data set at ``root``.
+
+        Each dataset yields ``(x, y)``: classification ``y`` is an int class index and the dataset has
+        ``classes`` (list of names); forecasting ``y`` is the ``(horizon, N)`` float target. Datasets expose
+        ``skip_report`` (:class:`unimodal.data.errors.SkipReport`) when ``skip_bad`` is on.
+        Raises ``FileNotFoundError``/``DataError`` naming the path when ``root`` is not in the expected layout.
+        """
+
+    @abc.abstractmethod
+    def model_kwargs(self, cfg: Dict[str, Any], train_set: Dataset) -> Dict[str, Any]:
+        """Keyword arguments for :func:`unimodal.create_model` derived from the data (``num_classes`` or
+        ``horizon``/``num_series``/``input_len``), merged with ``cfg['model']['adapter']`` by the engine."""
+
+    def metric_info(self, dataset: Dataset) -> Dict[str, Any]:
+        """Extra facts the metrics need, e.g. ``{'classes': [...]}`` or ``{'scale': 10.0, 'period': 24}``."""
+        classes = getattr(dataset, 'classes', None)
+        return {'classes': list(classes)} if classes is not None else {}
+
+    def eval_views(self, dataset: Dataset) -> Optional[str]:
+        """A note on the evaluation protocol (e.g. ``'voting off'``, ``'5 clips x 3 crops'``) for the results."""
+        return None
+
+
+def register_task(cls: type) -> type:
+    """Class decorator registering a :class:`Task` subclass (one instance per name)."""
+    if not cls.name:
+        raise ValueError(f'{cls.__name__} has no name')
+    _TASKS[cls.name] = cls()
+    return cls
+
+
+def list_tasks() -> List[str]:
+    from . import _load_builtin  # noqa: F401
+    return sorted(_TASKS)
+
+
+def get_task(name: str) -> Task:
+    """Look up a task by name; the error lists the known tasks."""
+    from . import _load_builtin  # noqa: F401
+    if name not in _TASKS:
+        raise KeyError(f'unknown task {name!r}; known tasks: {", ".join(sorted(_TASKS))}')
+    return _TASKS[name]

@@ -1,0 +1,159 @@
+"""Image classification task: ImageNet-style ImageFolder data, or the built-in synthetic pattern set.
+
+Also :func:`load_released_classifier`, which loads a released ImageNet ``.pth`` (classifier included) into an
+image :class:`~unimodal.models.task_model.TaskModel` so it reproduces the released model's logits.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Union
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from ..data.images import READER_DEFAULTS_FILE, ImageFolderDataset, make_builtin_images
+from .base import Task, register_task
+
+_logger = logging.getLogger(__name__)
+
+__all__ = ['ImageTask', 'load_released_classifier']
+
+# Reader options accepted under data.options (anything else is an error).
+_READER_OPTIONS = ('image_size', 'crop_pct', 'interpolation', 'train_scale', 'train_ratio', 'verify', 'seed')
+
+
+@register_task
+class ImageTask(Task):
+    """Image classification (ImageNet ImageFolder layout; evaluates the released checkpoints)."""
+
+    name = 'image'
+    adapter = 'image'
+    kind = 'classification'
+    description = 'image classification: ImageNet-style ImageFolder (train/<class>/*, val/<class>/*)'
+    real_data = (
+        'ImageNet-1K (ILSVRC 2012, registration at https://image-net.org/) in the ImageFolder layout: '
+        'DIR/train/<wnid>/*.JPEG and DIR/val/<wnid>/*.JPEG (validation images sorted into class folders); '
+        'DIR/test/<class>/* is used for the test split when present, otherwise val. Any data set in this '
+        'layout works (reader defaults: 224 pixels, crop_pct 0.875, bicubic). Evaluate a released UniRepLKNet '
+        'ImageNet classifier with `unimodal eval --task image --checkpoint unireplknet_a_in1k_224_acc77.03.pth '
+        '--data DIR` (384 models: --set data.options.image_size=384 --set data.options.crop_pct=1.0); start '
+        'training from released trunk weights with --pretrained in1k (or a path to the official .pth).')
+
+    def default_config(self) -> Dict[str, Any]:
+        # No reader sizes here: this config also evaluates released checkpoints on ImageNet (reader defaults
+        # 224 / crop_pct 0.875). The built-in set carries its own reader defaults (reader_defaults.json: small
+        # images, no centre crop). Tuned so unireplknet_test is far above chance (1/6) on the built-in set.
+        return {
+            'model': {'adapter': {'hflip': 0.5}},
+            'train': {'epochs': 6, 'batch_size': 32, 'lr': 2e-3, 'weight_decay': 0.05, 'warmup_epochs': 1,
+                      'label_smoothing': 0.1},
+        }
+
+    def make_builtin(self, cache_dir: Path) -> Path:
+        return make_builtin_images(Path(cache_dir) / 'image_builtin_v3', seed=0)
+
+    def build_datasets(self, root: Path, options: Dict[str, Any], skip_bad: bool = False,
+                       splits: Optional[List[str]] = None) -> Dict[str, Dataset]:
+        options = dict(options or {})
+        unknown = sorted(set(options) - set(_READER_OPTIONS))
+        if unknown:
+            raise TypeError(f'unknown image data option(s) {unknown}; known: {", ".join(_READER_OPTIONS)}')
+        root = Path(root)
+        defaults_file = root / READER_DEFAULTS_FILE
+        if defaults_file.is_file():
+            # A data set that declares its reader defaults (the built-in set); explicit options win.
+            declared = json.loads(defaults_file.read_text())
+            options = {**{k: v for k, v in declared.items() if k in _READER_OPTIONS}, **options}
+        splits = list(splits or ('train', 'val', 'test'))
+        train_dir = root / 'train'
+        eval_dir = root / 'val'
+        if not train_dir.is_dir() and not eval_dir.is_dir():
+            raise FileNotFoundError(f'{root}: not an ImageFolder data set (no train/ or val/ folder). '
+                                    f'Expected layout: {self.real_data}')
+        # Labels follow the training split's class list so every split agrees (ImageNet: sorted wnids).
+        classes = None
+        if train_dir.is_dir():
+            classes = sorted(d.name for d in os.scandir(train_dir) if d.is_dir() and not d.name.startswith('.'))
+        folders = {'train': train_dir, 'val': eval_dir,
+                   'test': root / 'test' if (root / 'test').is_dir() else eval_dir}
+        out: Dict[str, Dataset] = {}
+        for split in splits:
+            if split not in folders:
+                raise ValueError(f'unknown split {split!r}; expected train, val or test')
+            if split == 'test' and folders['test'] == eval_dir:
+                _logger.info('%s has no test/ folder: the test split is val/ (as usual for ImageNet)', root)
+            out[split] = ImageFolderDataset(folders[split], train=(split == 'train'), classes=classes,
+                                            skip_bad=skip_bad, **options)
+        return out
+
+    def model_kwargs(self, cfg: Dict[str, Any], train_set: Dataset) -> Dict[str, Any]:
+        return {'num_classes': len(train_set.classes)}
+
+    def eval_views(self, dataset: Dataset) -> Optional[str]:
+        size = getattr(dataset, 'image_size', None)
+        crop = getattr(dataset, 'crop_pct', None)
+        return f'single centre crop {size} (crop_pct {crop})' if size else None
+
+
+def load_released_classifier(task_model: nn.Module, path: Union[str, os.PathLike, Mapping[str, Any]],
+                             use_ema: bool = False) -> Dict[str, Any]:
+    """Load a released ImageNet checkpoint (trunk + classifier) into an image task model.
+
+    The released classifier is ``pool → norm → head``; the task model computes
+    ``trunk.forward_head(pre_logits=True)`` (= ``pool → norm``, loaded with the trunk) and then its shared
+    :class:`~unimodal.models.heads.ClassificationHead` (``LayerNorm → dropout → fc``). To reproduce the released
+    logits exactly, the head's extra LayerNorm is replaced by ``nn.Identity`` (the released model has no
+    second norm) and the released ``head.{weight,bias}`` become ``head.fc``.
+
+    Args:
+        task_model: from ``create_model('image', variant=..., num_classes=N)`` with ``N`` the checkpoint's
+            classes (1000 for ImageNet-1K); training or deploy (re-parameterized) form.
+        path: a ``.pth``/``.pt``/``.safetensors`` file in the released layout (training or deploy form,
+            optionally wrapped under ``model``), or such a state dict.
+        use_ema: prefer EMA weights when the file has them.
+
+    Returns:
+        The trunk loader's report (see :func:`unimodal.models.unireplknet.load_checkpoint`).
+
+    Raises:
+        KeyError: the checkpoint has no ``head.weight``/``head.bias`` (a headless or 22K-pretrain-only file
+            should be loaded with ``create_model(..., pretrained=path)`` instead).
+        ValueError: the classifier size differs from ``task_model``'s.
+    """
+    from ..models.unireplknet import _clean_state_dict, _unwrap_state_dict, load_checkpoint, read_checkpoint
+    if isinstance(path, (str, os.PathLike)):
+        state_dict = read_checkpoint(path, use_ema=use_ema)
+        where = os.fspath(path)
+    else:
+        state_dict = _clean_state_dict(_unwrap_state_dict(path, use_ema=use_ema))
+        where = 'state dict'
+    head = getattr(task_model, 'head', None)
+    fc = getattr(head, 'fc', None)
+    if not isinstance(fc, nn.Linear):
+        raise TypeError('load_released_classifier expects a classification TaskModel (head.fc a Linear)')
+    missing = [k for k in ('head.weight', 'head.bias') if k not in state_dict]
+    if missing:
+        raise KeyError(f'{where}: no classifier ({", ".join(missing)} missing); load the trunk only with '
+                       f'create_model(..., pretrained=<file>)')
+    weight, bias = state_dict['head.weight'], state_dict['head.bias']
+    if tuple(weight.shape) != tuple(fc.weight.shape):
+        raise ValueError(f'{where}: classifier head.weight has shape {tuple(weight.shape)}, the model\'s head.fc '
+                         f'{tuple(fc.weight.shape)}; build the model with num_classes={weight.shape[0]}')
+    if getattr(head, 'num_views', 1) != 1:
+        raise ValueError('released image classifiers are single-view; the model\'s head pools several views')
+    report = load_checkpoint(task_model.trunk, state_dict)
+    if 'norm.weight' in report.get('kept_from_model', []):
+        raise ValueError(f'{where}: no final norm (norm.weight) in the checkpoint, so the released classifier '
+                         f'cannot be reproduced')
+    with torch.no_grad():
+        fc.weight.copy_(weight.to(fc.weight.dtype))
+        fc.bias.copy_(bias.to(fc.bias.dtype))
+    # The released model normalises once (trunk.norm); the shared head would normalise a second time.
+    head.norm = nn.Identity()
+    _logger.info('loaded the released classifier from %s (%d classes); head LayerNorm bypassed', where,
+                 weight.shape[0])
+    return report
