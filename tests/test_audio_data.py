@@ -10,6 +10,8 @@ import torch
 from unimodal.data.errors import DataError
 from unimodal.data.speech_commands import (
     SILENCE, UNKNOWN, V12_WORDS, SpeechCommands, file_digest, make_builtin_speech)
+from unimodal.tasks import get_task
+from unimodal.tasks.audio import PAPER_CONFIG, AudioTask
 
 SR = 16000
 
@@ -188,8 +190,9 @@ def test_8khz_resampled_and_stereo_mixed_down(tmp_path, caplog):
 
 # ---- built-in data set ----------------------------------------------------------------------------------------
 @pytest.fixture(scope='module')
-def builtin(tmp_path_factory):
-    return make_builtin_speech(tmp_path_factory.mktemp('builtin') / 'speech')
+def builtin(builtin_cache):
+    # the session's built-in cache (conftest), shared with the engine/CLI tests that train on it
+    return AudioTask().make_builtin(builtin_cache)
 
 
 def test_builtin_layout_readable(builtin):
@@ -226,3 +229,22 @@ def test_builtin_deterministic_and_reused(tmp_path):
     (tmp_path / 'foreign').mkdir()
     with pytest.raises(FileExistsError):
         make_builtin_speech(tmp_path / 'foreign', **small)
+
+
+# ---- task -------------------------------------------------------------------------------------------------------
+def test_task_builds_readers_and_model_kwargs(builtin):
+    from unimodal.config import resolve_config
+
+    task = get_task('audio')
+    assert isinstance(task, AudioTask) and task.adapter == 'audio' and task.kind == 'classification'
+    assert 'speech_commands_v0.02.tar.gz' in task.real_data and 'validation_list.txt' in task.real_data
+    for overrides in (task.default_config(), PAPER_CONFIG):  # both are valid engine configs
+        cfg = resolve_config(overrides)
+    cfg = resolve_config(task.default_config())
+    sets = task.build_datasets(builtin, cfg['data']['options'], splits=['train', 'test'])
+    assert set(sets) == {'train', 'test'}
+    assert task.model_kwargs(cfg, sets['train']) == {'num_classes': 8}
+    sets12 = task.build_datasets(builtin, {'variant': 12}, skip_bad=True, splits=['val'])
+    assert sets12['val'].classes[-2:] == [UNKNOWN, SILENCE] and sets12['val'].skip_bad
+    with pytest.raises(TypeError):
+        task.build_datasets(builtin, {'varient': 12})  # unknown reader options are errors

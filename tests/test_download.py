@@ -102,7 +102,7 @@ def server():
         honour_range = True
 
     httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={'poll_interval': 0.05}, daemon=True)
     thread.start()
     Handler.base = f'http://127.0.0.1:{httpd.server_address[1]}'
     yield Handler
@@ -322,7 +322,7 @@ def test_incomplete_download_keeps_part_for_resume(tmp_path, monkeypatch):
             self.wfile.write(b'0123456789')
 
     httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Short)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    threading.Thread(target=httpd.serve_forever, kwargs={'poll_interval': 0.05}, daemon=True).start()
     try:
         with pytest.raises(DownloadError, match='incomplete'):
             dl.download_file(f'http://127.0.0.1:{httpd.server_address[1]}/x', tmp_path / 'x.bin', timeout=5)

@@ -84,6 +84,10 @@ def test_off_cache_is_npz_and_second_pass_does_no_mesh_work(tmp_path, monkeypatc
     with np.load(files[0], allow_pickle=False) as z:  # a plain npz: no pickle inside
         assert z['points'].shape == (16, 6)
 
+    files[0].write_bytes(b'not a zip')  # a damaged cache entry is recomputed, not fatal
+    again = ModelNet40(root, 'train', num_points=16, cache_dir=cache, val_fraction=0)
+    assert all(torch.equal(again[i][0], ref[i]) for i in range(len(again)))
+
     def boom(*a, **k):
         raise AssertionError('mesh read on a cached pass')
 
@@ -122,6 +126,8 @@ def test_val_is_a_deterministic_heldout_part_of_train(tmp_path):
     assert len(va_files) == 4 and not (tr_files & va_files) and len(tr_files | va_files) == 12
     assert sorted(va.prepare().targets) == [0, 0, 1, 1]  # stratified
     assert va_files == {p for p, _ in ModelNet40(root, 'val', **kw)._entries}
+    with pytest.raises(ValueError, match='val_fraction=0'):
+        ModelNet40(root, 'val', num_points=8, val_fraction=0, prepare=False)
     vt = ModelNet40(root, 'val', num_points=8, val_from='test', prepare=False)
     assert {p for p, _ in vt._entries} == {p for p, _ in ModelNet40(root, 'test', num_points=8, prepare=False)._entries}
 

@@ -420,10 +420,12 @@ def _onnx_export(model, x, path: Path, opset: int) -> None:
     kwargs = dict(input_names=['input'], output_names=['output'], opset_version=opset,
                   dynamic_axes={'input': {0: 'batch'}, 'output': {0: 'batch'}})
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import onnxscript  # noqa: F401  (the dynamo exporter needs it)
-        torch.onnx.export(model, (x,), str(path), dynamo=False, **kwargs)
-    except ImportError:
+    import warnings
+    with warnings.catch_warnings():
+        # shape checks in the adapters are constant for a given input rank: the tracer's warnings are expected
+        warnings.simplefilter('ignore', category=torch.jit.TracerWarning)
+        warnings.filterwarnings('ignore', category=DeprecationWarning)
+        # the TorchScript-based exporter: no onnxscript dependency, and the batch axis stays dynamic
         torch.onnx.export(model, (x,), str(path), dynamo=False, **kwargs)
 
 
@@ -486,14 +488,13 @@ def cmd_models(args: argparse.Namespace) -> int:
     from .models import unireplknet  # noqa: F401  (registers the variants)
     print(f'{"model":<22} {"params (train form)":>20} {"deploy form":>12}')
     for name in timm.list_models('unireplknet*'):
-        with torch.device('meta'):
-            m = timm.create_model(name)
-            n = sum(p.numel() for p in m.parameters())
-            try:
-                d = sum(p.numel() for p in timm.create_model(name, deploy=True).parameters())
-                dep = f'{d / 1e6:10.2f}M'
-            except TypeError:
-                dep = ''
+        # on the meta device: shapes only, no memory and no initialisation
+        n = sum(p.numel() for p in timm.create_model(name, device='meta').parameters())
+        try:
+            d = sum(p.numel() for p in timm.create_model(name, device='meta', deploy=True).parameters())
+            dep = f'{d / 1e6:10.2f}M'
+        except TypeError:
+            dep = ''
         print(f'{name:<22} {n / 1e6:19.2f}M {dep:>12}')
     print('(parameters with a 1000-class head; the task models drop it and add a task head)')
     return 0

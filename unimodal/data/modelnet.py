@@ -365,6 +365,19 @@ def _val_subset(labels: Sequence[int], fraction: float, seed: int) -> np.ndarray
 # --------------------------------------------------------------------------------------------- dataset
 
 
+def _write_npz(cache: Path, points: np.ndarray) -> None:
+    """Write ``points`` to ``cache`` atomically (temporary file + rename): readers never see half a file."""
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{cache.stem}.', suffix='.tmp', dir=cache.parent)
+    try:
+        with os.fdopen(fd, 'wb') as fh:
+            np.savez(fh, points=points)
+        os.replace(tmp, cache)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 class ModelNet40(Dataset):
     """ModelNet40 point clouds ``(points float32 (num_points, 3 or 6), label int)``.
 
@@ -448,6 +461,8 @@ class ModelNet40(Dataset):
             entries = self._load_hdf5(src_split)
         else:
             entries = self._load_dat(src_split)
+        if split == 'val' and val_from == 'train' and val_fraction == 0:
+            raise ValueError("val_fraction=0 holds out no validation files; use val_fraction > 0 or val_from='test'")
         if src_split == 'train' and val_from == 'train' and val_fraction > 0:
             is_val = _val_subset([e[1] for e in entries], val_fraction, seed)
             entries = [e for e, v in zip(entries, is_val) if v == (split == 'val')]
@@ -642,15 +657,7 @@ class ModelNet40(Dataset):
             pts = self._compute(path)
         except DataError as e:
             return None, e
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f'.{cache.stem}.', suffix='.tmp', dir=cache.parent)
-        try:
-            with os.fdopen(fd, 'wb') as fh:
-                np.savez(fh, points=pts)
-            os.replace(tmp, cache)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        _write_npz(cache, pts)
         return cache, None
 
     def prepare(self) -> 'ModelNet40':
@@ -699,7 +706,7 @@ class ModelNet40(Dataset):
             _logger.warning('damaged cache %s (%s): recomputing', cache, e)
             path = self._files[index][0]
             pts = self._compute(path)
-            np.savez(cache, points=pts)
+            _write_npz(cache, pts)
             return pts
 
     def __getitem__(self, index: int) -> Tuple[torch.Tensor, int]:

@@ -21,7 +21,7 @@ import shutil
 import struct
 import tempfile
 from pathlib import Path
-from typing import Dict, List, NamedTuple, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 import soundfile as sf
@@ -168,8 +168,8 @@ class SpeechCommands(Dataset):
             if it.sample_rate != sample_rate:
                 rates[it.sample_rate] = rates.get(it.sample_rate, 0) + 1
         if rates:
-            _logger.warning('speech_commands/%s: %s clips are resampled to %d Hz', split,
-                            ', '.join(f'{n} at {sr} Hz' for sr, n in sorted(rates.items())), sample_rate)
+            _logger.warning('speech_commands/%s: clips not at %d Hz are resampled to %d Hz (%s)', split, sample_rate,
+                            sample_rate, ', '.join(f'{n} at {sr} Hz' for sr, n in sorted(rates.items())))
         _logger.info('speech_commands/%s: %d clips, %d classes (variant %d), %d skipped', split, len(items),
                      len(self.classes), variant, self.skip_report.count)
 
@@ -236,7 +236,7 @@ class SpeechCommands(Dataset):
         return items
 
     @staticmethod
-    def _check_header(path: Path) -> 'sf._SoundFileInfo':
+    def _check_header(path: Path) -> Any:  # soundfile's info object
         if path.stat().st_size == 0:
             raise DataError(path, 'zero-length file (0 bytes), expected a WAV/FLAC clip')
         try:
@@ -387,6 +387,7 @@ def _fricative(rng: np.random.Generator, n: int, band: Tuple[float, float], scal
 
 
 def _synth_word(rng: np.random.Generator, word: str, speaker: Dict[str, float]) -> np.ndarray:
+    """One 1-s clip of ``word``: its phones in order, at a random onset, level and signal-to-noise ratio."""
     tempo = speaker['tempo'] * rng.uniform(0.9, 1.1)
     parts = []
     for phone, p0, p1, dur in _WORDS[word]:
@@ -401,11 +402,10 @@ def _synth_word(rng: np.random.Generator, word: str, speaker: Dict[str, float]) 
     word_wave = np.concatenate(parts)
     clip = np.zeros(_SR)
     onset = int(rng.integers(0, max(1, _SR - len(word_wave))))
-    word_wave = word_wave[:_SR - onset]
-    clip[onset:onset + len(word_wave)] = word_wave * rng.uniform(0.1, 0.7)
-    snr_db = rng.uniform(10, 35)
-    rms = np.sqrt(np.mean(word_wave ** 2) + 1e-12) * np.abs(clip).max() / (np.abs(word_wave).max() + 1e-12)
-    clip += rng.standard_normal(_SR) * rms * 10 ** (-snr_db / 20)
+    word_wave = word_wave[:_SR - onset] * rng.uniform(0.1, 0.7)
+    clip[onset:onset + len(word_wave)] = word_wave
+    snr_db = rng.uniform(10, 35)  # relative to the word's RMS
+    clip += rng.standard_normal(_SR) * np.sqrt(np.mean(word_wave ** 2)) * 10 ** (-snr_db / 20)
     return np.clip(clip, -1, 1)
 
 

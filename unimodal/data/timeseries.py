@@ -326,8 +326,9 @@ def _window_starts(values: np.ndarray, window: int, stride: int, split: str, pat
         r = int(s + np.argmax(bad_rows[s:s + window]))
         c = int(np.argmax(~np.isfinite(values[r])))
         # appended directly: one summary warning below instead of one log line per window
-        report.skipped.append({'path': str(path), 'problem': f'{split} window at row {int(s) + row_offset}: '
-                                                             f'missing value in column {names[c]!r} at row {r + row_offset}'})
+        problem = (f'{split} window at row {int(s) + row_offset}: missing value in column {names[c]!r} '
+                   f'at row {r + row_offset}')
+        report.skipped.append({'path': str(path), 'problem': problem})
     _logger.warning('%s: skipped %d of %d %s windows touching missing values (skip_bad)', path, int(bad.sum()),
                     len(starts), split)
     return starts[~bad]

@@ -7,6 +7,7 @@ installed package, or by naming a file (``path/to/file.py:ClassName``) on the co
 from __future__ import annotations
 
 import abc
+import hashlib
 import importlib.metadata
 import importlib.util
 import logging
@@ -156,20 +157,27 @@ def load_adapter_from_file(spec: str) -> Type[Adapter]:
     path = Path(path_str)
     if not path.is_file():
         raise FileNotFoundError(f'adapter file {path} does not exist (from --adapter {spec!r})')
-    module_name = f'unimodal_user_adapter_{path.stem}_{abs(hash(str(path.resolve()))) % 10**8}'
-    module_spec = importlib.util.spec_from_file_location(module_name, path)
-    if module_spec is None or module_spec.loader is None:
-        raise ImportError(f'cannot import adapter file {path}')
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[module_name] = module
-    module_spec.loader.exec_module(module)
+    resolved = str(path.resolve())
+    module_name = f'unimodal_user_adapter_{path.stem}_{hashlib.sha1(resolved.encode()).hexdigest()[:10]}'
+    module = sys.modules.get(module_name)
+    if module is None:  # a file is executed once per process, so its classes keep one identity
+        module_spec = importlib.util.spec_from_file_location(module_name, path)
+        if module_spec is None or module_spec.loader is None:
+            raise ImportError(f'cannot import adapter file {path}')
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[module_name] = module
+        try:
+            module_spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[module_name]
+            raise
     cls = getattr(module, cls_name, None)
     if cls is None:
         raise AttributeError(f'adapter file {path} defines no {cls_name!r}')
     if not (isinstance(cls, type) and issubclass(cls, Adapter)):
         raise TypeError(f'{path}:{cls_name} is not a unimodal.Adapter subclass')
-    if cls.name not in _ADAPTERS:
-        register_adapter()(cls) if cls.name else register_adapter(cls_name.lower())(cls)
+    if _ADAPTERS.get(cls.name) is not cls:
+        register_adapter(cls.name or cls_name.lower())(cls)
     return cls
 
 

@@ -50,7 +50,9 @@ class TaskModel(nn.Module):
         head: a head from :func:`unimodal.models.heads.create_head`.
         trunk_chunk: if set, the trunk processes at most this many images at once (bounded memory for
             adapters that emit many views, e.g. thousands of stations); in training each chunk is
-            gradient-checkpointed so activation memory stays bounded too.
+            gradient-checkpointed so activation memory stays bounded too. In training, BatchNorm then sees
+            per-chunk batch statistics (as in the published per-group processing), so chunked training is not
+            bit-identical to unchunked training; evaluation is.
     """
 
     def __init__(self, adapter: Adapter, trunk: nn.Module, head: nn.Module, trunk_chunk: Optional[int] = None) -> None:
@@ -67,7 +69,8 @@ class TaskModel(nn.Module):
         if not self.trunk_chunk or x.shape[0] <= self.trunk_chunk:
             return run(x)
         outs = []
-        for part in x.split(self.trunk_chunk):
+        # near-equal chunks: a lone trailing image would make training-mode BatchNorm see one value per channel
+        for part in x.tensor_split(-(-x.shape[0] // self.trunk_chunk)):
             if self.training and torch.is_grad_enabled():
                 outs.append(checkpoint(run, part, use_reentrant=False))
             else:

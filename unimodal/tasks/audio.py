@@ -41,11 +41,13 @@ class AudioTask(Task):
 
     def default_config(self) -> Dict[str, Any]:
         # Demo settings for the built-in synthetic set (8 words, 400 training clips) with the tiny trunk:
-        # a few minutes on a 2-core CPU. For the published recipe see PAPER_CONFIG.
+        # about 2 minutes on a 2-core CPU (~6 CPU-seconds per epoch), ~80-85 % test accuracy (chance 12.5 %).
+        # Published features and noise augmentation; SpecAugment off because its 48-frame time mask can erase
+        # a whole synthetic word and slows the tiny model down. For the published recipe see PAPER_CONFIG.
         return {
             'data': {'options': {'variant': 35}},
-            'model': {'variant': 'unireplknet_test', 'adapter': {'mode': 'paper'}},
-            'train': {'epochs': 12, 'batch_size': 32, 'optimizer': 'adamw', 'lr': 2e-3, 'weight_decay': 0.05,
+            'model': {'variant': 'unireplknet_test', 'adapter': {'mode': 'paper', 'spec_augment': False}},
+            'train': {'epochs': 16, 'batch_size': 32, 'optimizer': 'adamw', 'lr': 3e-3, 'weight_decay': 0.05,
                       'schedule': 'cosine', 'warmup_epochs': 1, 'loss': 'ce'},
         }
 
