@@ -94,7 +94,9 @@ def test_tasks_section_is_restricted_to_per_task_keys():
     with pytest.raises(ConfigError, match=r"tasks.audio: unknown config key 'train.lr'"):
         resolve_config(None, {'task': ['audio', 'point'], 'tasks': {'audio': {'train': {'lr': 1}}}})
     with pytest.raises(ConfigError, match='does not train'):
-        resolve_config(None, {'task': 'audio', 'tasks': {'point': {'train': {'batch_size': 4}}}})
+        resolve_config(None, {'task': ['audio', 'weather'], 'tasks': {'point': {'train': {'batch_size': 4}}}})
+    with pytest.raises(ConfigError, match='for joint runs'):
+        resolve_config(None, {'task': 'audio', 'tasks': {'audio': {'train': {'batch_size': 4}}}})
 
 
 def test_single_task_resolution_uses_task_defaults():

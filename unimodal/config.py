@@ -330,6 +330,9 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
     if not isinstance(_get(cfg, 'model', 'variant'), str):
         raise ConfigError(f'model.variant must be a model name, got {_get(cfg, "model", "variant")!r}')
     names = task_names(cfg.get('task'))
+    if len(names) <= 1 and any(cfg.get('tasks') or {}):
+        raise ConfigError(f'the tasks section ({", ".join(cfg["tasks"])}) is for joint runs (several tasks); '
+                          f'for a single task put these keys at the top level')
     extra = set(cfg.get('tasks') or {}) - set(names)
     if extra:
         raise ConfigError(f'tasks section names {", ".join(sorted(extra))}, which the run does not train '

@@ -32,7 +32,7 @@ from .errors import DataError, SkipReport
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ['SpeechCommands', 'make_builtin_speech', 'V2_WORDS', 'V12_WORDS', 'UNKNOWN', 'SILENCE', 'BACKGROUND']
+__all__ = ['SpeechCommands', 'make_builtin_speech', 'file_digest', 'V2_WORDS', 'V12_WORDS', 'UNKNOWN', 'SILENCE', 'BACKGROUND']
 
 #: The 35 words of Speech Commands V2.
 V2_WORDS = (

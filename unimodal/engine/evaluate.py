@@ -149,7 +149,6 @@ def evaluate_checkpoint(checkpoint: Path, task_name: Optional[str], *, data: Opt
     cfg = merge_config(cfg, overrides or {}, 'eval options')
     if data is not None:
         cfg['data']['root'] = str(data)
-    cfg['data']['limit_eval'] = cfg['data'].get('limit_eval')
     validate_config({**cfg, 'tasks': {}})
     split = split or cfg['eval']['split']
     dist_info = dist_info or _DI(device=resolve_device(cfg['train']['device']))

@@ -40,7 +40,7 @@ from timm.models._features import feature_take_indices
 from timm.models._manipulate import adapt_input_conv, checkpoint_seq, named_apply
 
 from .reparam import (
-    fold_bias_through_linear, fuse_conv_bn, fuse_linear_bn, merge_dilated_branches, scale_linear,
+    dilate_kernel, fold_bias_through_linear, fuse_conv_bn, fuse_linear_bn, merge_dilated_branches, scale_linear,
 )
 
 __all__ = [
@@ -187,6 +187,18 @@ class DilatedReparamBlock(nn.Module):
             conv = getattr(self, f'dil_conv_k{k}_{r}')
             bn = getattr(self, f'dil_bn_k{k}_{r}')
             out = out + bn(conv(x))
+        return out
+
+    def _branches_dense(self, x: torch.Tensor) -> torch.Tensor:
+        """Training-form forward with each dilated branch run as the equivalent dense conv (zeros inserted in its
+        kernel): the same function and gradients, but oneDNN's dilated depthwise kernels (backward especially)
+        are several times slower on CPU than a dense one of the expanded size."""
+        out = self.origin_bn(self.lk_origin(x))
+        for k, r in self.branches:
+            conv = getattr(self, f'dil_conv_k{k}_{r}')
+            weight = dilate_kernel(conv.weight, r)
+            out = out + getattr(self, f'dil_bn_k{k}_{r}')(
+                F.conv2d(x, weight, None, 1, (r * (k - 1) + 1) // 2, 1, self.channels))
         return out
 
     def _merged_kernel(self) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -382,7 +394,7 @@ class UniRepLKNetBlock(nn.Module):
                 conv = dw.lk_origin
                 weight, bias = dw._merged_kernel()
             else:  # batch statistics in every branch: run the branches
-                return norm(dw(x))
+                return norm(dw._branches_dense(x))
         else:
             conv = dw
             weight, bias = conv.weight, conv.bias
