@@ -1,7 +1,6 @@
 """The `unimodal` CLI end to end on the built-in data: every task trains a few steps and evaluates; resume;
 reparam/export; plug-in adapters; joint multi-task runs and transfer; clear errors with exit code 2."""
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -295,12 +294,14 @@ def test_pretrained_released_layout_file_is_loaded_with_adapted_channels(tmp_pat
     (['eval', '--checkpoint', '/no/such.pt'], '/no/such.pt'),
     (['data', 'download', 'no_such_set', '--root', '/tmp'], 'no_such_set'),
 ])
-def test_usage_errors_exit_2_with_one_line(args, needle, run_cli):
+def test_usage_errors_exit_2_with_one_line(args, needle, run_cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     code, out, err = run_cli(*args)
     assert code == 2
     assert needle in err
     assert 'Traceback' not in err
     assert len([l for l in err.splitlines() if 'error' in l]) == 1
+    assert not (tmp_path / 'runs').exists()  # a run that fails to set up leaves no directory behind
 
 
 def test_unknown_key_in_config_file(tmp_path, run_cli):

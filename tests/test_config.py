@@ -3,7 +3,6 @@ from pathlib import Path
 
 import pytest
 import timm
-import torch
 import yaml
 
 from unimodal.config import (DEFAULTS, ConfigError, default_config, merge_config, parse_set_overrides,

@@ -67,3 +67,16 @@ def test_ddp_evaluation_equals_single_process(runs, tmp_path):
         assert two[key] == pytest.approx(one[key], rel=1e-5)
     assert two['mse_per_step'] == pytest.approx(one['mse_per_step'], rel=1e-5)
     assert two['baselines']['persistence']['mse'] == pytest.approx(one['baselines']['persistence']['mse'], rel=1e-9)
+
+
+def test_joint_run_under_torchrun(tmp_path):
+    """Issue 7 under torchrun: one shared trunk, two tasks interleaved, DataLoader workers, exact evaluation."""
+    out = tmp_path / 'joint'
+    _run(['train', '--task', 'audio,weather', '--epochs', '1', '--batch-size', '4', '--set',
+          'train.max_steps_per_epoch=2', '--set', 'data.limit_eval=9', '--workers', '1', '--device', 'cpu',
+          '--out', str(out), '--no-progress'], nproc=2)
+    res = json.loads((out / 'results.json').read_text())
+    assert res['world_size'] == 2 and set(res['tasks']) == {'audio', 'weather'}
+    assert all(res['tasks'][t]['num_samples'] == 9 for t in ('audio', 'weather'))
+    log = _log(out)
+    assert log['train']['audio']['steps'] == log['train']['weather']['steps'] == 2

@@ -2,7 +2,6 @@
 the multi-task model (gradients per task, frozen trunk), plug-in datasets."""
 import json
 import math
-import os
 from pathlib import Path
 
 import pytest

@@ -484,7 +484,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     import timm
-    import torch
+
     from .models import unireplknet  # noqa: F401  (registers the variants)
     print(f'{"model":<22} {"params (train form)":>20} {"deploy form":>12}')
     for name in timm.list_models('unireplknet*'):

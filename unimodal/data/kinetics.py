@@ -426,56 +426,50 @@ _BUILTIN_MARKER = '.complete'
 
 
 def _synth_clip(rng: np.random.Generator, label: int, frames: int, size: int) -> np.ndarray:
-    """One ``(frames, size, size, 3)`` uint8 clip whose class is only visible in the motion of a blob.
+    """One ``(frames, size, size, 3)`` uint8 clip whose class is only visible in the motion of a disc.
 
-    Random background (colour + smooth gradient), blob colour, size, speed, start position, a static
-    distractor blob and pixel noise, so a single frame does not tell the class.
+    Random background (colour + faint gradient), disc colour, size, speed, start position and pixel noise,
+    so a single frame does not tell the class (the disc can be anywhere, of any size in the range).
     """
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    bg_a, bg_b = rng.uniform(0, 1, 3), rng.uniform(0, 1, 3)
+    bg = rng.uniform(0.1, 0.9, 3)
     angle = rng.uniform(0, 2 * np.pi)
-    ramp = ((xx * np.cos(angle) + yy * np.sin(angle)) / size + 1) / 2
-    background = bg_a * (1 - ramp[..., None]) + bg_b * ramp[..., None]
+    ramp = (xx * np.cos(angle) + yy * np.sin(angle)) / size
+    background = np.clip(bg + rng.uniform(0, 0.15) * ramp[..., None], 0, 1)
     colour = rng.uniform(0, 1, 3)
-    while np.abs(colour - (bg_a + bg_b) / 2).sum() < 0.8:  # keep the blob visible against the background
+    while abs(colour.mean() - bg.mean()) < 0.25:  # keep the disc clearly visible against the background
         colour = rng.uniform(0, 1, 3)
     t = np.arange(frames, dtype=np.float32)
     c = size / 2
-    radius = np.full(frames, rng.uniform(0.08, 0.13) * size, dtype=np.float32)
+    radius = np.full(frames, rng.uniform(0.1, 0.15) * size, dtype=np.float32)
     name = BUILTIN_CLASSES[label]
     if name.startswith('moving'):
-        speed = rng.uniform(0.45, 0.8) * size / frames  # crosses 45–80% of the frame over the clip
+        speed = rng.uniform(0.5, 0.75) * size / frames  # crosses 50-75% of the frame over the clip
         travel = speed * (frames - 1)
-        along = rng.uniform(0.1 * size, 0.9 * size - travel) + speed * t
-        across = np.full(frames, rng.uniform(0.2, 0.8) * size, dtype=np.float32)
+        along = rng.uniform(0.12 * size, 0.88 * size - travel) + speed * t
+        across = np.full(frames, rng.uniform(0.25, 0.75) * size, dtype=np.float32)
         if name in ('moving_left', 'moving_up'):
             along = size - along
         px, py = (along, across) if name in ('moving_left', 'moving_right') else (across, along)
     elif name.startswith('circling'):
-        orbit = rng.uniform(0.18, 0.28) * size
-        cx, cy = c + rng.uniform(-0.08, 0.08) * size, c + rng.uniform(-0.08, 0.08) * size
-        omega = 2 * np.pi / rng.uniform(0.8, 1.3) / frames  # about one turn per clip
+        orbit = rng.uniform(0.2, 0.28) * size
+        cx, cy = c + rng.uniform(-0.06, 0.06) * size, c + rng.uniform(-0.06, 0.06) * size
+        omega = 2 * np.pi / rng.uniform(0.9, 1.2) / frames  # about one turn per clip
         sign = 1.0 if name == 'circling_clockwise' else -1.0  # image y points down: +angle is clockwise
         phase = rng.uniform(0, 2 * np.pi) + sign * omega * t
         px, py = cx + orbit * np.cos(phase), cy + orbit * np.sin(phase)
     else:
-        r0, r1 = rng.uniform(0.04, 0.07) * size, rng.uniform(0.2, 0.28) * size
+        r0, r1 = rng.uniform(0.04, 0.07) * size, rng.uniform(0.22, 0.3) * size
         grow = np.linspace(0, 1, frames, dtype=np.float32)
         radius = r0 + (r1 - r0) * (grow if name == 'expanding' else 1 - grow)
         px = np.full(frames, c + rng.uniform(-0.15, 0.15) * size, dtype=np.float32)
         py = np.full(frames, c + rng.uniform(-0.15, 0.15) * size, dtype=np.float32)
-    # a static distractor blob of another colour and size
-    dx, dy, dr = rng.uniform(0.1, 0.9) * size, rng.uniform(0.1, 0.9) * size, rng.uniform(0.05, 0.12) * size
-    dcol = rng.uniform(0, 1, 3)
-    distract = np.exp(-((xx - dx) ** 2 + (yy - dy) ** 2) / (2 * dr ** 2))[..., None]
     out = np.empty((frames, size, size, 3), dtype=np.uint8)
-    noise_sd = rng.uniform(0.02, 0.06)
+    noise_sd = rng.uniform(0.01, 0.04)
     for i in range(frames):
-        d2 = (xx - px[i]) ** 2 + (yy - py[i]) ** 2
-        alpha = np.clip((radius[i] - np.sqrt(d2)) / 1.5 + 0.5, 0, 1)[..., None]  # anti-aliased disc
-        img = background * (1 - 0.6 * distract) + dcol * 0.6 * distract
-        img = img * (1 - alpha) + colour * alpha
-        img = img + rng.normal(0, noise_sd, img.shape)
+        d = np.sqrt((xx - px[i]) ** 2 + (yy - py[i]) ** 2)
+        alpha = np.clip(radius[i] - d + 0.5, 0, 1)[..., None]  # anti-aliased disc
+        img = background * (1 - alpha) + colour * alpha + rng.normal(0, noise_sd, (size, size, 3))
         out[i] = np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
     return out
 

@@ -254,7 +254,12 @@ def build_model(specs: Mapping[str, Mapping[str, Any]], model_cfg: Mapping[str, 
     Adapters whose natural channel counts differ are reconciled with ``Adapter.match_trunk_channels``
     (``model.trunk_chans``, default: the largest adapter channel count).
     """
+    import timm
+
     from ..models.task_model import create_model
+    if not timm.is_model(model_cfg['variant']):
+        known = ', '.join(timm.list_models('unireplknet*'))
+        raise ConfigError(f'unknown model {model_cfg["variant"]!r}; known UniRepLKNet variants: {known}')
     adapters: Dict[str, Adapter] = {}
     for name, spec in specs.items():
         cls = _adapter_class(spec['adapter'])

@@ -8,7 +8,7 @@ Targets become soft labels (with label smoothing), used by cross-entropy with pr
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from typing import Tuple
 
 import numpy as np
 import torch

@@ -17,7 +17,7 @@ import random
 import shutil
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
@@ -29,11 +29,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
-from ..config import (ConfigError, PER_TASK_KEYS, default_config, dump_config, merge_config, resolve_config,
-                      task_config, task_names, validate_config, _restrict)
+from ..config import (ConfigError, dump_config, merge_config, resolve_config, task_config, task_names,
+                      validate_config, _restrict)
 from ..tasks.base import Task
-from .build import (PluginTask, build_model, build_task_datasets, data_root, eval_loader, loss_kind, make_task_spec,
-                    resolve_task, train_loader)
+from .build import (build_model, build_task_datasets, data_root, eval_loader, make_task_spec, resolve_task,
+                    train_loader)
 from .checkpoint import (CHECKPOINT_FORMAT, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state,
                          to_plain, is_engine_checkpoint)
 from .distributed import (DistInfo, all_reduce_sum, barrier, broadcast_object, init_distributed)
@@ -336,9 +336,6 @@ class _Run:
         seed_everything(int(tcfg['seed']))
         runs = self._setup_tasks()
         self.out = Path(self.out_template.replace('{label}', self.label))
-        if self.dist.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / 'config.yaml').write_text(dump_config(cfg))
         self._setup_loaders(runs)
         specs = {r.name: r.spec for r in runs}
 
@@ -388,6 +385,9 @@ class _Run:
                 _logger.info('resumed %s at epoch %d (step %d)', self.resume, start_epoch, step)
                 self._truncate_log(start_epoch)
 
+        if self.dist.is_main:  # only now: a run that fails to set up leaves no directory behind
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / 'config.yaml').write_text(dump_config(cfg))
         ddp_model = model
         if self.dist.distributed:
             ddp_model = DistributedDataParallel(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import logging
 import os
 import pickle
@@ -192,13 +193,18 @@ class DilatedReparamBlock(nn.Module):
     def _branches_dense(self, x: torch.Tensor) -> torch.Tensor:
         """Training-form forward with each dilated branch run as the equivalent dense conv (zeros inserted in its
         kernel): the same function and gradients, but oneDNN's dilated depthwise kernels (backward especially)
-        are several times slower on CPU than a dense one of the expanded size."""
-        out = self.origin_bn(self.lk_origin(x))
-        for k, r in self.branches:
-            conv = getattr(self, f'dil_conv_k{k}_{r}')
-            weight = dilate_kernel(conv.weight, r)
-            out = out + getattr(self, f'dil_bn_k{k}_{r}')(
-                F.conv2d(x, weight, None, 1, (r * (k - 1) + 1) // 2, 1, self.channels))
+        are several times slower on CPU than a dense one of the expanded size. Small maps run every branch as
+        one matmul against a Toeplitz matrix of the kernel (see :func:`_depthwise_as_matmul`)."""
+        kernels = [self.lk_origin.weight] + [
+            dilate_kernel(getattr(self, f'dil_conv_k{k}_{r}').weight, r) for k, r in self.branches]
+        bns = [self.origin_bn] + [getattr(self, f'dil_bn_k{k}_{r}') for k, r in self.branches]
+        if _small_map_matmul(x):
+            ys = _depthwise_as_matmul(x, kernels)
+        else:
+            ys = [F.conv2d(x, k, None, 1, k.shape[-1] // 2, 1, self.channels) for k in kernels]
+        out = bns[0](ys[0])
+        for bn, y in zip(bns[1:], ys[1:]):
+            out = out + bn(y)
         return out
 
     def _merged_kernel(self) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -242,6 +248,49 @@ def _use_onednn(x: torch.Tensor) -> bool:
     """oneDNN's fused conv ops (GELU / residual-sum post-ops) apply: fp32 CPU tensors, oneDNN enabled."""
     return _HAS_ONEDNN_OPS and x.device.type == 'cpu' and x.dtype == torch.float32 \
         and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+
+
+# Training on maps with at most this many pixels runs the depthwise convs as Toeplitz matmuls.
+_DW_MATMUL_MAX_HW = 100
+
+
+def _small_map_matmul(x: torch.Tensor) -> bool:
+    return x.device.type == 'cpu' and x.shape[-1] * x.shape[-2] <= _DW_MATMUL_MAX_HW and torch.is_grad_enabled() \
+        and not _tracing()
+
+
+@functools.lru_cache(maxsize=64)
+def _toeplitz_index(height: int, width: int, k: int, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+    """For a ``k x k`` 'same' conv on an ``H x W`` map: the kernel tap linking each (output, input) pixel pair
+    (``(HW, HW)`` indices into the flattened kernel) and whether that pair is linked at all."""
+    ii, jj = torch.meshgrid(torch.arange(height, device=device), torch.arange(width, device=device), indexing='ij')
+    ii, jj = ii.reshape(-1), jj.reshape(-1)
+    dy = ii[None, :] - ii[:, None] + k // 2  # [out, in]
+    dx = jj[None, :] - jj[:, None] + k // 2
+    valid = (dy >= 0) & (dy < k) & (dx >= 0) & (dx < k)
+    return (dy.clamp(0, k - 1) * k + dx.clamp(0, k - 1)), valid
+
+
+def _depthwise_as_matmul(x: torch.Tensor, kernels: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+    """Depthwise 'same' convs (stride 1, no bias) of ``x`` with each ``(C, 1, k, k)`` kernel, as one batched
+    matmul per kernel against its ``(C, HW, HW)`` Toeplitz matrix.
+
+    Exact (the Toeplitz entries are the kernel taps or zeros). On small maps a large kernel mostly overlaps the
+    zero padding, so this does fewer multiply-adds than the conv, and its backward is two more matmuls instead
+    of oneDNN's slow depthwise backward.
+    """
+    b, c, height, width = x.shape
+    length = height * width
+    xm = x.permute(1, 0, 2, 3).reshape(c, b, length)  # (C, B, HW)
+    outs = []
+    for kernel in kernels:
+        k = kernel.shape[-1]
+        idx, valid = _toeplitz_index(height, width, k, x.device)
+        toeplitz = kernel.reshape(c, k * k)[:, idx] * valid.to(kernel.dtype)  # (C, HW_out, HW_in)
+        y = torch.bmm(xm, toeplitz.transpose(1, 2))  # (C, B, HW_out)
+        outs.append(y.reshape(c, b, height, width).permute(1, 0, 2, 3).contiguous(
+            memory_format=torch.channels_last))
+    return outs
 
 
 def _frozen(bn: nn.Module) -> bool:

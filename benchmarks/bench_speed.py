@@ -1,0 +1,380 @@
+"""Speed of the UniRepLKNet trunk on this machine: fast vs plain implementation, side by side with timm peers.
+
+Sections (each can be run alone; results are merged into one JSON per device under ``benchmarks/results/``):
+
+* ``infer``: variant x form (train-form in eval mode, deploy form) x implementation (``plain`` = the module-by-module
+  reference math, ``fast`` = the default fast path) -> images/s, ms/batch, GFLOP/s, % of the fp32 GEMM rate measured
+  in the same rounds, peak RSS delta; plus timm peers (ConvNeXt atto..tiny, ResNet-50).
+* ``train``: one training step (forward + backward + AdamW), plain vs fast, plus the gradient agreement.
+* ``compile``: ``torch._dynamo.explain`` graph-break count of both forms and torch.compile speed (child process,
+  time limit).
+
+Timing: every round times every row once, interleaved (load drift hits all rows alike); the GEMM reference
+(4096^3 fp32 matmul) is timed in every round too. With ``--threads 1`` (default: the machine is shared) time is the
+process CPU time, which excludes time the OS gave to other processes; with more threads it is wall time.
+
+    python benchmarks/bench_speed.py                          # all sections, defaults
+    python benchmarks/bench_speed.py --sections infer --variants p --batch 16 --rounds 3
+    python benchmarks/bench_speed.py --sections train compile
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import ctypes
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PEERS = ('convnext_atto', 'convnext_femto', 'convnext_pico', 'convnext_nano', 'convnext_tiny', 'resnet50')
+
+
+def _import_trunk() -> Any:
+    import unimodal.models.unireplknet as U  # registers the timm factories
+    return U
+
+
+def _clock(threads: int) -> Callable[[], float]:
+    return time.process_time if threads == 1 else time.perf_counter
+
+
+def machine_info(threads: int) -> Dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        with open('/proc/cpuinfo') as f:
+            cpu = next((ln.split(':', 1)[1].strip() for ln in f if ln.startswith('model name')), cpu)
+    except OSError:
+        pass
+    import timm
+    return dict(
+        cpu=cpu, logical_cpus=os.cpu_count(), torch_threads=threads, torch=torch.__version__,
+        timm=timm.__version__, python=platform.python_version(), mkldnn=torch.backends.mkldnn.is_available(),
+        timer='process CPU time' if threads == 1 else 'wall time', load_avg_start=os.getloadavg(),
+    )
+
+
+def _trim() -> None:
+    try:
+        ctypes.CDLL('libc.so.6').malloc_trim(0)
+    except OSError:
+        pass
+
+
+def _status_kb(key: str) -> int:
+    with open('/proc/self/status') as f:
+        return next(int(ln.split()[1]) for ln in f if ln.startswith(key))
+
+
+def peak_rss_mb(fn: Callable[[], Any]) -> Optional[float]:
+    """Peak resident memory growth (MB) during ``fn()``: resets the kernel's high-water mark first (Linux)."""
+    try:
+        _trim()
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+        base = _status_kb('VmRSS')
+        fn()
+        return (_status_kb('VmHWM') - base) / 1024
+    except (OSError, StopIteration):
+        return None
+
+
+def gemm_seconds(a: torch.Tensor, b: torch.Tensor, clock) -> float:
+    t = clock()
+    torch.mm(a, b)
+    return clock() - t
+
+
+def count_gflops(model: torch.nn.Module, x: torch.Tensor) -> float:
+    """FLOPs (2 x MACs) per image from torch's FLOP counter (convs, matmuls), on the plain implementation."""
+    from torch.utils.flop_counter import FlopCounterMode
+    fast = getattr(model, 'fast_path', None)
+    if fast is not None:
+        model.set_fast_path(False)  # the fast path uses fused oneDNN ops the counter does not know
+    with torch.inference_mode(), FlopCounterMode(display=False) as fc:
+        model(x[:1])
+    if fast is not None:
+        model.set_fast_path(fast)
+    return fc.get_total_flops() / 1e9
+
+
+def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Non-trivial BN statistics, GRN and layer scales, so fast-vs-plain differences cannot hide."""
+    U = _import_trunk()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                n = m.num_features
+                m.running_mean.copy_(torch.randn(n, generator=g) * 0.5)
+                m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
+                m.weight.copy_(1 + torch.randn(n, generator=g) * 0.3)
+                m.bias.copy_(torch.randn(n, generator=g) * 0.3)
+            elif isinstance(m, U.GRN):
+                m.gamma.copy_(torch.randn(m.gamma.shape, generator=g) * 0.5)
+                if m.beta is not None:
+                    m.beta.copy_(torch.randn(m.beta.shape, generator=g) * 0.5)
+            elif isinstance(m, U.UniRepLKNetBlock) and m.gamma is not None:
+                m.gamma.copy_(torch.randn(m.gamma.shape, generator=g) * 0.5)
+    return model
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm()).item()
+
+
+class _Plain(torch.nn.Module):
+    """The same model object run with the plain reference math (shares weights with the fast one)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        self.model.set_fast_path(False)
+        try:
+            return self.model(x)
+        finally:
+            self.model.set_fast_path(True)
+
+
+def section_infer(args, clock, out: Dict[str, Any]) -> None:
+    import timm
+    _import_trunk()
+    x = torch.randn(args.batch, 3, args.size, args.size)
+    rows: Dict[str, torch.nn.Module] = {}
+    checks = {}
+    for v in args.variants:
+        name = f'unireplknet_{v}'
+        train_form = randomize_(timm.create_model(name), seed=1).eval()
+        deploy = copy.deepcopy(train_form)
+        deploy.reparameterize()
+        for form, m in (('train-eval', train_form), ('deploy', deploy)):
+            rows[f'{name}/{form}/plain'] = _Plain(m)
+            rows[f'{name}/{form}/fast'] = m
+        with torch.inference_mode():
+            ref = _Plain(train_form)(x[:2])
+            checks[name] = dict(
+                deploy_fast_vs_deploy_plain=rel_err(deploy(x[:2]), _Plain(deploy)(x[:2])),
+                train_fast_vs_train_plain=rel_err(train_form(x[:2]), ref),
+                deploy_plain_vs_train_plain=rel_err(_Plain(deploy)(x[:2]), ref),
+            )
+        print(f'{name} equality (rel err): {checks[name]}', flush=True)
+    for p in args.peers:
+        rows[p] = timm.create_model(p).eval()
+    flops = {}
+    for k, m in rows.items():
+        base = m.model if isinstance(m, _Plain) else m
+        flops[k] = count_gflops(base, x)
+    a, b = torch.randn(4096, 4096), torch.randn(4096, 4096)
+    secs: Dict[str, List[float]] = {k: [] for k in rows}
+    gemm: List[float] = []
+    with torch.inference_mode():
+        for m in rows.values():
+            m(x)
+        torch.mm(a, b)
+        for r in range(args.rounds):
+            gemm.append(2 * 4096 ** 3 / gemm_seconds(a, b, clock) / 1e9)
+            for k, m in rows.items():
+                t = clock()
+                m(x)
+                secs[k].append(clock() - t)
+            print(f'round {r + 1}/{args.rounds}: gemm {gemm[-1]:.1f} GFLOP/s, load {os.getloadavg()[0]:.1f}',
+                  flush=True)
+        mem = {k: peak_rss_mb(lambda m=m: m(x)) for k, m in rows.items()}
+    peak = statistics.median(gemm)
+    table = {}
+    for k, s in secs.items():
+        med = statistics.median(s)
+        gfs = flops[k] * args.batch / med
+        table[k] = dict(batch=args.batch, size=args.size, images_per_s=args.batch / med, ms_per_batch=1e3 * med,
+                        ms_all=[1e3 * t for t in s], gflops_per_image=flops[k], gflop_per_s=gfs,
+                        pct_of_gemm=100 * gfs / peak, peak_rss_mb=mem[k])
+    ratios = {}
+    for v in args.variants:
+        name = f'unireplknet_{v}'
+        for form in ('train-eval', 'deploy'):
+            ratios[f'{name}/{form}'] = statistics.median(
+                [p / f for p, f in zip(secs[f'{name}/{form}/plain'], secs[f'{name}/{form}/fast'])])
+    out['infer'] = dict(gemm_gflop_per_s=peak, gemm_all=gemm, rows=table, fast_over_plain_speed=ratios,
+                        equality=checks, load_avg_end=os.getloadavg())
+    print(f'\nfp32 GEMM 4096^3: {peak:.1f} GFLOP/s (median of {args.rounds} interleaved rounds)')
+    print(f'{"row":40s} {"img/s":>8s} {"ms/batch":>9s} {"GFLOP/img":>9s} {"GFLOP/s":>8s} {"%GEMM":>6s} {"peakMB":>7s}')
+    for k, r in table.items():
+        pm = '-' if r['peak_rss_mb'] is None else f'{r["peak_rss_mb"]:.0f}'
+        print(f'{k:40s} {r["images_per_s"]:8.1f} {r["ms_per_batch"]:9.0f} {r["gflops_per_image"]:9.2f} '
+              f'{r["gflop_per_s"]:8.1f} {r["pct_of_gemm"]:6.1f} {pm:>7s}')
+    print('fast / plain speed:', {k: round(v, 2) for k, v in ratios.items()})
+
+
+def section_train(args, clock, out: Dict[str, Any]) -> None:
+    import timm
+    _import_trunk()
+    torch.manual_seed(0)
+    name = f'unireplknet_{args.train_variant}'
+    fast = timm.create_model(name, in_chans=1, num_classes=10).train()
+    plain = copy.deepcopy(fast)
+    plain.set_fast_path(False)
+    x = torch.randn(args.train_batch, 1, args.train_size, args.train_size)
+    y = torch.randint(0, 10, (args.train_batch,))
+
+    # gradient agreement on identical weights, before any optimizer step
+    for m in (fast, plain):
+        m.zero_grad()
+        F.cross_entropy(m(x), y).backward()
+    gmax = max(p.grad.abs().max().item() for p in plain.parameters())
+    worst = max(((p.grad - q.grad).abs().max().item() / gmax, n)
+                for (n, p), (_, q) in zip(fast.named_parameters(), plain.named_parameters()))
+    rel = max(rel_err(p.grad, q.grad) for p, q in zip(fast.parameters(), plain.parameters())
+              if q.grad.norm() > 1e-6 * gmax)
+
+    opts = {'fast': torch.optim.AdamW(fast.parameters(), 1e-3), 'plain': torch.optim.AdamW(plain.parameters(), 1e-3)}
+    models = {'fast': fast, 'plain': plain}
+
+    def step(k):
+        opts[k].zero_grad(set_to_none=True)
+        F.cross_entropy(models[k](x), y).backward()
+        opts[k].step()
+
+    for k in models:
+        step(k)
+    secs: Dict[str, List[float]] = {k: [] for k in models}
+    for r in range(args.train_rounds):
+        for k in ('plain', 'fast'):
+            t = clock()
+            step(k)
+            secs[k].append(clock() - t)
+        print(f'train round {r + 1}/{args.train_rounds}: plain {secs["plain"][-1]:.2f}s fast {secs["fast"][-1]:.2f}s',
+              flush=True)
+    mem = {k: peak_rss_mb(lambda k=k: step(k)) for k in models}
+    speedup = statistics.median([p / f for p, f in zip(secs['plain'], secs['fast'])])
+    out['train'] = dict(
+        variant=name, batch=args.train_batch, size=args.train_size, in_chans=1, optimizer='AdamW',
+        s_per_step={k: statistics.median(v) for k, v in secs.items()}, s_all=secs,
+        images_per_s={k: args.train_batch / statistics.median(v) for k, v in secs.items()},
+        peak_rss_mb=mem, fast_over_plain_speed=speedup,
+        grad_check=dict(max_abs_diff_over_max_grad=worst[0], worst_param=worst[1], max_rel_err_nonzero=rel),
+        load_avg_end=os.getloadavg(),
+    )
+    print(f'training step {name} b{args.train_batch} {args.train_size}px in_chans=1: '
+          f'plain {statistics.median(secs["plain"]):.2f}s, fast {statistics.median(secs["fast"]):.2f}s, '
+          f'speed-up {speedup:.2f}x; grads: max |diff|/max|g| {worst[0]:.1e} ({worst[1]}), '
+          f'max rel err {rel:.1e}')
+
+
+def compile_child(args) -> Dict[str, Any]:
+    """In a child process: graph breaks of both forms, compile time and compiled vs eager-fast speed."""
+    import timm
+    _import_trunk()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    clock = _clock(args.threads)
+    res = {}
+    x = torch.randn(args.compile_batch, 3, args.compile_size, args.compile_size)
+    model = randomize_(timm.create_model(f'unireplknet_{args.compile_variant}'), seed=2).eval()
+    for form in ('train-eval', 'deploy'):
+        if form == 'deploy':
+            model.reparameterize()
+        torch._dynamo.reset()
+        ex = torch._dynamo.explain(model)(x)
+        torch._dynamo.reset()
+        t = time.perf_counter()
+        cm = torch.compile(model, fullgraph=True)
+        with torch.inference_mode():
+            ref = model(x)
+            got = cm(x)
+        compile_s = time.perf_counter() - t
+        secs = {'eager': [], 'compiled': []}
+        with torch.inference_mode():
+            for _ in range(args.rounds):
+                for k, f in (('eager', model), ('compiled', cm)):
+                    t = clock()
+                    f(x)
+                    secs[k].append(clock() - t)
+        res[form] = dict(graph_breaks=ex.graph_break_count, graphs=ex.graph_count, compile_s=compile_s,
+                         rel_err_vs_eager=rel_err(got, ref),
+                         ms_per_batch={k: 1e3 * statistics.median(v) for k, v in secs.items()},
+                         compiled_over_eager_speed=statistics.median(
+                             [e / c for e, c in zip(secs['eager'], secs['compiled'])]))
+    return res
+
+
+def section_compile(args, out: Dict[str, Any]) -> None:
+    cmd = [sys.executable, __file__, '--child-compile', '--threads', str(args.threads), '--rounds', str(args.rounds),
+           '--compile-variant', args.compile_variant, '--compile-batch', str(args.compile_batch),
+           '--compile-size', str(args.compile_size)]
+    t = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.compile_timeout)
+    except subprocess.TimeoutExpired:
+        res = dict(ok=False, reason=f'exceeded the {args.compile_timeout}s limit (CPU inductor build)')
+    else:
+        if proc.returncode != 0:
+            res = dict(ok=False, reason=' | '.join((proc.stderr or proc.stdout).strip().splitlines()[-3:]))
+        else:
+            res = dict(ok=True, **json.loads(proc.stdout.strip().splitlines()[-1]))
+    res.update(variant=f'unireplknet_{args.compile_variant}', batch=args.compile_batch, size=args.compile_size,
+               wall_s=time.perf_counter() - t)
+    out['compile'] = res
+    print('torch.compile:', json.dumps(res, indent=1))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--sections', nargs='+', default=['infer', 'train', 'compile'],
+                   choices=['infer', 'train', 'compile'])
+    p.add_argument('--variants', nargs='+', default=['a', 'p', 't'])
+    p.add_argument('--peers', nargs='*', default=list(PEERS))
+    p.add_argument('--batch', type=int, default=16)
+    p.add_argument('--size', type=int, default=224)
+    p.add_argument('--rounds', type=int, default=3, help='interleaved timing rounds (median reported)')
+    p.add_argument('--threads', type=int, default=1, help='torch intra-op threads (1: CPU-time timing)')
+    p.add_argument('--train-variant', default='a')
+    p.add_argument('--train-batch', type=int, default=32)
+    p.add_argument('--train-size', type=int, default=128)
+    p.add_argument('--train-rounds', type=int, default=3)
+    p.add_argument('--compile-variant', default='a')
+    p.add_argument('--compile-batch', type=int, default=4)
+    p.add_argument('--compile-size', type=int, default=128)
+    p.add_argument('--compile-timeout', type=int, default=420)
+    p.add_argument('--out', default=None, help='JSON path (default benchmarks/results/speed_<device>.json)')
+    p.add_argument('--child-compile', action='store_true', help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    if args.child_compile:
+        print(json.dumps(compile_child(args)))
+        return 0
+    torch.set_num_threads(args.threads)
+    clock = _clock(args.threads)
+    out_path = Path(args.out or ROOT / 'benchmarks' / 'results' / 'speed_cpu.json')
+    out: Dict[str, Any] = json.loads(out_path.read_text()) if out_path.exists() else {}
+    out.setdefault('machine', {})
+    out['machine'].update(machine_info(args.threads))
+    print('machine:', out['machine'], flush=True)
+    t0 = time.perf_counter()
+    if 'infer' in args.sections:
+        section_infer(args, clock, out)
+    if 'train' in args.sections:
+        section_train(args, clock, out)
+    if 'compile' in args.sections:
+        section_compile(args, out)
+    out['machine']['load_avg_end'] = os.getloadavg()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(out, indent=1))
+    print(f'wrote {out_path} ({time.perf_counter() - t0:.0f}s)')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

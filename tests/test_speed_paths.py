@@ -1,0 +1,181 @@
+"""The fast UniRepLKNet implementation against the plain module-by-module math (outputs, gradients, BN state)."""
+import copy
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import unimodal.models.unireplknet as U
+from unimodal.models.unireplknet import GRN, UniRepLKNetBlock
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def rel_err(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+def randomize_(module, seed=0):
+    """Random BN statistics/affine, GRN gamma/beta and layer scales (large enough that the branch matters)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                n = m.num_features
+                m.running_mean.copy_(torch.randn(n, generator=g) * 0.5)
+                m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
+                m.weight.copy_(1 + torch.randn(n, generator=g) * 0.3)
+                m.bias.copy_(torch.randn(n, generator=g) * 0.3)
+            elif isinstance(m, GRN):
+                m.gamma.copy_(torch.randn(m.gamma.shape, generator=g) * 0.5)
+                if m.beta is not None:
+                    m.beta.copy_(torch.randn(m.beta.shape, generator=g) * 0.5)
+            if isinstance(m, UniRepLKNetBlock) and m.gamma is not None:
+                m.gamma.copy_(torch.randn(m.gamma.shape, generator=g) * 0.5)
+    return module
+
+
+def pair(name='unireplknet_test', **kwargs):
+    fast = randomize_(timm.create_model(name, **kwargs), seed=3)
+    ref = copy.deepcopy(fast)
+    ref.set_fast_path(False)
+    assert fast.fast_path and all(b.fast_path for s in fast.stages for b in s)
+    assert not any(b.fast_path for s in ref.stages for b in s)
+    return fast, ref
+
+
+def grads_match(fast, ref):
+    scale = max(p.grad.abs().max().item() for p in ref.parameters() if p.grad is not None)
+    for (n, p), (_, q) in zip(fast.named_parameters(), ref.named_parameters()):
+        # atol relative to the largest gradient: some gradients are exactly zero in math (a bias right before a
+        # training-mode BatchNorm) and only rounding noise in both implementations
+        assert torch.allclose(p.grad, q.grad, rtol=1e-3, atol=1e-5 * scale), n
+
+
+@pytest.mark.parametrize('name', ['unireplknet_test', 'unireplknet_test_k17'])
+@pytest.mark.parametrize('deploy', [False, True])
+def test_inference_matches_reference(name, deploy):
+    fast, ref = pair(name)
+    fast.eval(), ref.eval()
+    if deploy:
+        fast.reparameterize(), ref.reparameterize()
+    x = torch.randn(3, 3, 64, 64)
+    with torch.inference_mode():
+        a, b = fast(x), ref(x)
+        fa, fb = fast.forward_features(x), ref.forward_features(x)
+    assert rel_err(a, b) <= 1e-5
+    assert rel_err(fa, fb) <= 1e-5
+    assert fa.is_contiguous()  # channels-last inside, plain NCHW out
+
+
+@pytest.mark.parametrize('name,size', [('unireplknet_test', 64), ('unireplknet_test_k17', 64),
+                                       ('unireplknet_test_k17', 128)])
+def test_training_step_matches_reference(name, size):
+    """Training mode (batch-statistics BN; dilated branches as Toeplitz matmuls on small maps, as dense convs on
+    larger ones): outputs, grads, BN running stats."""
+    fast, ref = pair(name, in_chans=1)
+    fast.train(), ref.train()
+    x = torch.randn(2, 1, size, size)
+    a, b = fast(x), ref(x)
+    assert rel_err(a, b) <= 1e-5
+    a.square().mean().backward()
+    b.square().mean().backward()
+    grads_match(fast, ref)
+    for (n, u), (_, v) in zip(fast.named_buffers(), ref.named_buffers()):
+        assert torch.allclose(u.float(), v.float(), rtol=1e-5, atol=1e-6), n
+
+
+def test_frozen_bn_training_matches_reference():
+    """Eval-mode BNs with gradients (BN and dilated branches folded on the fly, differentiably)."""
+    fast, ref = pair('unireplknet_test_k17')
+    fast.eval(), ref.eval()
+    x = torch.randn(2, 3, 64, 64, requires_grad=True)
+    xr = x.detach().clone().requires_grad_(True)
+    a, b = fast(x), ref(xr)
+    assert rel_err(a, b) <= 1e-5
+    a.square().mean().backward()
+    b.square().mean().backward()
+    grads_match(fast, ref)
+    assert rel_err(x.grad, xr.grad) <= 1e-4
+
+
+def test_drop_path_training_runs_fast_path():
+    fast, _ = pair('unireplknet_test', drop_path_rate=0.5)
+    fast.train()
+    out = fast(torch.randn(2, 3, 32, 32))
+    out.sum().backward()
+    assert all(p.grad is not None for p in fast.parameters() if p.requires_grad and p.grad is not None)
+
+
+@pytest.mark.parametrize('size,chunk,onednn', [(20, 8 << 20, True), (20, 1, True), (20, 1, False), (6, 1, True)])
+def test_block_inference_paths(monkeypatch, size, chunk, onednn):
+    """Chunked / unchunked, oneDNN fused / plain, 1x1-conv / matmul FFN paths of one deploy-form block."""
+    monkeypatch.setattr(U, '_FFN_CHUNK_BYTES', chunk)
+    monkeypatch.setattr(U, '_HAS_ONEDNN_OPS', onednn and U._HAS_ONEDNN_OPS)
+    for min_hw in (1, 10 ** 6):  # force the 1x1-conv FFN, then the matmul FFN
+        monkeypatch.setattr(U, '_CONV1X1_MIN_HW', min_hw)
+        block = randomize_(UniRepLKNetBlock(16, 13), seed=1).eval()
+        block.reparameterize()
+        x = torch.randn(3, 16, size, size)
+        with torch.no_grad():
+            a = block(x)
+            block.fast_path = False
+            b = block(x)
+        assert rel_err(a - x, b - x) <= 1e-5  # the residual branch, not the identity
+
+
+def test_per_sample_weight_folds():
+    """Both SE / GRN fold directions: into per-sample weights (small C vs many pixels) and into activations."""
+    for dim, size in ((8, 10), (64, 4)):
+        block = randomize_(UniRepLKNetBlock(dim, 3), seed=2).train()
+        x = torch.randn(2, dim, size, size, requires_grad=True)
+        a = block(x)
+        a.square().sum().backward()
+        ga = x.grad.clone()
+        x.grad = None
+        block.fast_path = False
+        b = block(x)
+        b.square().sum().backward()
+        assert rel_err(a - x, b - x) <= 1e-5
+        assert rel_err(ga, x.grad) <= 1e-4
+
+
+@pytest.mark.parametrize('k', [3, 7, 13])
+def test_depthwise_as_matmul(k):
+    x = torch.randn(2, 5, 6, 9)
+    w = torch.randn(5, 1, k, k, requires_grad=True)
+    (y,) = U._depthwise_as_matmul(x, [w])
+    ref = F.conv2d(x, w, None, 1, k // 2, 1, 5)
+    assert rel_err(y, ref) <= 1e-6
+    g1 = torch.autograd.grad(y.square().sum(), w)[0]
+    g2 = torch.autograd.grad(ref.square().sum(), w)[0]
+    assert rel_err(g1, g2) <= 1e-5
+
+
+def test_merged_kernel_equals_branches():
+    drb = randomize_(U.DilatedReparamBlock(8, 13), seed=4).eval()
+    x = torch.randn(2, 8, 16, 16)
+    w, b = drb._merged_kernel()
+    with torch.no_grad():
+        assert rel_err(F.conv2d(x, w, b, padding=6, groups=8), drb(x)) <= 1e-5
+
+
+def test_compile_fullgraph_both_forms():
+    """torch.compile traces the fast trunk without graph breaks, training form and deploy form."""
+    m = randomize_(timm.create_model('unireplknet_test'), seed=5).eval()
+    x = torch.randn(2, 3, 32, 32)
+    for deploy in (False, True):
+        if deploy:
+            m.reparameterize()
+        torch._dynamo.reset()
+        explain = torch._dynamo.explain(m)(x)
+        assert explain.graph_break_count == 0, explain.break_reasons
+        assert explain.graph_count == 1
