@@ -44,6 +44,7 @@ def randomize_(module, seed=0):
 
 
 def pair(name='unireplknet_test', **kwargs):
+    torch.manual_seed(0)
     fast = randomize_(timm.create_model(name, **kwargs), seed=3)
     ref = copy.deepcopy(fast)
     ref.set_fast_path(False)
@@ -52,12 +53,13 @@ def pair(name='unireplknet_test', **kwargs):
     return fast, ref
 
 
-def grads_match(fast, ref):
-    scale = max(p.grad.abs().max().item() for p in ref.parameters() if p.grad is not None)
+def grads_match(fast, ref, tol=1e-4):
+    """Per-tensor relative error of the gradients; tensors whose gradient is (near) zero in math (a bias right
+    before a training-mode BatchNorm) are held to the largest gradient's scale instead of their own noise."""
+    scale = max(q.grad.norm().item() for q in ref.parameters() if q.grad is not None)
     for (n, p), (_, q) in zip(fast.named_parameters(), ref.named_parameters()):
-        # atol relative to the largest gradient: some gradients are exactly zero in math (a bias right before a
-        # training-mode BatchNorm) and only rounding noise in both implementations
-        assert torch.allclose(p.grad, q.grad, rtol=1e-3, atol=1e-5 * scale), n
+        err = (p.grad - q.grad).norm().item()
+        assert err <= tol * max(q.grad.norm().item(), 1e-3 * scale), (n, err, q.grad.norm().item())
 
 
 @pytest.mark.parametrize('name', ['unireplknet_test', 'unireplknet_test_k17'])

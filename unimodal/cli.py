@@ -204,7 +204,8 @@ def _train_overrides(args: argparse.Namespace) -> Dict[str, Any]:
     put('model', 'variant', args.model)
     put('model', 'adapter_class', args.adapter)
     if args.pretrained is not None:
-        put('model', 'pretrained', args.pretrained)
+        flag = {'true': True, 'false': False, 'none': False}.get(args.pretrained.lower(), args.pretrained)
+        put('model', 'pretrained', flag)
     if args.freeze_trunk:
         put('model', 'freeze_trunk', True)
     put('model', 'init_from', args.init_from)
