@@ -55,11 +55,11 @@ def pair(name='unireplknet_test', **kwargs):
 
 def grads_match(fast, ref, tol=1e-4):
     """Per-tensor relative error of the gradients; tensors whose gradient is (near) zero in math (a bias right
-    before a training-mode BatchNorm) are held to the largest gradient's scale instead of their own noise."""
+    before a training-mode BatchNorm) get an absolute floor of 1e-5 x the largest gradient norm instead (both sides are rounding noise there)."""
     scale = max(q.grad.norm().item() for q in ref.parameters() if q.grad is not None)
     for (n, p), (_, q) in zip(fast.named_parameters(), ref.named_parameters()):
         err = (p.grad - q.grad).norm().item()
-        assert err <= tol * max(q.grad.norm().item(), 1e-3 * scale), (n, err, q.grad.norm().item())
+        assert err <= tol * q.grad.norm().item() + 1e-5 * scale, (n, err, q.grad.norm().item(), scale)
 
 
 @pytest.mark.parametrize('name', ['unireplknet_test', 'unireplknet_test_k17'])

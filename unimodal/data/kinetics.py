@@ -432,13 +432,14 @@ def _synth_clip(rng: np.random.Generator, label: int, frames: int, size: int) ->
     so a single frame does not tell the class (the disc can be anywhere, of any size in the range).
     """
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    bg = rng.uniform(0.1, 0.9, 3)
+    # random hues; the disc is always lighter than the background so it stays clearly visible
+    bg = rng.uniform(0.0, 0.5, 3)
     angle = rng.uniform(0, 2 * np.pi)
     ramp = (xx * np.cos(angle) + yy * np.sin(angle)) / size
     background = np.clip(bg + rng.uniform(0, 0.15) * ramp[..., None], 0, 1)
-    colour = rng.uniform(0, 1, 3)
-    while abs(colour.mean() - bg.mean()) < 0.25:  # keep the disc clearly visible against the background
-        colour = rng.uniform(0, 1, 3)
+    colour = rng.uniform(0.45, 1.0, 3)
+    while colour.mean() - bg.mean() < 0.35:
+        colour = rng.uniform(0.45, 1.0, 3)
     t = np.arange(frames, dtype=np.float32)
     c = size / 2
     radius = np.full(frames, rng.uniform(0.1, 0.15) * size, dtype=np.float32)
