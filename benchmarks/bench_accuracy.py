@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import contextlib
-import io
 import json
 import sys
 import tempfile
@@ -77,6 +75,8 @@ def train_unireplknet(task: str, args: argparse.Namespace, work: Path) -> Dict[s
         argv += ['--set', f'data.limit_train={args.limit_train}']
     if args.limit_eval:
         argv += ['--set', f'data.limit_eval={args.limit_eval}']
+    if args.cache_dir:
+        argv += ['--set', f'data.cache_dir={args.cache_dir}']
     t0 = time.perf_counter()
     rc = main(argv)
     wall = time.perf_counter() - t0
@@ -218,6 +218,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--limit-train', type=int, default=0, help='data.limit_train (0 = all)')
     p.add_argument('--limit-eval', type=int, default=0, help='data.limit_eval (0 = the whole val/test splits)')
     p.add_argument('--workers', type=int, default=0)
+    p.add_argument('--cache-dir', default=None, help='data.cache_dir for the built-in data sets (default: the engine\'s)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--work-dir', default=None, help='run directories (default: a temporary directory)')
     p.add_argument('--out', default=str(RESULTS_DIR / 'accuracy_cpu.json'))

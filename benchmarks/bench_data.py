@@ -32,7 +32,9 @@ from _bench_util import RESULTS_DIR, finish_machine, machine_info, markdown_tabl
 
 def loader_rate(ds, batch_size: int, workers: int, batches: int, seed: int) -> Dict[str, float]:
     g = torch.Generator().manual_seed(seed)
-    dl = DataLoader(ds, batch_size=batch_size, shuffle=True, generator=g, num_workers=workers, drop_last=True)
+    # persistent workers as in the engine; the timed batches run on over epoch ends (a new shuffled pass)
+    dl = DataLoader(ds, batch_size=batch_size, shuffle=True, generator=g, num_workers=workers, drop_last=True,
+                    persistent_workers=workers > 0)
     t0 = time.perf_counter()
     it = iter(dl)
     next(it)
@@ -43,7 +45,8 @@ def loader_rate(ds, batch_size: int, workers: int, batches: int, seed: int) -> D
         try:
             x, _ = next(it)
         except StopIteration:
-            break
+            it = iter(dl)
+            x, _ = next(it)
         n += x.shape[0]
     dt = time.perf_counter() - t1
     del it
@@ -66,6 +69,18 @@ def step_rate(model: torch.nn.Module, x: torch.Tensor, loss_fn, steps: int) -> f
     for _ in range(steps):
         step()
     return round(steps * x.shape[0] / (time.perf_counter() - t0), 1)
+
+
+class TrunkWithHead(torch.nn.Module):
+    """The trunk and a classification head on ready-made trunk inputs (the trunk's share of a training step)."""
+
+    def __init__(self, trunk: torch.nn.Module, head: torch.nn.Module) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.head = head
+
+    def forward(self, grid: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk.forward_head(self.trunk.forward_features(grid), pre_logits=True))
 
 
 def bench_task(name: str, args: argparse.Namespace) -> Dict[str, Any]:
@@ -111,18 +126,37 @@ def bench_task(name: str, args: argparse.Namespace) -> Dict[str, Any]:
     out['train_step_samples_per_s'] = step_rate(model, x, loss_fn, args.steps)
     # the trunk + head alone on the adapter's output (what the trunk costs per sample)
     trunk = create_trunk(args.variant, in_chans=grid.shape[1])
-    feats_head = create_head('classification', trunk.num_features, num_classes=8)
-    tmodel = torch.nn.Sequential()
-    tmodel.forward = lambda g: feats_head(trunk.forward_head(trunk.forward_features(g), pre_logits=True))  # noqa
-    tmodel.trunk, tmodel.head = trunk, feats_head
+    tmodel = TrunkWithHead(trunk, create_head('classification', trunk.num_features, num_classes=8))
     tgt = torch.zeros(grid.shape[0], dtype=torch.long)
     print(f'  {name}: training step (trunk only)', flush=True)
     out['trunk_step_images_per_s'] = step_rate(
         tmodel, grid.detach(), lambda o: torch.nn.functional.cross_entropy(o, tgt), args.steps)
     out['trunk_images_per_sample'] = grid.shape[0] // bs
-    best_loader = max(v['samples_per_s'] or 0 for v in out['loader'].values())
-    out['limited_by'] = 'data' if best_loader < out['train_step_samples_per_s'] else 'compute'
+    out['limited_by'] = {k: ('data' if (v['samples_per_s'] or 0) < out['train_step_samples_per_s'] else 'compute')
+                         for k, v in out['loader'].items()}
     return out
+
+
+def render_table(record: Dict[str, Any]) -> str:
+    """The markdown table of a result record (samples/s unless said otherwise)."""
+    workers = record['settings']['workers']
+    rows = []
+    for name, r in record['tasks'].items():
+        if 'error' in r:
+            rows.append([name, r['error']] + ['-'] * (len(workers) + 5))
+            continue
+        limited = r['limited_by']
+        limited = limited if isinstance(limited, dict) else {f'workers_{w}': limited for w in workers}
+        rows.append([name, r['batch_size']] + [r['loader'].get(f'workers_{w}', {}).get('samples_per_s')
+                                              for w in workers]
+                    + [r['adapter_samples_per_s'], r['train_step_samples_per_s'],
+                       f"{r['trunk_step_images_per_s']} ({r['trunk_images_per_sample']}/sample)",
+                       'x'.join(str(s) for s in r['trunk_input_shape'][1:]),
+                       ', '.join(f"{k.split('_')[1]} workers: {v}" for k, v in limited.items())])
+    header = (['task', 'batch'] + [f'loader {w} workers' for w in workers]
+              + ['adapter fwd', 'train step (task model)', 'train step trunk only, images/s', 'trunk input CxHxW',
+                 'limited by'])
+    return markdown_table(header, rows)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -131,7 +165,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--variant', default='unireplknet_test')
     p.add_argument('--batch-size', type=int, default=0, help='0 = the task recipe\'s batch size')
     p.add_argument('--workers', type=int, nargs='+', default=[0, 2])
-    p.add_argument('--batches', type=int, default=5, help='loader batches timed (after the first)')
+    p.add_argument('--batches', type=int, default=20, help='loader batches timed (after the first; with workers up to 2 x workers of them may be prefetched while the first is waited for)')
     p.add_argument('--steps', type=int, default=5, help='training steps timed (after one warm-up)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--out', default=str(RESULTS_DIR / 'data_cpu.json'))
@@ -152,19 +186,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             record['tasks'][name] = {'error': f'{type(e).__name__}: {e}'}
         record['tasks'][name]['wall_s'] = round(time.perf_counter() - t1, 1)
         save_json(record, Path(args.out))
-    rows = []
-    for name, r in record['tasks'].items():
-        if 'error' in r:
-            rows.append([name, r['error']] + ['-'] * 7)
-            continue
-        rows.append([name, r['batch_size']] + [r['loader'].get(f'workers_{w}', {}).get('samples_per_s')
-                                              for w in (0, 2)]
-                    + [r['adapter_samples_per_s'], r['train_step_samples_per_s'],
-                       f"{r['trunk_step_images_per_s']} ({r['trunk_images_per_sample']}/sample)",
-                       'x'.join(str(s) for s in r['trunk_input_shape'][1:]), r['limited_by']])
-    header = ['task', 'batch', 'loader 0 workers', 'loader 2 workers', 'adapter fwd', 'train step (task model)',
-              'train step trunk only, images/s', 'trunk input CxHxW', 'limited by']
-    table = markdown_table(header, rows)
+    table = render_table(record)
     finish_machine(info, t0)
     record['table_markdown'] = table
     save_json(record, Path(args.out))
