@@ -181,3 +181,18 @@ def test_compile_fullgraph_both_forms():
         explain = torch._dynamo.explain(m)(x)
         assert explain.graph_break_count == 0, explain.break_reasons
         assert explain.graph_count == 1
+
+
+def test_grn_fast_path_gradient_is_finite_for_an_all_zero_channel():
+    """A hidden channel that GELU zeroes everywhere must give finite gradients (sqrt'(0) would be inf)."""
+    torch.manual_seed(0)
+    model = timm.create_model('unireplknet_test', num_classes=3)
+    block = model.stages[0][0]
+    with torch.no_grad():  # make hidden channel 0 strongly negative before GELU -> exactly zero activations
+        block.pwconv1[1].weight[0].zero_()
+        block.pwconv1[1].bias[0] = -1e4
+    model.train()
+    x = torch.randn(2, 3, 64, 64)
+    model(x).sum().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is None or torch.isfinite(p.grad).all(), name

@@ -197,7 +197,7 @@ def test_video_task_and_workers(tmp_path):
     assert task.model_kwargs(cfg, sets['train']) == {'num_classes': 8, 'num_frames': 4, 'image_size': 32}
     with pytest.raises(ValueError, match='num_frames'):
         task.model_kwargs({'model': {'adapter': {'num_frames': 16}}}, sets['train'])
-    assert '2 clips x 1 crops' in task.eval_views(sets['test']) and '8 of 8' in task.eval_views(sets['test'])
+    assert '2 clips x 1 crop,' in task.eval_views(sets['test']) and '8 of 8' in task.eval_views(sets['test'])
     with pytest.raises(TypeError):
         task.build_datasets(root, dict(opts, frames=3), splits=['train'])
     # one decord reader per worker: two worker processes read the whole split

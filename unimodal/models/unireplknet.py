@@ -518,7 +518,9 @@ class UniRepLKNetBlock(nn.Module):
         else:
             hid = F.gelu(hid, approximate=gelu.approximate)
         # GRN: per-channel spatial L2 norm as sqrt(sum of squares) (torch.norm over dims is ~3x slower here)
-        gx = hid.square().sum((2, 3) if conv else 1).sqrt()
+        # clamped so an all-zero channel (possible after GELU) gets gradient 0 like torch.norm, not inf * 0 = NaN
+        ss = hid.square().sum((2, 3) if conv else 1)
+        gx = ss.clamp_min(torch.finfo(ss.dtype).tiny).sqrt()
         scale = grn.gamma.reshape(1, -1) * (gx / (gx.mean(-1, keepdim=True) + 1e-6)) + 1  # (n, 4C)
         if conv:
             scale = scale[:, :, None, None]

@@ -111,5 +111,7 @@ class VideoTask(Task):
         report = getattr(dataset, 'skip_report', None)
         used = f'; {len(dataset)} of {report.total} listed videos used' if report is not None else ''
         if views > 1:
-            return (f'{dataset.num_clips} clips x {dataset.num_crops} crops, softmax scores averaged per video{used}')
+            clips, crops = dataset.num_clips, dataset.num_crops
+            return (f"{clips} clip{'s' * (clips != 1)} x {crops} crop{'s' * (crops != 1)}, "
+                    f'softmax scores averaged per video{used}')
         return f'single view (centre clip, centre crop){used}'
