@@ -174,7 +174,7 @@ def test_8khz_resampled_and_stereo_mixed_down(tmp_path, caplog):
     t = np.arange(8000) / 8000
     sf.write(str(p8), (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 8000, subtype='PCM_16')
     pst = root / 'no' / 'spk11_nohash_0.flac'
-    stereo = _wav(pst, seconds=1.0, channels=2, seed=6)
+    _wav(pst, seconds=1.0, channels=2, seed=6)
     with caplog.at_level(logging.WARNING, logger='unimodal.data.speech_commands'):
         ds = SpeechCommands(root, split='train')
     assert sum('resampled to 16000' in r.getMessage() for r in caplog.records) == 1  # logged once

@@ -140,3 +140,11 @@ def test_every_published_recipe_is_shipped():
                      'image_imagenet_eval.yaml', 'demo_audio.yaml', 'demo_point.yaml', 'demo_video.yaml',
                      'demo_weather.yaml', 'demo_joint.yaml']:
         assert expected in names
+
+
+def test_duplicate_key_in_a_config_file_is_an_error(tmp_path):
+    from unimodal.config import load_config_file
+    path = tmp_path / 'dup.yaml'
+    path.write_text('train:\n  lr: 0.1\n  lr: 0.2\n')
+    with pytest.raises(ConfigError, match=r"duplicate key 'lr'.*line 3"):
+        load_config_file(path)

@@ -13,15 +13,6 @@ from unimodal.models.baselines import (LinearForecaster, fit_linear_forecaster, 
 L, H = 16, 4
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster and immune to OpenMP oversubscription on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _model(mode, n, **kw):
     torch.manual_seed(0)
     return create_model('weather', 'unireplknet_test', input_len=L, horizon=H, num_series=n, mode=mode, **kw)

@@ -13,15 +13,6 @@ from unimodal.tasks.weather import WeatherTask
 L, H = 8, 4
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster and immune to OpenMP oversubscription on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _write_csv(path, n_rows=100, n_vars=3, time_col='date', seed=0):
     rng = np.random.default_rng(seed)
     df = pd.DataFrame(rng.normal(size=(n_rows, n_vars)) * [1, 10, 100][:n_vars] + [0, 5, -50][:n_vars],

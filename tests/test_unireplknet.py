@@ -9,43 +9,10 @@ from timm.optim import param_groups_weight_decay
 from timm.utils import reparameterize_model
 from torch import nn
 
-import unimodal.models.unireplknet as U
-from unimodal.models.unireplknet import GRN, UniRepLKNet, UniRepLKNetBlock
+from unimodal.models.unireplknet import UniRepLKNet
+from _helpers import randomize_, rel_err
 
 TOL = 1e-5
-
-
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster and immune to OpenMP oversubscription on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def rel_err(a, b):
-    return ((a - b).norm() / b.norm()).item()
-
-
-def randomize_(module, seed=0):
-    """Random BN statistics/affine, GRN gamma/beta and layer scales, so a wrong fold shows up."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                n = m.num_features
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.5)
-                m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
-                m.weight.copy_(1 + torch.randn(n, generator=g) * 0.3)
-                m.bias.copy_(torch.randn(n, generator=g) * 0.3)
-            elif isinstance(m, GRN):
-                m.gamma.copy_(torch.randn(m.gamma.shape, generator=g) * 0.5)
-                if m.beta is not None:
-                    m.beta.copy_(torch.randn(m.beta.shape, generator=g) * 0.5)
-            if isinstance(m, UniRepLKNetBlock) and m.gamma is not None:
-                m.gamma.copy_(torch.randn(m.gamma.shape, generator=g) * 0.5)
-    return module
 
 
 def n_params(model):

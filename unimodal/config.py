@@ -134,7 +134,18 @@ _OPTIONAL_POSITIVE_INTS = {('train', 'max_steps_per_epoch'), ('data', 'limit_tra
 
 
 class _Loader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that also reads ``1e-3`` (no dot) as a float, as people write learning rates."""
+    """``yaml.SafeLoader`` that also reads ``1e-3`` (no dot) as a float, as people write learning rates, and
+    refuses a key given twice in one mapping (YAML would silently keep the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f'duplicate key {key!r} (line {key_node.start_mark.line + 1})', key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.add_implicit_resolver(

@@ -417,7 +417,7 @@ class Kinetics(Dataset):
 # ---------------------------------------------------------------------- built-in synthetic motion clips
 BUILTIN_CLASSES = ('moving_left', 'moving_right', 'moving_up', 'moving_down', 'circling_clockwise',
                    'circling_anticlockwise', 'expanding', 'shrinking')
-_BUILTIN_VERSION = 'kinetics-builtin-v1'
+_BUILTIN_VERSION = 'kinetics-builtin-v2'
 _BUILTIN_MARKER = '.complete'
 
 

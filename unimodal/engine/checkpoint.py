@@ -78,7 +78,11 @@ def load_checkpoint(path: Union[str, Path], map_location: Union[str, torch.devic
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # a corrupt or non-torch file: say which file and why
-        raise CheckpointError(f'{path}: not a loadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})') from None
+        # PyTorch's own message advises weights_only=False, i.e. executing the file: never pass that on
+        reason = ('corrupt, not a PyTorch checkpoint, or holding objects other than tensors and plain containers '
+                  '(refused: only weights_only loading is allowed)') if 'weights_only' in str(e) else \
+            f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}'
+        raise CheckpointError(f'{path}: not a loadable checkpoint ({reason})') from None
 
 
 def is_engine_checkpoint(ckpt: Any) -> bool:

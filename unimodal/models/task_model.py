@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import timm
 import torch
@@ -77,19 +77,18 @@ class TaskModel(nn.Module):
                 outs.append(run(part))
         return torch.cat(outs)
 
+    def _encode(self, x: torch.Tensor) -> Tuple[torch.Tensor, Any]:
+        self.adapter.check_input(x)
+        if self.training:
+            x = self.adapter.augment(x)
+        return self.adapter(x)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled, normed trunk features ``(B * V, F)`` of a raw batch."""
-        self.adapter.check_input(x)
-        if self.training:
-            x = self.adapter.augment(x)
-        grid, _ = self.adapter(x)
-        return self._trunk_features(grid)
+        return self._trunk_features(self._encode(x)[0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.adapter.check_input(x)
-        if self.training:
-            x = self.adapter.augment(x)
-        grid, state = self.adapter(x)
+        grid, state = self._encode(x)
         return self.adapter.decode(self.head(self._trunk_features(grid)), state)
 
     @torch.no_grad()
