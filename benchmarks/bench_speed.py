@@ -5,6 +5,8 @@ Sections (each can be run alone; results are merged into one JSON per device und
 * ``infer``: variant x form (train-form in eval mode, deploy form) x implementation (``plain`` = the module-by-module
   reference math, ``fast`` = the default fast path) -> images/s, ms/batch, GFLOP/s, % of the fp32 GEMM rate measured
   in the same rounds, peak RSS delta; plus timm peers (ConvNeXt atto..tiny, ResNet-50).
+* ``ceiling``: the deploy-form fast path profiled by kind of op (FFN GEMMs, dense convs, depthwise convs, the rest)
+  and the % of GEMM it could reach if everything but the GEMM-class ops were free.
 * ``train``: one training step (forward + backward + AdamW), plain vs fast, plus the gradient agreement.
 * ``compile``: ``torch._dynamo.explain`` graph-break count of both forms and torch.compile speed (child process,
   time limit).
@@ -179,19 +181,24 @@ def section_infer(args, clock, out: Dict[str, Any]) -> None:
         flops[k] = count_gflops(base, x)
     a, b = torch.randn(4096, 4096), torch.randn(4096, 4096)
     secs: Dict[str, List[float]] = {k: [] for k in rows}
+    # % of GEMM per row and round, against the mean of the GEMMs timed right before and right after the row:
+    # the GEMM rate of this shared VM drifts by +-15% within minutes, a run-wide median would add that noise
+    pct: Dict[str, List[float]] = {k: [] for k in rows}
     gemm: List[float] = []
     with torch.inference_mode():
         for m in rows.values():
             m(x)
         torch.mm(a, b)
+        gemm.append(2 * 4096 ** 3 / gemm_seconds(a, b, clock) / 1e9)
         for r in range(args.rounds):
-            gemm.append(2 * 4096 ** 3 / gemm_seconds(a, b, clock) / 1e9)
             for k, m in rows.items():
                 t = clock()
                 m(x)
                 secs[k].append(clock() - t)
-            print(f'round {r + 1}/{args.rounds}: gemm {gemm[-1]:.1f} GFLOP/s, load {os.getloadavg()[0]:.1f}',
-                  flush=True)
+                gemm.append(2 * 4096 ** 3 / gemm_seconds(a, b, clock) / 1e9)
+                pct[k].append(100 * flops[k] * args.batch / secs[k][-1] / (0.5 * (gemm[-2] + gemm[-1])))
+            print(f'round {r + 1}/{args.rounds}: gemm {min(gemm[-len(rows):]):.1f}-{max(gemm[-len(rows):]):.1f} '
+                  f'GFLOP/s, load {os.getloadavg()[0]:.1f}', flush=True)
         mem = {k: peak_rss_mb(lambda m=m: m(x)) for k, m in rows.items()}
     peak = statistics.median(gemm)
     table = {}
@@ -200,7 +207,8 @@ def section_infer(args, clock, out: Dict[str, Any]) -> None:
         gfs = flops[k] * args.batch / med
         table[k] = dict(batch=args.batch, size=args.size, images_per_s=args.batch / med, ms_per_batch=1e3 * med,
                         ms_all=[1e3 * t for t in s], gflops_per_image=flops[k], gflop_per_s=gfs,
-                        pct_of_gemm=100 * gfs / peak, peak_rss_mb=mem[k])
+                        pct_of_gemm=statistics.median(pct[k]), pct_of_gemm_all=pct[k],
+                        pct_of_gemm_best=max(pct[k]), peak_rss_mb=mem[k])
     ratios = {}
     for v in args.variants:
         name = f'unireplknet_{v}'
@@ -209,13 +217,93 @@ def section_infer(args, clock, out: Dict[str, Any]) -> None:
                 [p / f for p, f in zip(secs[f'{name}/{form}/plain'], secs[f'{name}/{form}/fast'])])
     out['infer'] = dict(gemm_gflop_per_s=peak, gemm_all=gemm, rows=table, fast_over_plain_speed=ratios,
                         equality=checks, load_avg_end=os.getloadavg())
-    print(f'\nfp32 GEMM 4096^3: {peak:.1f} GFLOP/s (median of {args.rounds} interleaved rounds)')
-    print(f'{"row":40s} {"img/s":>8s} {"ms/batch":>9s} {"GFLOP/img":>9s} {"GFLOP/s":>8s} {"%GEMM":>6s} {"peakMB":>7s}')
+    print(f'\nfp32 GEMM 4096^3: {peak:.1f} GFLOP/s (median of {len(gemm)}, {min(gemm):.1f}-{max(gemm):.1f}); '
+          f'%GEMM = median over rounds of the row against the GEMMs timed just before and after it')
+    print(f'{"row":40s} {"img/s":>8s} {"ms/batch":>9s} {"GFLOP/img":>9s} {"GFLOP/s":>8s} {"%GEMM":>6s} {"best":>6s} '
+          f'{"peakMB":>7s}')
     for k, r in table.items():
         pm = '-' if r['peak_rss_mb'] is None else f'{r["peak_rss_mb"]:.0f}'
         print(f'{k:40s} {r["images_per_s"]:8.1f} {r["ms_per_batch"]:9.0f} {r["gflops_per_image"]:9.2f} '
-              f'{r["gflop_per_s"]:8.1f} {r["pct_of_gemm"]:6.1f} {pm:>7s}')
+              f'{r["gflop_per_s"]:8.1f} {r["pct_of_gemm"]:6.1f} {r["pct_of_gemm_best"]:6.1f} {pm:>7s}')
     print('fast / plain speed:', {k: round(v, 2) for k, v in ratios.items()})
+
+
+_FFN_OPS = ('mkldnn::_convolution_pointwise', 'mkldnn::_convolution_pointwise_', 'aten::addmm', 'aten::mm',
+            'aten::bmm', 'aten::baddbmm')
+
+
+def _op_class(name: str, shapes: List[Any]) -> str:
+    """Which kind of work a profiled op is: the FFN GEMMs, dense (stem / downsample) convs, depthwise convs, or
+    everything else (normalizations, GELU, GRN / SE reductions and scales, copies, Python)."""
+    if name in _FFN_OPS:
+        return 'ffn_gemm'
+    if name == 'aten::mkldnn_convolution':
+        weight = shapes[1] if len(shapes) > 1 else []
+        return 'depthwise_conv' if len(weight) == 4 and weight[1] == 1 else 'dense_conv'
+    return 'other'
+
+
+def section_ceiling(args, clock, out: Dict[str, Any]) -> None:
+    """Where the deploy-form fast path spends its time, by kind of op (torch.profiler, self CPU time), and the
+    ceiling that implies: FLOPs / (time of the GEMM-class ops alone) as a % of the GEMM rate of the same rounds,
+    i.e. the % GEMM the network would reach if every non-GEMM pass took no time at all."""
+    import timm
+    from torch.profiler import ProfilerActivity, profile
+    _import_trunk()
+    x = torch.randn(args.batch, 3, args.size, args.size)
+    a, b = torch.randn(4096, 4096), torch.randn(4096, 4096)
+    res = {}
+    for v in args.variants:
+        name = f'unireplknet_{v}'
+        model = randomize_(timm.create_model(name), seed=1).eval()
+        model.reparameterize()
+        gflops = count_gflops(model, x) * args.batch
+        classes: Dict[str, List[float]] = {}
+        others: Dict[str, List[float]] = {}
+        totals, gemm, ceiling, profiled = [], [], [], []
+        with torch.inference_mode():
+            model(x)
+            torch.mm(a, b)
+            gemm.append(2 * 4096 ** 3 / gemm_seconds(a, b, clock) / 1e9)
+            for r in range(args.rounds):
+                with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+                    model(x)
+                gemm.append(2 * 4096 ** 3 / gemm_seconds(a, b, clock) / 1e9)
+                by_class: Dict[str, float] = {}
+                by_other: Dict[str, float] = {}
+                for ev in prof.key_averages(group_by_input_shape=True):
+                    k = _op_class(ev.key, ev.input_shapes)
+                    ms = ev.self_cpu_time_total / 1e3
+                    by_class[k] = by_class.get(k, 0.0) + ms
+                    if k == 'other':
+                        by_other[ev.key] = by_other.get(ev.key, 0.0) + ms
+                for k, ms in by_class.items():
+                    classes.setdefault(k, []).append(ms)
+                for k, ms in by_other.items():
+                    others.setdefault(k, []).append(ms)
+                totals.append(sum(by_class.values()))
+                rate = 0.5 * (gemm[-2] + gemm[-1])  # the GEMMs just before and after this forward
+                gemm_class = sum(by_class.get(k, 0.0) for k in ('ffn_gemm', 'dense_conv', 'depthwise_conv'))
+                ceiling.append(100 * gflops / (gemm_class / 1e3) / rate)
+                profiled.append(100 * gflops / (totals[-1] / 1e3) / rate)
+        peak = statistics.median(gemm)
+        ms = {k: statistics.median(vs) for k, vs in classes.items()}
+        total = statistics.median(totals)
+        top_other = sorted(((statistics.median(vs), k) for k, vs in others.items()), reverse=True)[:8]
+        res[name] = dict(
+            batch=args.batch, size=args.size, gflop_per_batch=gflops, gemm_gflop_per_s=peak, gemm_all=gemm,
+            ms_by_class=ms, ms_total_profiled=total,
+            pct_of_gemm_profiled=statistics.median(profiled), pct_of_gemm_profiled_all=profiled,
+            ceiling_pct_of_gemm=statistics.median(ceiling), ceiling_pct_of_gemm_all=ceiling,
+            top_other_ms={k: round(t, 2) for t, k in top_other},
+        )
+        print(f'{name}: GEMM {peak:.1f} GFLOP/s; profiled {total:.0f} ms/batch = '
+              f'{res[name]["pct_of_gemm_profiled"]:.1f}% of GEMM; by kind (ms): '
+              + ', '.join(f'{k} {t:.0f}' for k, t in sorted(ms.items(), key=lambda kv: -kv[1]))
+              + f'; ceiling (non-GEMM work free) {res[name]["ceiling_pct_of_gemm"]:.1f}% of GEMM '
+              f'(rounds: {", ".join(f"{c:.1f}" for c in ceiling)})', flush=True)
+        print('  largest other ops (ms):', res[name]['top_other_ms'], flush=True)
+    out['ceiling'] = dict(variants=res, load_avg_end=os.getloadavg())
 
 
 def section_train(args, clock, out: Dict[str, Any]) -> None:
@@ -332,8 +420,8 @@ def section_compile(args, out: Dict[str, Any]) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--sections', nargs='+', default=['infer', 'train', 'compile'],
-                   choices=['infer', 'train', 'compile'])
+    p.add_argument('--sections', nargs='+', default=['infer', 'ceiling', 'train', 'compile'],
+                   choices=['infer', 'ceiling', 'train', 'compile'])
     p.add_argument('--variants', nargs='+', default=['a', 'p', 't'])
     p.add_argument('--peers', nargs='*', default=list(PEERS))
     p.add_argument('--batch', type=int, default=16)
@@ -365,6 +453,8 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     if 'infer' in args.sections:
         section_infer(args, clock, out)
+    if 'ceiling' in args.sections:
+        section_ceiling(args, clock, out)
     if 'train' in args.sections:
         section_train(args, clock, out)
     if 'compile' in args.sections:

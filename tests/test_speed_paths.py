@@ -46,6 +46,27 @@ def test_inference_matches_reference(name, deploy):
     assert fa.is_contiguous()  # channels-last inside, plain NCHW out
 
 
+@pytest.mark.parametrize('chunk', [1, 1 << 30])
+def test_chunked_stem_matches_reference(monkeypatch, chunk):
+    """Inference runs the stem in batch chunks with GELU in place (one chunk per sample, then one for all)."""
+    monkeypatch.setattr(U, '_STEM_CHUNK_BYTES', chunk)
+    fast, ref = pair()
+    fast.eval(), ref.eval()
+    x = torch.randn(3, 3, 64, 64)
+    calls = []
+    fast.downsample_layers[0][2].register_forward_hook(lambda *a: calls.append(1))
+    with torch.inference_mode():
+        assert fast._chunked_stem_applies(x.contiguous(memory_format=torch.channels_last)) is False  # hooked
+        fast.downsample_layers[0][2]._forward_hooks.clear()
+        assert fast._chunked_stem_applies(x)
+        a, b = fast._chunked_stem(x), ref.downsample_layers[0](x)
+        assert rel_err(fast(x), ref(x)) <= 1e-5
+    assert rel_err(a, b) <= 1e-6
+    assert a.is_contiguous(memory_format=torch.channels_last)
+    with torch.enable_grad():
+        assert not fast._chunked_stem_applies(x)  # training keeps the whole-batch stem (autograd, BN-free anyway)
+
+
 @pytest.mark.parametrize('name,size', [('unireplknet_test', 64), ('unireplknet_test_k17', 64),
                                        ('unireplknet_test_k17', 128)])
 def test_training_step_matches_reference(name, size):

@@ -234,7 +234,9 @@ class DilatedReparamBlock(nn.Module):
 
 # Inference runs the FFN in batch chunks whose 4C-wide hidden tensor stays under this size: it stays in cache and
 # under glibc's mmap threshold (fresh mmap'd pages cost a page fault each, measured ~30% of the FFN at stage 0).
-_FFN_CHUNK_BYTES = 8 << 20
+_FFN_CHUNK_BYTES = 4 << 20
+# Inference runs the stem in batch chunks whose first 112x112 map stays under this size.
+_STEM_CHUNK_BYTES = 4 << 20
 # Maps with at least this many pixels run the FFN Linears as oneDNN 1x1 convs (faster there on CPU), smaller ones
 # as matmuls.
 _CONV1X1_MIN_HW = 128
@@ -788,10 +790,39 @@ class UniRepLKNet(nn.Module):
     def _stage(self, i: int, x: torch.Tensor) -> torch.Tensor:
         if self.fast_path:  # channels-last throughout: oneDNN's depthwise conv is far faster on it on CPU
             x = x.contiguous(memory_format=torch.channels_last)
-        x = self.downsample_layers[i](x)
+        if i == 0 and self.fast_path and self._chunked_stem_applies(x):
+            x = self._chunked_stem(x)
+        else:
+            x = self.downsample_layers[i](x)
         if self.grad_checkpointing and not torch.jit.is_scripting():
             return checkpoint_seq(self.stages[i], x)
         return self.stages[i](x)
+
+    def _chunked_stem_applies(self, x: torch.Tensor) -> bool:
+        """Inference with the published stem layout (a user may have swapped its modules) and no hooks on it
+        (they would miss the Sequential's call or see a tensor that GELU then overwrites)."""
+        stem = self.downsample_layers[0]
+        return not torch.is_grad_enabled() and not _tracing() and x.shape[0] > 1 and len(stem) == 5 \
+            and type(stem[2]) is nn.GELU and all(type(stem[j]) is nn.Conv2d for j in (0, 3)) \
+            and not any(m._forward_hooks or m._forward_pre_hooks for m in stem.modules())
+
+    def _chunked_stem(self, x: torch.Tensor) -> torch.Tensor:
+        """The stem in batch chunks with GELU in place: its 112x112 maps are the largest tensors in the network
+        and, whole-batch, each pass over them (LayerNorm, GELU) ran from DRAM into freshly faulted-in pages;
+        in chunks they stay in cache (measured 1.8x on the stem of P, batch 16)."""
+        conv1, norm1, act, conv2, norm2 = self.downsample_layers[0]
+        b, _, height, width = x.shape
+        sample_bytes = conv1.out_channels * (height // 2) * (width // 2) * x.element_size()
+        step = max(1, _STEM_CHUNK_BYTES // sample_bytes)
+        out = None
+        for i in range(0, b, step):
+            h = norm1(conv1(x[i:i + step]))
+            h = norm2(conv2(torch.ops.aten.gelu_(h, approximate=act.approximate)))
+            if out is None:
+                out = torch.empty((b,) + h.shape[1:], dtype=h.dtype, device=h.device,
+                                  memory_format=torch.channels_last)
+            out[i:i + step] = h
+        return out
 
     def forward_intermediates(
             self,
