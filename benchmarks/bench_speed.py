@@ -3,8 +3,8 @@
 Sections (each can be run alone; results are merged into one JSON per device under ``benchmarks/results/``):
 
 * ``infer``: variant x form (train-form in eval mode, deploy form) x implementation (``plain`` = the module-by-module
-  reference math, ``fast`` = the default fast path) -> images/s, ms/batch, GFLOP/s, % of the fp32 GEMM rate measured
-  in the same rounds, peak RSS delta; plus timm peers (ConvNeXt atto..tiny, ResNet-50).
+  reference math, ``fast`` = the default fast path) -> images/s, ms/batch, GFLOP/s, % of the fp32 GEMM rate (timed
+  right before and after each row), peak RSS delta; plus timm peers (ConvNeXt atto..tiny, ResNet-50).
 * ``ceiling``: the deploy-form fast path profiled by kind of op (FFN GEMMs, dense convs, depthwise convs, the rest)
   and the % of GEMM it could reach if everything but the GEMM-class ops were free.
 * ``train``: one training step (forward + backward + AdamW), plain vs fast, plus the gradient agreement.
@@ -12,11 +12,12 @@ Sections (each can be run alone; results are merged into one JSON per device und
   time limit).
 
 Timing: every round times every row once, interleaved (load drift hits all rows alike); the GEMM reference
-(4096^3 fp32 matmul) is timed in every round too. With ``--threads 1`` (default: the machine is shared) time is the
+(4096^3 fp32 matmul) is timed between every two rows, and each row is divided by the GEMMs on either side of it. With ``--threads 1`` (default: the machine is shared) time is the
 process CPU time, which excludes time the OS gave to other processes; with more threads it is wall time.
 
     python benchmarks/bench_speed.py                          # all sections, defaults
     python benchmarks/bench_speed.py --sections infer --variants p --batch 16 --rounds 3
+    python benchmarks/bench_speed.py --sections ceiling --variants p --rounds 5
     python benchmarks/bench_speed.py --sections train compile
 """
 from __future__ import annotations
@@ -238,8 +239,10 @@ def _op_class(name: str, shapes: List[Any]) -> str:
     if name in _FFN_OPS:
         return 'ffn_gemm'
     if name == 'aten::mkldnn_convolution':
-        weight = shapes[1] if len(shapes) > 1 else []
-        return 'depthwise_conv' if len(weight) == 4 and weight[1] == 1 else 'dense_conv'
+        inp, weight = (shapes[0], shapes[1]) if len(shapes) > 1 else ([], [])
+        # depthwise: one input channel per group and as many groups as channels (a 1-channel stem conv is dense)
+        depthwise = len(weight) == 4 and len(inp) == 4 and weight[1] == 1 and inp[1] == weight[0] > 1
+        return 'depthwise_conv' if depthwise else 'dense_conv'
     return 'other'
 
 
@@ -451,14 +454,14 @@ def main(argv=None) -> int:
     out['machine'].update(machine_info(args.threads))
     print('machine:', out['machine'], flush=True)
     t0 = time.perf_counter()
-    if 'infer' in args.sections:
-        section_infer(args, clock, out)
-    if 'ceiling' in args.sections:
-        section_ceiling(args, clock, out)
-    if 'train' in args.sections:
-        section_train(args, clock, out)
-    if 'compile' in args.sections:
-        section_compile(args, out)
+    runs = {'infer': lambda: section_infer(args, clock, out), 'ceiling': lambda: section_ceiling(args, clock, out),
+            'train': lambda: section_train(args, clock, out), 'compile': lambda: section_compile(args, out)}
+    for name, run in runs.items():
+        if name in args.sections:
+            info = machine_info(args.threads)
+            run()
+            # sections of one file may come from different runs: each keeps the machine state it ran under
+            out[name]['machine'] = dict(info, load_avg_end=os.getloadavg(), date=time.strftime('%Y-%m-%d %H:%M %Z'))
     out['machine']['load_avg_end'] = os.getloadavg()
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(out, indent=1))

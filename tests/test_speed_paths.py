@@ -46,25 +46,55 @@ def test_inference_matches_reference(name, deploy):
     assert fa.is_contiguous()  # channels-last inside, plain NCHW out
 
 
-@pytest.mark.parametrize('chunk', [1, 1 << 30])
-def test_chunked_stem_matches_reference(monkeypatch, chunk):
-    """Inference runs the stem in batch chunks with GELU in place (one chunk per sample, then one for all)."""
-    monkeypatch.setattr(U, '_STEM_CHUNK_BYTES', chunk)
+@pytest.mark.parametrize('per_chunk,approximate', [(1, 'none'), (2, 'none'), (3, 'none'), (2, 'tanh')])
+def test_chunked_stem_matches_reference(monkeypatch, per_chunk, approximate):
+    """Inference runs the stem in batch chunks with GELU in place: 1 image per chunk, 2 (a partial last chunk),
+    or all 3 at once; the model's forward must take that path and leave its input untouched."""
+    fast, ref = pair()
+    fast.eval(), ref.eval()
+    for m in (fast, ref):
+        m.downsample_layers[0][2].approximate = approximate
+    x = torch.randn(3, 3, 64, 64)
+    x_before = x.clone()
+    sample_bytes = fast.downsample_layers[0][0].out_channels * 32 * 32 * 4  # its 32x32 fp32 map per image
+    monkeypatch.setattr(U, '_STEM_CHUNK_BYTES', per_chunk * sample_bytes)
+    chunked = []
+    original = U.UniRepLKNet._chunked_stem
+    monkeypatch.setattr(U.UniRepLKNet, '_chunked_stem', lambda self, x: chunked.append(1) or original(self, x))
+    with torch.inference_mode():
+        assert rel_err(fast(x), ref(x)) <= 1e-5
+        assert chunked, 'the forward did not use the chunked stem'
+        a, b = fast._chunked_stem(x), ref.downsample_layers[0](x)
+    assert rel_err(a, b) <= 1e-6
+    assert a.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(x, x_before)
+
+
+def test_chunked_stem_falls_back():
+    """Training, hooks (module or global), a swapped-in batch-statistics layer and tiny inputs."""
     fast, ref = pair()
     fast.eval(), ref.eval()
     x = torch.randn(3, 3, 64, 64)
-    calls = []
-    fast.downsample_layers[0][2].register_forward_hook(lambda *a: calls.append(1))
     with torch.inference_mode():
-        assert fast._chunked_stem_applies(x.contiguous(memory_format=torch.channels_last)) is False  # hooked
-        fast.downsample_layers[0][2]._forward_hooks.clear()
         assert fast._chunked_stem_applies(x)
-        a, b = fast._chunked_stem(x), ref.downsample_layers[0](x)
-        assert rel_err(fast(x), ref(x)) <= 1e-5
-    assert rel_err(a, b) <= 1e-6
-    assert a.is_contiguous(memory_format=torch.channels_last)
+        tiny = torch.randn(3, 3, 1, 1)  # a 1x1 input must not make the chunk size divide by zero
+        assert rel_err(fast._chunked_stem(tiny), ref.downsample_layers[0](tiny)) <= 1e-6
+        assert not fast._chunked_stem_applies(x[:1])
     with torch.enable_grad():
-        assert not fast._chunked_stem_applies(x)  # training keeps the whole-batch stem (autograd, BN-free anyway)
+        assert not fast._chunked_stem_applies(x)  # training keeps the whole-batch stem (autograd)
+    handle = fast.downsample_layers[0][1].register_forward_hook(lambda *a: None)
+    with torch.inference_mode():
+        assert not fast._chunked_stem_applies(x)  # the hook would see norm1's output, then GELU overwrites it
+    handle.remove()
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda *a: None)
+    try:
+        with torch.inference_mode():
+            assert not fast._chunked_stem_applies(x)
+    finally:
+        handle.remove()
+    fast.downsample_layers[0][1] = torch.nn.BatchNorm2d(fast.downsample_layers[0][1].normalized_shape[0])
+    with torch.inference_mode():
+        assert not fast._chunked_stem_applies(x)  # not per-sample: chunk statistics would differ in train mode
 
 
 @pytest.mark.parametrize('name,size', [('unireplknet_test', 64), ('unireplknet_test_k17', 64),

@@ -235,7 +235,8 @@ class DilatedReparamBlock(nn.Module):
 # Inference runs the FFN in batch chunks whose 4C-wide hidden tensor stays under this size: it stays in cache and
 # under glibc's mmap threshold (fresh mmap'd pages cost a page fault each, measured ~30% of the FFN at stage 0).
 _FFN_CHUNK_BYTES = 4 << 20
-# Inference runs the stem in batch chunks whose first 112x112 map stays under this size.
+# Inference runs the stem in batch chunks whose first (half-resolution) map stays under this size, so its
+# LayerNorm and GELU passes read from cache instead of DRAM (the largest tensors of the network).
 _STEM_CHUNK_BYTES = 4 << 20
 # Maps with at least this many pixels run the FFN Linears as oneDNN 1x1 convs (faster there on CPU), smaller ones
 # as matmuls.
@@ -407,8 +408,10 @@ class UniRepLKNetBlock(nn.Module):
         grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
         b, c, h, w = x.shape
         if not grad and fold_bn2 and not _tracing() and (not self.training or isinstance(self.drop_path, nn.Identity)):
-            # inference: in-place ops, batch chunks accumulated straight into the output
-            step = max(1, _FFN_CHUNK_BYTES // (h * w * self.pwconv1[1].out_features * x.element_size()))
+            # inference: in-place ops, batch chunks accumulated straight into the output (chunks keep the hidden
+            # tensor in a CPU's caches; on a GPU they would only add launches)
+            step = max(1, _FFN_CHUNK_BYTES // (h * w * self.pwconv1[1].out_features * x.element_size())) \
+                if x.device.type == 'cpu' else b
             if _use_onednn(x) and h * w >= _CONV1X1_MIN_HW:
                 out = x.clone(memory_format=torch.channels_last)
                 for i in range(0, b, step):
@@ -799,12 +802,18 @@ class UniRepLKNet(nn.Module):
         return self.stages[i](x)
 
     def _chunked_stem_applies(self, x: torch.Tensor) -> bool:
-        """Inference with the published stem layout (a user may have swapped its modules) and no hooks on it
-        (they would miss the Sequential's call or see a tensor that GELU then overwrites)."""
+        """CPU inference with the published stem layout and no hooks on it. Its layers must be per-sample (a
+        swapped-in BatchNorm would see chunk statistics) and hooks would miss the Sequential's call or see a
+        tensor that the in-place GELU then overwrites."""
         stem = self.downsample_layers[0]
-        return not torch.is_grad_enabled() and not _tracing() and x.shape[0] > 1 and len(stem) == 5 \
-            and type(stem[2]) is nn.GELU and all(type(stem[j]) is nn.Conv2d for j in (0, 3)) \
-            and not any(m._forward_hooks or m._forward_pre_hooks for m in stem.modules())
+        if torch.is_grad_enabled() or _tracing() or x.device.type != 'cpu' or x.shape[0] < 2:  # 1 image: no gain
+            return False
+        if type(stem) is not nn.Sequential \
+                or [type(m) for m in stem] != [nn.Conv2d, LayerNorm2d, nn.GELU, nn.Conv2d, LayerNorm2d]:
+            return False
+        hooks = torch.nn.modules.module
+        return not (hooks._global_forward_hooks or hooks._global_forward_pre_hooks
+                    or any(m._forward_hooks or m._forward_pre_hooks for m in stem.modules()))
 
     def _chunked_stem(self, x: torch.Tensor) -> torch.Tensor:
         """The stem in batch chunks with GELU in place: its 112x112 maps are the largest tensors in the network
@@ -812,12 +821,14 @@ class UniRepLKNet(nn.Module):
         in chunks they stay in cache (measured 1.8x on the stem of P, batch 16)."""
         conv1, norm1, act, conv2, norm2 = self.downsample_layers[0]
         b, _, height, width = x.shape
-        sample_bytes = conv1.out_channels * (height // 2) * (width // 2) * x.element_size()
+        sample_bytes = conv1.out_channels * ((height + 1) // 2) * ((width + 1) // 2) * x.element_size()
         step = max(1, _STEM_CHUNK_BYTES // sample_bytes)
         out = None
         for i in range(0, b, step):
             h = norm1(conv1(x[i:i + step]))
             h = norm2(conv2(torch.ops.aten.gelu_(h, approximate=act.approximate)))
+            if step >= b:
+                return h
             if out is None:
                 out = torch.empty((b,) + h.shape[1:], dtype=h.dtype, device=h.device,
                                   memory_format=torch.channels_last)
