@@ -5,8 +5,8 @@ import pytest
 import timm
 import yaml
 
-from unimodal.config import (DEFAULTS, ConfigError, default_config, merge_config, parse_set_overrides,
-                             resolve_config, task_config, validate_config)
+from unimodal.config import (DEFAULTS, ConfigError, default_config, joint_recipe, merge_config,
+                             parse_set_overrides, resolve_config, task_config, validate_config)
 from unimodal.engine.trainer import resolve_run_config
 
 CONFIGS = sorted((Path(__file__).resolve().parent.parent / 'configs').glob('*.yaml'))
@@ -117,6 +117,33 @@ def test_joint_resolution_materialises_per_task_keys():
     assert task_config(cfg, 'audio')['train']['loss_weight'] == 0.5
     assert all(task_config(cfg, n)['train']['max_steps_per_epoch'] == 3 for n in cfg['task'])  # top-level --set
     assert task_config(cfg, 'audio')['model']['variant'] == cfg['model']['variant']  # shared trunk
+
+
+def test_joint_recipe_merges_the_tasks_training_settings():
+    shared, notes = joint_recipe({
+        'a': {'train': {'lr': 2e-3, 'warmup_epochs': 1, 'clip_grad': 1.0, 'epochs': 30}},
+        'b': {'train': {'lr': 2e-3, 'warmup_epochs': 2.5, 'epochs': 10}},      # no clipping, longer warm-up
+        'c': {'train': {'lr': 3e-3, 'warmup_epochs': 0, 'clip_grad': 5.0, 'epochs': 30}},
+    })
+    train = shared['train']
+    assert train['warmup_epochs'] == 2.5 and train['clip_grad'] == 1.0       # the safest of each
+    assert 'lr' not in train and 'epochs' not in train                       # disagree: engine default stays
+    assert train['weight_decay'] == DEFAULTS['train']['weight_decay']         # nobody sets it: all agree
+    assert set(notes) == {'lr', 'epochs', 'warmup_epochs', 'clip_grad'}
+    assert "a 0.002, b 0.002, c 0.003" in notes['lr'] and 'engine default' in notes['lr']
+    shared, notes = joint_recipe({'a': {'train': {'lr': 2e-3}}, 'b': {'train': {'lr': 2e-3}}})
+    assert shared['train']['lr'] == 2e-3 and not notes and shared['train']['clip_grad'] is None
+
+
+def test_joint_run_inherits_warmup_and_clipping_unless_the_user_sets_them():
+    """Every built-in recipe warms up for an epoch and audio/weather clip gradients; a joint run without them
+    collapsed the point task to chance (benchmarks/README.md, joint training)."""
+    cfg = resolve_run_config({}, {'task': ['audio', 'point', 'weather']})
+    assert cfg['train']['warmup_epochs'] == 1 and cfg['train']['clip_grad'] == 1.0
+    assert cfg['train']['lr'] == DEFAULTS['train']['lr']  # 2e-3 vs 3e-3: the engine default
+    cfg = resolve_run_config({'train': {'clip_grad': None}}, {'task': ['audio', 'point'], 'train': {'lr': 5e-4}},
+                             parse_set_overrides(['train.warmup_epochs=0']))
+    assert cfg['train']['clip_grad'] is None and cfg['train']['warmup_epochs'] == 0 and cfg['train']['lr'] == 5e-4
 
 
 def test_wrong_task_name_is_a_config_error():

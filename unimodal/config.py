@@ -9,9 +9,11 @@ at that level and the closest match. Only ``data.options``, ``model.adapter`` an
 they are passed as keyword arguments to the reader, the adapter and the trunk, which reject unknown names.
 
 Joint (multi-task) runs list several tasks (``task: [audio, point]`` or ``--task audio,point``). The model,
-optimiser and schedule keys are shared; each task's own data, adapter options, batch size, loss and mixing
-weights come from ``tasks.<name>`` (same layout as the top level, restricted to :data:`PER_TASK_KEYS`), resolved
-as ``DEFAULTS <- task.default_config() <- top-level file/CLI values of those keys <- tasks.<name>``.
+optimiser and schedule keys are shared: they come from the tasks' recipes where those agree (warm-up: the longest,
+gradient clipping: the tightest; see :func:`joint_recipe`), else from the engine defaults, and the user's layers
+override them. Each task's own data, adapter options, batch size, loss and mixing weights come from
+``tasks.<name>`` (same layout as the top level, restricted to :data:`PER_TASK_KEYS`), resolved as
+``DEFAULTS <- task.default_config() <- top-level file/CLI values of those keys <- tasks.<name>``.
 """
 from __future__ import annotations
 
@@ -19,13 +21,14 @@ import copy
 import difflib
 import re
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import yaml
 
 __all__ = [
     'DEFAULTS', 'FREE_FORM', 'PER_TASK_KEYS', 'ConfigError', 'default_config', 'merge_config', 'load_config_file',
     'parse_set_overrides', 'validate_config', 'task_names', 'resolve_config', 'task_config', 'dump_config',
+    'JOINT_RECIPE_KEYS', 'joint_recipe',
 ]
 
 # The engine's defaults. Every valid key appears here; comments document them.
@@ -350,6 +353,42 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
                           f'(task: {", ".join(names) or "none"})')
 
 
+# Shared training-recipe keys a joint run takes from its tasks' recipes (unless the user sets them): the value the
+# recipes agree on, or for these two the safest one when they disagree (longest warm-up, tightest clipping; a
+# task that needs either diverges without it).
+JOINT_RECIPE_KEYS = ('epochs', 'optimizer', 'lr', 'weight_decay', 'betas', 'momentum', 'schedule', 'warmup_epochs',
+                     'step_size', 'gamma', 'step_start', 'min_lr', 'clip_grad')
+
+
+def joint_recipe(recipes: Mapping[str, Mapping[str, Any]]) -> Tuple[Dict[str, Any], Dict[str, str]]:
+    """The shared ``train`` settings of a joint run from its tasks' recipes (``{task: default_config()}``).
+
+    Returns ``({'train': {...}}, notes)``: the inherited values, and per key a sentence saying where its value
+    came from when the recipes disagree (for the log).
+    """
+    train: Dict[str, Any] = {}
+    notes: Dict[str, str] = {}
+    for key in JOINT_RECIPE_KEYS:
+        values = {name: (recipe.get('train') or {}).get(key, DEFAULTS['train'][key])
+                  for name, recipe in recipes.items()}
+        distinct = []
+        for v in values.values():
+            if v not in distinct:
+                distinct.append(v)
+        listing = ', '.join(f'{n} {v!r}' for n, v in values.items())
+        if len(distinct) == 1:
+            train[key] = copy.deepcopy(distinct[0])
+        elif key == 'warmup_epochs':
+            train[key] = max(distinct)
+            notes[key] = f'the recipes differ ({listing}); using the longest, {train[key]!r}'
+        elif key == 'clip_grad':
+            train[key] = min(v for v in distinct if v is not None)
+            notes[key] = f'the recipes differ ({listing}); using the tightest, {train[key]!r}'
+        else:
+            notes[key] = f'the recipes differ ({listing}); using the engine default {DEFAULTS["train"][key]!r}'
+    return {'train': train}, notes
+
+
 def resolve_config(task_defaults: Optional[Mapping[str, Any]] = None,
                    file_cfg: Optional[Mapping[str, Any]] = None,
                    cli_overrides: Optional[Mapping[str, Any]] = None,
@@ -357,8 +396,8 @@ def resolve_config(task_defaults: Optional[Mapping[str, Any]] = None,
                    *, file_origin: str = 'config file') -> Dict[str, Any]:
     """Merge the layers (defaults <- task <- file <- CLI flags <- --set) and validate the result.
 
-    For a joint run pass ``task_defaults=None``: the shared sections keep the engine defaults and each task's
-    defaults are applied per task by :func:`task_config`.
+    For a joint run pass the shared recipe of :func:`joint_recipe` (or ``None``: the engine defaults) as
+    ``task_defaults``; each task's own defaults are applied per task by :func:`task_config`.
     """
     cfg = default_config()
     cfg = merge_config(cfg, task_defaults, 'task default_config()')

@@ -29,8 +29,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
-from ..config import (ConfigError, dump_config, merge_config, resolve_config, task_config, task_names,
-                      validate_config, _restrict)
+from ..config import (ConfigError, dump_config, joint_recipe, merge_config, resolve_config, task_config,
+                      task_names, validate_config, _restrict)
 from ..tasks.base import Task
 from .build import (build_model, build_task_datasets, data_root, eval_loader, make_task_spec, resolve_task,
                     train_loader)
@@ -82,7 +82,12 @@ def resolve_run_config(file_cfg: Optional[Mapping[str, Any]] = None, cli_overrid
         if not names:
             cfg['task'] = None
         return cfg
-    cfg = resolve_config(None, *layers, file_origin=file_origin)
+    shared, notes = joint_recipe({name: resolve_task(name).default_config() for name in names})
+    user_train = set().union(*((layer.get('train') or {}).keys() for layer in layers))
+    for key, note in notes.items():
+        if key not in user_train:
+            _logger.info('joint run, train.%s: %s (set train.%s to choose)', key, note, key)
+    cfg = resolve_config(shared, *layers, file_origin=file_origin)
     cfg['task'] = names
     tasks_section = {}
     for name in names:
