@@ -417,7 +417,11 @@ def section_compile(args, out: Dict[str, Any]) -> None:
             res = dict(ok=True, **json.loads(proc.stdout.strip().splitlines()[-1]))
     res.update(variant=f'unireplknet_{args.compile_variant}', batch=args.compile_batch, size=args.compile_size,
                wall_s=time.perf_counter() - t)
-    out['compile'] = res
+    runs = out.get('compile') or {}
+    if 'ok' in runs:  # one unkeyed run (older files): keep it under its own key
+        runs = {f'{runs["variant"]}/b{runs["batch"]}/{runs["size"]}': runs}
+    runs[f'{res["variant"]}/b{args.compile_batch}/{args.compile_size}'] = res
+    out['compile'] = runs
     print('torch.compile:', json.dumps(res, indent=1))
 
 
@@ -461,7 +465,12 @@ def main(argv=None) -> int:
             info = machine_info(args.threads)
             run()
             # sections of one file may come from different runs: each keeps the machine state it ran under
-            out[name]['machine'] = dict(info, load_avg_end=os.getloadavg(), date=time.strftime('%Y-%m-%d %H:%M %Z'))
+            machine = dict(info, load_avg_end=os.getloadavg(), date=time.strftime('%Y-%m-%d %H:%M %Z'))
+            if name == 'compile':  # keyed by setting: the machine goes with the run just made
+                out[name][f'unireplknet_{args.compile_variant}/b{args.compile_batch}/{args.compile_size}'][
+                    'machine'] = machine
+            else:
+                out[name]['machine'] = machine
     out['machine']['load_avg_end'] = os.getloadavg()
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(out, indent=1))

@@ -16,7 +16,7 @@ from unimodal.engine.checkpoint import get_rng_state, load_checkpoint, save_chec
 from unimodal.engine.distributed import ShardSampler
 from unimodal.engine.metrics import ClassificationMeter, ForecastMeter, selection_score
 from unimodal.engine.mixup import MixupCutmix
-from unimodal.engine.optim import WarmupSchedule
+from unimodal.engine.optim import WarmupSchedule, create_optimizer, param_groups
 from unimodal.engine.trainer import _epoch_plan, resolve_run_config, train, TaskRun
 from unimodal.modalities.base import Adapter, register_adapter
 from unimodal.tasks.base import Task, register_task
@@ -168,6 +168,48 @@ def test_warmup_cosine_and_step_schedules():
                         step_start=2)
     s3.load_state_dict(state)
     assert s3.get_last_lr() == s2.get_last_lr()
+
+
+def _layer_decay_model():
+    import timm
+    from unimodal.engine.multitask import MultiTaskModel
+    trunk = timm.create_model('unireplknet_test', num_classes=0)
+    return MultiTaskModel(trunk, {'a': nn.Conv2d(1, 3, 1)}, {'a': nn.Linear(trunk.num_features, 5)})
+
+
+def test_layer_decay_param_groups():
+    model = _layer_decay_model()
+    plain = param_groups(model, 0.05)
+    assert [g['lr_scale'] for g in plain] == [1.0, 1.0] and [g['weight_decay'] for g in plain] == [0.05, 0.0]
+    groups = param_groups(model, 0.05, layer_decay=0.5)
+    scale = {id(p): g['lr_scale'] for g in groups for p in g['params']}
+    wd = {id(p): g['weight_decay'] for g in groups for p in g['params']}
+    params = dict(model.named_parameters())
+    assert len(scale) == len(params)  # every parameter in exactly one group
+    s = {n: scale[id(p)] for n, p in params.items()}
+    stem = s['trunk.downsample_layers.0.0.weight']
+    assert s['heads.a.weight'] == 1.0 and s['adapters.a.weight'] == stem  # head on top, adapter with the stem
+    assert stem < s['trunk.stages.0.0.pwconv1.1.weight'] < s['trunk.stages.2.1.pwconv1.1.weight'] \
+        < s['trunk.stages.3.0.pwconv1.1.weight'] < 1.0
+    assert stem == pytest.approx(0.5 ** round(math.log(stem, 0.5)))  # powers of the decay
+    assert wd[id(params['trunk.stages.0.0.act.1.gamma'])] == 0.0 and wd[id(params['trunk.stages.0.0.pwconv1.1.weight'])] == 0.05
+    opt = create_optimizer(model, {'weight_decay': 0.05, 'layer_decay': 0.5, 'optimizer': 'adamw', 'lr': 1e-3,
+                                   'betas': [0.9, 0.999], 'momentum': 0.9})
+    sched = WarmupSchedule(opt, 'cosine', steps_per_epoch=2, epochs=2, warmup_epochs=1, min_lr=1e-4)
+    for _ in range(2):
+        sched.step()  # end of warm-up: every group at its own lr = lr x scale
+    assert all(g['lr'] == pytest.approx(1e-3 * g['lr_scale']) for g in opt.param_groups)
+    for _ in range(2):
+        sched.step()  # end of the cosine: the floor is scaled too
+    assert all(g['lr'] == pytest.approx(1e-4 * g['lr_scale']) for g in opt.param_groups)
+    with pytest.raises(ValueError, match='group_matcher'):
+        param_groups(nn.Linear(2, 2), 0.05, layer_decay=0.5)
+
+
+@pytest.mark.parametrize('value', [0, 1.5, True])
+def test_layer_decay_is_validated(value):
+    with pytest.raises(ConfigError, match='train.layer_decay'):
+        resolve_run_config({}, {'task': 'audio'}, parse_set_overrides([f'train.layer_decay={value}']))
 
 
 def test_mixup_and_cutmix_give_soft_targets():

@@ -80,6 +80,7 @@ DEFAULTS: Dict[str, Any] = {
         'mixup_switch_prob': 0.5,  # with both on: probability of cutmix instead of mixup
         'grad_accum': 1,       # optimiser step every N batches
         'clip_grad': None,     # max gradient norm; null = no clipping
+        'layer_decay': None,   # layer-wise lr decay (0-1): lr x decay**(layers above); null = off
         'amp': 'none',         # none | bf16 | fp16 (GPU only; fp16 uses a GradScaler)
         'ema': False,          # keep an exponential moving average of the weights (evaluated instead)
         'ema_decay': 0.9998,
@@ -331,6 +332,9 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
     clip = _get(cfg, 'train', 'clip_grad')
     if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or clip <= 0):
         raise ConfigError(f'train.clip_grad must be a positive number or null, got {clip!r}')
+    ld = _get(cfg, 'train', 'layer_decay')
+    if ld is not None and (isinstance(ld, bool) or not isinstance(ld, (int, float)) or not 0 < ld <= 1):
+        raise ConfigError(f'train.layer_decay must be a number in (0, 1] or null, got {ld!r}')
     mp = _get(cfg, 'train', 'mixup_prob')
     if not isinstance(mp, (int, float)) or not 0 <= mp <= 1:
         raise ConfigError(f'train.mixup_prob must be in [0, 1], got {mp!r}')
@@ -357,7 +361,7 @@ def validate_config(cfg: Mapping[str, Any]) -> None:
 # recipes agree on, or for these two the safest one when they disagree (longest warm-up, tightest clipping; a
 # task that needs either diverges without it).
 JOINT_RECIPE_KEYS = ('epochs', 'optimizer', 'lr', 'weight_decay', 'betas', 'momentum', 'schedule', 'warmup_epochs',
-                     'step_size', 'gamma', 'step_start', 'min_lr', 'clip_grad')
+                     'step_size', 'gamma', 'step_start', 'min_lr', 'clip_grad', 'layer_decay')
 
 
 def joint_recipe(recipes: Mapping[str, Mapping[str, Any]]) -> Tuple[Dict[str, Any], Dict[str, str]]:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
@@ -10,36 +10,62 @@ from torch import nn
 __all__ = ['param_groups', 'create_optimizer', 'WarmupSchedule', 'create_schedule', 'create_ema']
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
-    """Trainable parameters split into decayed (weights) and non-decayed (biases, norms, 1-D, ``no_weight_decay``)."""
+def _trunk_layer_scales(model: nn.Module, layer_decay: float) -> Dict[str, float]:
+    """Per-parameter lr multipliers for layer-wise lr decay (BEiT / ConvNeXt fine-tuning): the trunk's layers
+    from its timm ``group_matcher`` (stem = layer 0 ... final norm = top), adapters with the stem (they feed it),
+    heads and anything else above the trunk. Scale of layer ``i`` below the top: ``layer_decay ** i``."""
+    from timm.models import group_parameters
+    trunk = getattr(model, 'trunk', None)
+    if trunk is None or not callable(getattr(trunk, 'group_matcher', None)):
+        raise ValueError(f'train.layer_decay needs a task model whose trunk has a timm group_matcher; '
+                         f'{type(model).__name__} has none')
+    trunk_layers = group_parameters(trunk, trunk.group_matcher(coarse=False), reverse=True)
+    top = max(trunk_layers.values()) + 1  # heads (and unmatched parameters) sit above the trunk's last layer
+    scales = {}
+    for name, _ in model.named_parameters():
+        if name.startswith('trunk.'):
+            layer = trunk_layers.get(name[len('trunk.'):], top)
+        elif name.startswith(('adapter.', 'adapters.')):
+            layer = 0
+        else:
+            layer = top
+        scales[name] = layer_decay ** (top - layer)
+    return scales
+
+
+def param_groups(model: nn.Module, weight_decay: float, layer_decay: Optional[float] = None) -> List[Dict[str, Any]]:
+    """Trainable parameters split into decayed (weights) and non-decayed (biases, norms, 1-D, ``no_weight_decay``),
+    and with ``layer_decay`` (0 < d < 1) further by layer; every group carries its ``lr_scale``
+    (see :func:`_trunk_layer_scales`)."""
     skip = set()
     for mod_name, module in model.named_modules():
         nwd = getattr(module, 'no_weight_decay', None)
         if callable(nwd):
             skip.update(f'{mod_name}.{n}' if mod_name else n for n in nwd())
-    decay, no_decay = [], []
+    scales = _trunk_layer_scales(model, layer_decay) if layer_decay is not None and layer_decay != 1 else {}
+    groups: Dict[Tuple[float, float], Dict[str, Any]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if p.ndim <= 1 or name.endswith('.bias') or name in skip:
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    groups = []
-    if decay:
-        groups.append({'params': decay, 'weight_decay': weight_decay})
-    if no_decay:
-        groups.append({'params': no_decay, 'weight_decay': 0.0})
-    return groups
+        wd = 0.0 if p.ndim <= 1 or name.endswith('.bias') or name in skip else weight_decay
+        scale = scales.get(name, 1.0)
+        group = groups.setdefault((scale, wd), {'params': [], 'weight_decay': wd, 'lr_scale': scale})
+        group['params'].append(p)
+    # top layers first, decayed before non-decayed (without layer decay: the decayed group, then the rest)
+    return sorted(groups.values(), key=lambda g: (-g['lr_scale'], -g['weight_decay']))
 
 
 def create_optimizer(model: nn.Module, train_cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
-    """AdamW / Adam / SGD over the trainable parameters of ``model``."""
-    groups = param_groups(model, float(train_cfg['weight_decay']))
+    """AdamW / Adam / SGD over the trainable parameters of ``model`` (with ``train_cfg['layer_decay']``: each
+    group's lr is ``lr * lr_scale``, and the schedule scales that)."""
+    layer_decay = train_cfg.get('layer_decay')
+    groups = param_groups(model, float(train_cfg['weight_decay']), None if layer_decay is None else float(layer_decay))
     if not groups:
         raise ValueError('the model has no trainable parameters')
     name = train_cfg['optimizer']
     lr = float(train_cfg['lr'])
+    for group in groups:
+        group['lr'] = lr * group['lr_scale']
     betas = tuple(float(b) for b in train_cfg['betas'])
     if name == 'adamw':
         return torch.optim.AdamW(groups, lr=lr, betas=betas)
@@ -84,7 +110,9 @@ class WarmupSchedule:
             group.setdefault('initial_lr', group['lr'])
         self._apply()
 
-    def factor(self, step: int, base_lr: float) -> float:
+    def factor(self, step: int, base_lr: float, lr_scale: float = 1.0) -> float:
+        """The lr at ``step`` of a group whose lr is ``base_lr``; its cosine floor is ``min_lr * lr_scale`` (layer
+        decay scales the whole curve)."""
         if self.warmup_steps and step < self.warmup_steps:
             return base_lr * (step + 1) / self.warmup_steps
         if self.kind == 'constant':
@@ -96,11 +124,12 @@ class WarmupSchedule:
             return base_lr * self.gamma ** ((epoch - self.step_start) // self.step_size + 1)
         span = max(1, self.total_steps - self.warmup_steps)
         progress = min(1.0, (step - self.warmup_steps) / span)
-        return self.min_lr + 0.5 * (base_lr - self.min_lr) * (1 + math.cos(math.pi * progress))
+        floor = self.min_lr * lr_scale
+        return floor + 0.5 * (base_lr - floor) * (1 + math.cos(math.pi * progress))
 
     def _apply(self) -> None:
         for group in self.optimizer.param_groups:
-            group['lr'] = self.factor(self.step_count, group['initial_lr'])
+            group['lr'] = self.factor(self.step_count, group['initial_lr'], group.get('lr_scale', 1.0))
 
     def step(self) -> None:
         self.step_count += 1
