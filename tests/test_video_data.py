@@ -68,6 +68,30 @@ def test_path_list_sampling_shapes_and_frames(list_root):
                                / torch.tensor(IMAGENET_STD), atol=0.03, rtol=0)
 
 
+def test_rand_augment_and_erasing_treat_the_clip_as_one_image(tmp_path):
+    """Published train-time extras: every frame gets the same RandAugment ops and the same erased rectangle, so
+    a clip of identical frames stays a clip of identical frames; bad settings are refused."""
+    frames = np.random.default_rng(0).integers(0, 256, (1, 32, 32, 3), dtype=np.uint8).repeat(12, 0)
+    write_mp4(tmp_path / 'a.mp4', frames)
+    (tmp_path / 'train.txt').write_text('a.mp4 0\n')
+    kw = dict(num_frames=4, stride=2, image_size=16, flip=False, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0))
+    plain = Kinetics(tmp_path, 'train', **kw)
+    aug = Kinetics(tmp_path, 'train', rand_augment=[4, 9], erase_prob=1.0, **kw)
+    torch.manual_seed(0)
+    changed = 0
+    for _ in range(6):
+        x, _ = aug[0]
+        assert x.shape == (3, 4, 16, 16)
+        assert all(torch.allclose(x[:, 0], x[:, t], atol=1e-6) for t in range(1, 4))  # frames still identical
+        changed += not torch.allclose(x, plain[0][0], atol=1e-3)
+    assert changed == 6  # erasing (p = 1) alters every sample
+    for bad in ([4], [0, 9], [4, 31], 'rand-m7-n4', [4, 9.5]):
+        with pytest.raises(ValueError, match='rand_augment'):
+            Kinetics(tmp_path, 'train', rand_augment=bad, **kw)
+    with pytest.raises(ValueError, match='erase_prob'):
+        Kinetics(tmp_path, 'train', erase_prob=1.5, **kw)
+
+
 def test_test_crops_span_the_long_side(tmp_path):
     frames = np.zeros((12, 16, 64, 3), np.uint8)  # (decord 0.6 cannot read 48-pixel-wide frames)
     frames[:, :, :16] = 40   # left crop

@@ -123,6 +123,11 @@ class Kinetics(Dataset):
         crop_ratio: aspect-ratio range of the train random resized crop.
         flip: horizontal flip at train time (turn off when the class depends on left/right, e.g. the built-in
             motion classes).
+        rand_augment: ``[num_ops, magnitude]`` for train-time RandAugment (torchvision; magnitude 0-30), the same
+            ops and strengths on every frame of a clip; the published recipe (VideoMAE's ``rand-m7-n4``) is
+            ``[4, 7]``. ``None``: off.
+        erase_prob: train-time random erasing probability (one rectangle of normal noise, after normalisation,
+            at the same place in every frame); the published recipe uses 0.25.
         num_clips: test temporal clips.
         num_crops: test spatial crops (1: centre; 3: both ends and centre of the long side).
         skip_bad: skip (and count in ``skip_report``) bad videos and lines instead of raising.
@@ -134,7 +139,8 @@ class Kinetics(Dataset):
                  video_dir: Optional[PathLike] = None, classes: Union[None, PathLike, Sequence[str]] = None,
                  num_frames: int = 16, stride: int = 4, image_size: int = 224,
                  crop_scale: Tuple[float, float] = (0.08, 1.0), crop_ratio: Tuple[float, float] = (3 / 4, 4 / 3),
-                 flip: bool = True, num_clips: int = 5, num_crops: int = 3, skip_bad: bool = False,
+                 flip: bool = True, rand_augment: Optional[Sequence[int]] = None, erase_prob: float = 0.0,
+                 num_clips: int = 5, num_crops: int = 3, skip_bad: bool = False,
                  check_decode: Optional[bool] = None, check_threads: int = 4) -> None:
         if split not in SPLITS:
             raise ValueError(f'split must be one of {SPLITS}, got {split!r}')
@@ -147,6 +153,19 @@ class Kinetics(Dataset):
         self.num_frames, self.stride, self.image_size = int(num_frames), int(stride), int(image_size)
         self.crop_scale, self.crop_ratio = tuple(crop_scale), tuple(crop_ratio)
         self.flip = flip
+        self._rand_augment = self._erase = None
+        if rand_augment is not None:
+            if (isinstance(rand_augment, (str, bytes)) or len(rand_augment) != 2
+                    or not all(isinstance(v, int) and not isinstance(v, bool) for v in rand_augment)
+                    or rand_augment[0] < 1 or not 0 <= rand_augment[1] <= 30):
+                raise ValueError(f'rand_augment must be [num_ops >= 1, magnitude 0-30], got {rand_augment!r}')
+            from torchvision.transforms import v2
+            self._rand_augment = v2.RandAugment(num_ops=rand_augment[0], magnitude=rand_augment[1])
+        if isinstance(erase_prob, bool) or not isinstance(erase_prob, (int, float)) or not 0 <= erase_prob <= 1:
+            raise ValueError(f'erase_prob must be a probability in [0, 1], got {erase_prob!r}')
+        if erase_prob > 0:
+            from torchvision.transforms import v2
+            self._erase = v2.RandomErasing(p=float(erase_prob), value='random')
         self.num_clips, self.num_crops = int(num_clips), int(num_crops)
         self.skip_bad = skip_bad
         self.skip_report = SkipReport(f'kinetics/{split}')
@@ -391,7 +410,15 @@ class Kinetics(Dataset):
         path, label = self.samples[index]
         clips = self._decode(path).permute(0, 1, 4, 2, 3).float().div_(255)  # (clips, T, 3, H, W)
         if self.split == 'train':
-            return self._normalise(self._train_crop(clips[0])), label
+            # torchvision's v2 transforms draw their parameters once per call: a (T, C, H, W) clip gets the same
+            # augmentation in every frame, so the motion stays intact
+            x = self._train_crop(clips[0])
+            if self._rand_augment is not None:
+                x = self._rand_augment(x)
+            x = self._normalise(x)
+            if self._erase is not None:  # on (T, 3, S, S): one rectangle, same place in every frame
+                x = self._erase(x.transpose(0, 1)).transpose(0, 1)
+            return x, label
         if self.split == 'val':
             return self._normalise(self._short_side_crops(clips[0], 1)[0]), label
         views = [self._normalise(c) for clip in clips for c in self._short_side_crops(clip, self.num_crops)]
