@@ -133,6 +133,11 @@ def test_joint_recipe_merges_the_tasks_training_settings():
     assert "a 0.002, b 0.002, c 0.003" in notes['lr'] and 'engine default' in notes['lr']
     shared, notes = joint_recipe({'a': {'train': {'lr': 2e-3}}, 'b': {'train': {'lr': 2e-3}}})
     assert shared['train']['lr'] == 2e-3 and not notes and shared['train']['clip_grad'] is None
+    # a plug-in recipe's odd values are not candidates (no crash; validation reports them if they are used)
+    shared, notes = joint_recipe({'a': {'train': {'warmup_epochs': None, 'clip_grad': 'x'}},
+                                  'b': {'train': {'warmup_epochs': 2, 'clip_grad': 0}}})
+    assert shared['train']['warmup_epochs'] == 2 and 'clip_grad' not in shared['train']
+    assert 'engine default' in notes['clip_grad']
 
 
 def test_joint_run_inherits_warmup_and_clipping_unless_the_user_sets_them():

@@ -191,7 +191,7 @@ def test_layer_decay_param_groups():
     assert s['heads.a.weight'] == 1.0 and s['adapters.a.weight'] == stem  # head on top, adapter with the stem
     assert stem < s['trunk.stages.0.0.pwconv1.1.weight'] < s['trunk.stages.2.1.pwconv1.1.weight'] \
         < s['trunk.stages.3.0.pwconv1.1.weight'] < 1.0
-    assert stem == pytest.approx(0.5 ** round(math.log(stem, 0.5)))  # powers of the decay
+    assert stem == pytest.approx(0.5 ** 13) and s['trunk.norm.weight'] == 1.0  # the published 14 groups
     assert wd[id(params['trunk.stages.0.0.act.1.gamma'])] == 0.0 and wd[id(params['trunk.stages.0.0.pwconv1.1.weight'])] == 0.05
     opt = create_optimizer(model, {'weight_decay': 0.05, 'layer_decay': 0.5, 'optimizer': 'adamw', 'lr': 1e-3,
                                    'betas': [0.9, 0.999], 'momentum': 0.9})
@@ -204,6 +204,30 @@ def test_layer_decay_param_groups():
     assert all(g['lr'] == pytest.approx(1e-4 * g['lr_scale']) for g in opt.param_groups)
     with pytest.raises(ValueError, match='group_matcher'):
         param_groups(nn.Linear(2, 2), 0.05, layer_decay=0.5)
+
+
+def test_layer_decay_follows_the_published_groups():
+    """ConvNeXt / UniRepLKNet fine-tuning: stem 0, stage 0 -> 1, stage 1 -> 2, stage 2 in threes from 3,
+    stage 3 -> 12, final norm and head -> 13."""
+    import timm
+    trunk = timm.create_model('unireplknet_b', num_classes=0, device='meta')
+    ids = {n: trunk.layer_id(n) for n, _ in trunk.named_parameters()}
+    assert ids['downsample_layers.0.0.weight'] == 0 and ids['stages.0.2.pwconv1.1.weight'] == 1
+    assert ids['downsample_layers.1.0.weight'] == 2 and ids['stages.1.0.pwconv1.1.weight'] == 2
+    assert ids['stages.2.0.pwconv1.1.weight'] == 3 and ids['stages.2.5.pwconv1.1.weight'] == 4
+    assert ids['stages.2.26.pwconv1.1.weight'] == 11 and ids['downsample_layers.3.0.weight'] == 12
+    assert ids['stages.3.2.pwconv1.1.weight'] == 12 and ids['norm.weight'] == 13
+    assert sorted(set(ids.values())) == list(range(14))
+
+
+def test_layer_decay_is_off_for_a_frozen_trunk_and_one_means_off():
+    model = _layer_decay_model()
+    same = [(g['lr_scale'], g['weight_decay'], len(g['params'])) for g in param_groups(model, 0.05)]
+    assert [(g['lr_scale'], g['weight_decay'], len(g['params'])) for g in param_groups(model, 0.05, 1.0)] == same
+    for p in model.trunk.parameters():
+        p.requires_grad_(False)
+    assert all(g['lr_scale'] == 1.0 for g in param_groups(model, 0.05, 0.5))
+    assert len(param_groups(model, 0.0)) == 2  # weight decay 0 keeps both groups (resumable optimizer state)
 
 
 @pytest.mark.parametrize('value', [0, 1.5, True])
@@ -298,6 +322,10 @@ def test_resume_gives_the_same_final_metrics(tmp_path):
     log_part = (tmp_path / 'part' / 'metrics.jsonl').read_text().splitlines()
     strip = lambda l: {k: v for k, v in json.loads(l).items() if k != 'time_s'}  # noqa: E731
     assert [strip(l) for l in log_part] == [strip(l) for l in log_full]
+    # the optimizer state holds per-group lr scales: resuming with other groups is refused, naming the key
+    with pytest.raises(ConfigError, match=r'train\.layer_decay=None.*0\.5'):
+        train(resolve_run_config({}, {}, parse_set_overrides(['train.layer_decay=0.5']), base=base),
+              out_dir=tmp_path / 'part', resume=tmp_path / 'part' / 'last.pt')
 
 
 def test_grad_accumulation_and_clipping_run(tmp_path):

@@ -80,7 +80,8 @@ DEFAULTS: Dict[str, Any] = {
         'mixup_switch_prob': 0.5,  # with both on: probability of cutmix instead of mixup
         'grad_accum': 1,       # optimiser step every N batches
         'clip_grad': None,     # max gradient norm; null = no clipping
-        'layer_decay': None,   # layer-wise lr decay (0-1): lr x decay**(layers above); null = off
+        'layer_decay': None,   # layer-wise lr decay (0-1], published 14 groups: stem (+ adapters) lr x decay**13,
+                               # final norm and heads x1; null = off (and off with a frozen trunk)
         'amp': 'none',         # none | bf16 | fp16 (GPU only; fp16 uses a GradScaler)
         'ema': False,          # keep an exponential moving average of the weights (evaluated instead)
         'ema_decay': 0.9998,
@@ -364,6 +365,13 @@ JOINT_RECIPE_KEYS = ('epochs', 'optimizer', 'lr', 'weight_decay', 'betas', 'mome
                      'step_size', 'gamma', 'step_start', 'min_lr', 'clip_grad', 'layer_decay')
 
 
+def _numbers(values: Iterable[Any], positive: bool) -> List[float]:
+    """The real numbers among ``values`` (> 0 with ``positive``, else >= 0): a plug-in recipe's odd value (None,
+    a string) is not a candidate, and validation reports it if it ends up used."""
+    return [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)
+            and (v > 0 if positive else v >= 0)]
+
+
 def joint_recipe(recipes: Mapping[str, Mapping[str, Any]]) -> Tuple[Dict[str, Any], Dict[str, str]]:
     """The shared ``train`` settings of a joint run from its tasks' recipes (``{task: default_config()}``).
 
@@ -382,11 +390,11 @@ def joint_recipe(recipes: Mapping[str, Mapping[str, Any]]) -> Tuple[Dict[str, An
         listing = ', '.join(f'{n} {v!r}' for n, v in values.items())
         if len(distinct) == 1:
             train[key] = copy.deepcopy(distinct[0])
-        elif key == 'warmup_epochs':
-            train[key] = max(distinct)
+        elif key == 'warmup_epochs' and _numbers(distinct, positive=False):
+            train[key] = max(_numbers(distinct, positive=False))
             notes[key] = f'the recipes differ ({listing}); using the longest, {train[key]!r}'
-        elif key == 'clip_grad':
-            train[key] = min(v for v in distinct if v is not None)
+        elif key == 'clip_grad' and _numbers(distinct, positive=True):
+            train[key] = min(_numbers(distinct, positive=True))
             notes[key] = f'the recipes differ ({listing}); using the tightest, {train[key]!r}'
         else:
             notes[key] = f'the recipes differ ({listing}); using the engine default {DEFAULTS["train"][key]!r}'

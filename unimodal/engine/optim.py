@@ -1,27 +1,41 @@
 """Optimisers, per-step learning-rate schedules with warm-up, and weight EMA."""
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
 
+_logger = logging.getLogger(__name__)
+
 __all__ = ['param_groups', 'create_optimizer', 'WarmupSchedule', 'create_schedule', 'create_ema']
 
 
 def _trunk_layer_scales(model: nn.Module, layer_decay: float) -> Dict[str, float]:
-    """Per-parameter lr multipliers for layer-wise lr decay (BEiT / ConvNeXt fine-tuning): the trunk's layers
-    from its timm ``group_matcher`` (stem = layer 0 ... final norm = top), adapters with the stem (they feed it),
-    heads and anything else above the trunk. Scale of layer ``i`` below the top: ``layer_decay ** i``."""
-    from timm.models import group_parameters
+    """Per-parameter lr multipliers for layer-wise lr decay: ``layer_decay ** (top - layer)``.
+
+    Layers come from the trunk's ``layer_id`` (UniRepLKNet: the published 14 groups, stem ``decay**13``, final
+    norm at full lr) or else its timm ``group_matcher`` (one layer per block). Adapters share the stem's layer
+    (they feed it); heads sit on top (full lr). With a frozen trunk there is nothing to decay: all scales are 1.
+    """
     trunk = getattr(model, 'trunk', None)
-    if trunk is None or not callable(getattr(trunk, 'group_matcher', None)):
-        raise ValueError(f'train.layer_decay needs a task model whose trunk has a timm group_matcher; '
-                         f'{type(model).__name__} has none')
-    trunk_layers = group_parameters(trunk, trunk.group_matcher(coarse=False), reverse=True)
-    top = max(trunk_layers.values()) + 1  # heads (and unmatched parameters) sit above the trunk's last layer
-    scales = {}
+    if trunk is None or not (callable(getattr(trunk, 'layer_id', None))
+                             or callable(getattr(trunk, 'group_matcher', None))):
+        raise ValueError(f'train.layer_decay needs a task model whose trunk has layer_id() or a timm '
+                         f'group_matcher(); {type(model).__name__} has neither')
+    if not any(p.requires_grad for p in trunk.parameters()):
+        _logger.info('train.layer_decay ignored: the trunk is frozen (adapters and heads train at the full lr)')
+        return {}
+    if callable(getattr(trunk, 'layer_id', None)):
+        trunk_layers = {n: trunk.layer_id(n) for n, _ in trunk.named_parameters()}
+        top = max(trunk_layers.values())
+    else:
+        from timm.models import group_parameters
+        trunk_layers = group_parameters(trunk, trunk.group_matcher(coarse=False), reverse=True)
+        top = max(trunk_layers.values()) + 1  # heads (and unmatched parameters) above the trunk's last layer
+    scales: Dict[str, float] = {}
     for name, _ in model.named_parameters():
         if name.startswith('trunk.'):
             layer = trunk_layers.get(name[len('trunk.'):], top)
@@ -30,6 +44,8 @@ def _trunk_layer_scales(model: nn.Module, layer_decay: float) -> Dict[str, float
         else:
             layer = top
         scales[name] = layer_decay ** (top - layer)
+    _logger.info('layer-wise lr decay %g over %d layers: stem and adapters x%.3g, heads x1', layer_decay, top + 1,
+                 layer_decay ** top)
     return scales
 
 
@@ -43,16 +59,18 @@ def param_groups(model: nn.Module, weight_decay: float, layer_decay: Optional[fl
         if callable(nwd):
             skip.update(f'{mod_name}.{n}' if mod_name else n for n in nwd())
     scales = _trunk_layer_scales(model, layer_decay) if layer_decay is not None and layer_decay != 1 else {}
-    groups: Dict[Tuple[float, float], Dict[str, Any]] = {}
+    groups: Dict[Tuple[float, bool], Dict[str, Any]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        wd = 0.0 if p.ndim <= 1 or name.endswith('.bias') or name in skip else weight_decay
+        decayed = not (p.ndim <= 1 or name.endswith('.bias') or name in skip)
         scale = scales.get(name, 1.0)
-        group = groups.setdefault((scale, wd), {'params': [], 'weight_decay': wd, 'lr_scale': scale})
+        group = groups.setdefault((scale, decayed), {'params': [], 'weight_decay': weight_decay if decayed else 0.0,
+                                                     'lr_scale': scale})
         group['params'].append(p)
-    # top layers first, decayed before non-decayed (without layer decay: the decayed group, then the rest)
-    return sorted(groups.values(), key=lambda g: (-g['lr_scale'], -g['weight_decay']))
+    # top layers first, decayed before non-decayed (without layer decay: the decayed group, then the rest; kept
+    # even with weight_decay 0, so a checkpoint's optimizer state always matches)
+    return [groups[k] for k in sorted(groups, key=lambda k: (-k[0], not k[1]))]
 
 
 def create_optimizer(model: nn.Module, train_cfg: Mapping[str, Any]) -> torch.optim.Optimizer:

@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
-from ..config import (ConfigError, dump_config, joint_recipe, merge_config, resolve_config, task_config,
+from ..config import (DEFAULTS, ConfigError, dump_config, joint_recipe, merge_config, resolve_config, task_config,
                       task_names, validate_config, _restrict)
 from ..tasks.base import Task
 from .build import (build_model, build_task_datasets, data_root, eval_loader, make_task_spec, resolve_task,
@@ -378,6 +378,15 @@ class _Run:
                 raise ConfigError(f'--resume {self.resume}: checkpoint holds task(s) {", ".join(ckpt["tasks"])}, '
                                   f'this run trains {", ".join(specs)}')
             model.load_state_dict(ckpt['model'])
+            # the optimizer state carries each group's lr scale: a run cannot resume with other groups
+            saved = ckpt.get('config') or {}
+            for section, key in (('train', 'layer_decay'), ('model', 'freeze_trunk')):
+                was = (saved.get(section) or {}).get(key, DEFAULTS[section][key])
+                now = cfg[section].get(key)
+                if was != now:
+                    raise ConfigError(f'--resume {self.resume}: the run was trained with {section}.{key}={was!r}, '
+                                      f'this run sets {now!r}; resume with the same value (or start a new run '
+                                      f'with --init-from)')
             optimizer.load_state_dict(ckpt['optimizer'])
             schedule.load_state_dict(ckpt['scheduler'])
             if scaler is not None and ckpt.get('scaler'):

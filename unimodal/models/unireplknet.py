@@ -736,6 +736,26 @@ class UniRepLKNet(nn.Module):
             ],
         )
 
+    # Layer-wise lr decay groups of the published fine-tuning code (ConvNeXt's get_num_layer_for_convnext):
+    # stem 0, stage 0 -> 1, stage 1 (+ its downsampler) -> 2, stage 2 in threes from 3, stage 3 -> 12, rest -> 13.
+    LAYER_DECAY_LAYERS = 12
+
+    @torch.jit.ignore
+    def layer_id(self, name: str) -> int:
+        """Layer of parameter ``name`` (a key of ``named_parameters``) for layer-wise lr decay, ``0`` (stem) to
+        ``LAYER_DECAY_LAYERS + 1`` (final norms and head, full lr), grouped as in the published code."""
+        top = self.LAYER_DECAY_LAYERS
+        parts = name.split('.')
+        if parts[0] == 'downsample_layers':
+            stage = int(parts[1])
+            return {0: 0, 1: 2, 2: 3}.get(stage, top)
+        if parts[0] == 'stages':
+            stage, block = int(parts[1]), int(parts[2])
+            if stage < 2:
+                return stage + 1
+            return min(3 + block // 3, top - 1) if stage == 2 else top
+        return top + 1
+
     @torch.jit.ignore
     def no_weight_decay(self) -> set:
         """GRN gamma/beta (4-D shaped, so not caught by timm's ndim <= 1 rule) and layer scales."""
