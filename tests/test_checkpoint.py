@@ -7,7 +7,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-import unimodal.models.unireplknet as U
+import unimodal.models.unireplknet_checkpoint as C
 from unimodal.models.unireplknet import checkpoint_filter_fn, load_checkpoint
 from _helpers import randomize_, rel_err
 
@@ -107,7 +107,7 @@ def test_in_chans_3_to_1(tmp_path, source, caplog):
     path = tmp_path / 'ckpt.pth'
     torch.save(source['train_sd'], path)
     model = _fresh(in_chans=1)
-    with caplog.at_level(logging.INFO, logger=U.__name__):
+    with caplog.at_level(logging.INFO, logger=C.__name__):
         report = load_checkpoint(model, path)
     assert report['adapted_in_chans'] == (3, 1)
     assert any('input channels' in r.getMessage() for r in caplog.records)
@@ -129,7 +129,7 @@ def test_head_mismatch_dropped(tmp_path, source, num_classes, caplog):
     path = tmp_path / 'ckpt.pth'
     torch.save(source['train_sd'], path)
     model = _fresh(num_classes=num_classes)
-    with caplog.at_level(logging.INFO, logger=U.__name__):
+    with caplog.at_level(logging.INFO, logger=C.__name__):
         report = load_checkpoint(model, path)
     assert sorted(report['dropped']) == ['head.bias', 'head.weight']
     assert any('Dropped' in r.getMessage() for r in caplog.records)
