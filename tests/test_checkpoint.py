@@ -223,3 +223,34 @@ def test_checkpoint_filter_fn_direct(source):
     sd = checkpoint_filter_fn({'model': source['train_sd']}, model)
     model.load_state_dict(sd, strict=True)
     _check(model, source)
+
+
+def test_timm_load_checkpoint_with_the_filter(tmp_path, source):
+    """timm's own loader (weights_only read, one wrapper level) with our layout adaptation as its filter_fn."""
+    path = tmp_path / 'train.pth'
+    torch.save({'model': {f'module.{k}': v for k, v in source['train_sd'].items()}}, path)
+    model = _fresh(deploy=True)
+    timm.models.load_checkpoint(model, str(path), filter_fn=checkpoint_filter_fn)
+    assert model.deploy
+    _check(model, source)
+
+
+def test_ema_weights_and_nested_wrappers(tmp_path, source):
+    """EMA weights on request (else the plain ones), and wrappers deeper than timm's one level."""
+    zeros = {k: torch.zeros_like(v) for k, v in source['train_sd'].items()}
+    path = tmp_path / 'ema.pth'
+    torch.save({'model': source['train_sd'], 'model_ema': zeros}, path)
+    model = _fresh()
+    load_checkpoint(model, path)
+    _check(model, source)
+    assert C.read_checkpoint(path, use_ema=True)['head.weight'].abs().sum() == 0
+    path = tmp_path / 'nested.pth'
+    torch.save({'state_dict': {'module': source['train_sd']}}, path)
+    model = _fresh()
+    load_checkpoint(model, path)
+    _check(model, source)
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match='nope.pth'):
+        load_checkpoint(_fresh(), tmp_path / 'nope.pth')

@@ -23,7 +23,8 @@ def pair(name='unireplknet_test', **kwargs):
 
 def grads_match(fast, ref, tol=1e-4):
     """Per-tensor relative error of the gradients; tensors whose gradient is (near) zero in math (a bias right
-    before a training-mode BatchNorm) get an absolute floor of 1e-5 x the largest gradient norm instead (both sides are rounding noise there)."""
+    before a training-mode BatchNorm) get an absolute floor of 1e-5 x the largest gradient norm instead (both sides
+    are rounding noise there)."""
     scale = max(q.grad.norm().item() for q in ref.parameters() if q.grad is not None)
     for (n, p), (_, q) in zip(fast.named_parameters(), ref.named_parameters()):
         err = (p.grad - q.grad).norm().item()

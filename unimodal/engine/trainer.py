@@ -361,8 +361,13 @@ class _Run:
         n_params = sum(p.numel() for p in model.parameters())
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
         steps_per_epoch = max(1, math.ceil(len(_epoch_plan(runs, cfg, 0)) / int(tcfg['grad_accum'])))
-        optimizer = create_optimizer(model, tcfg)
-        schedule = create_schedule(optimizer, tcfg, steps_per_epoch)
+        optimizer = create_optimizer(
+            model, optimizer=tcfg['optimizer'], lr=tcfg['lr'], weight_decay=tcfg['weight_decay'], betas=tcfg['betas'],
+            momentum=tcfg['momentum'], layer_decay=tcfg.get('layer_decay'))
+        schedule = create_schedule(
+            optimizer, schedule=tcfg['schedule'], epochs=tcfg['epochs'], steps_per_epoch=steps_per_epoch,
+            warmup_epochs=tcfg['warmup_epochs'], min_lr=tcfg['min_lr'], step_size=tcfg['step_size'],
+            gamma=tcfg['gamma'], step_start=tcfg['step_start'])
         amp = tcfg['amp'] if self.device.type == 'cuda' else 'none'
         if tcfg['amp'] != 'none' and amp == 'none':
             _logger.info('train.amp=%s ignored on %s (AMP is for GPUs)', tcfg['amp'], self.device)

@@ -37,6 +37,7 @@ from timm.models._manipulate import checkpoint_seq, named_apply
 from ..layers import fast_path as fast
 from ..layers.dilated_reparam import DRB_BRANCHES, DilatedReparamBlock, conv_like, get_bn
 from ..layers.grn import GRN
+from ..layers.permute import NCHWtoNHWC, NHWCtoNCHW
 from ..layers.squeeze_excite import SEBlock
 from .reparam import fold_bias_through_linear, fuse_conv_bn, fuse_linear_bn, scale_linear
 from .unireplknet_checkpoint import adapt_state_dict, load_checkpoint, log_report, read_checkpoint, unwrap_state_dict
@@ -69,20 +70,6 @@ _LAYER_DECAY_GROUPS: List[Tuple[str, Tuple[int]]] = [
     (r'^stages\.2\.', (11,)),
     (r'^(?:downsample_layers|stages)\.3\.', (12,)),
 ]
-
-
-class NCHWtoNHWC(nn.Module):
-    """Permute ``(B, C, H, W)`` to channels-last ``(B, H, W, C)``."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.permute(0, 2, 3, 1)
-
-
-class NHWCtoNCHW(nn.Module):
-    """Permute channels-last ``(B, H, W, C)`` to ``(B, C, H, W)``."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.permute(0, 3, 1, 2)
 
 
 class UniRepLKNetBlock(nn.Module):
@@ -511,9 +498,7 @@ def _init_weights(module: nn.Module, name: str = '', head_init_scale: float = 1.
                 module.bias.mul_(head_init_scale)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Checkpoint filter (reading and layout adaptation: unireplknet_checkpoint.py)
-# ---------------------------------------------------------------------------------------------------------------
+# ----- checkpoint filter (reading and layout adaptation: unireplknet_checkpoint.py) -----
 
 def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: UniRepLKNet) -> Dict[str, torch.Tensor]:
     """timm ``pretrained_filter_fn`` / ``load_checkpoint(filter_fn=...)``: released-layout state dict ->
@@ -527,9 +512,7 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: UniRepLKNet) -> D
     return sd
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Factories
-# ---------------------------------------------------------------------------------------------------------------
+# ----- factories and pretrained cfgs -----
 
 def _create_unireplknet(variant: str, pretrained: bool = False, **kwargs: Any) -> UniRepLKNet:
     out_indices = kwargs.pop('out_indices', (0, 1, 2, 3))
