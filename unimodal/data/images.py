@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .builtin import build_once
 from .errors import DataError, SkipReport
 
 _logger = logging.getLogger(__name__)
@@ -268,6 +269,7 @@ def _render(cls: int, size: int, rng: np.random.Generator) -> np.ndarray:
 
 
 READER_DEFAULTS_FILE = 'reader_defaults.json'
+_BUILTIN_VERSION = 3
 
 
 def make_builtin_images(root: Union[str, Path], seed: int = 0, size: int = 32,
@@ -278,7 +280,7 @@ def make_builtin_images(root: Union[str, Path], seed: int = 0, size: int = 32,
     checkerboards, concentric rings, disks and squares, each with random colours, scale, phase and noise.
 
     Args:
-        root: output folder (reused when complete: a ``.complete`` marker is written last).
+        root: output folder (written and reused as :func:`unimodal.data.builtin.build_once` describes).
         seed: generator seed (the same seed writes byte-identical files).
         size: image side in pixels.
         per_class: images per class in train, val and test.
@@ -292,20 +294,18 @@ def make_builtin_images(root: Union[str, Path], seed: int = 0, size: int = 32,
     """
     import json
     from PIL import Image
-    root = Path(root)
-    marker = root / '.complete'
-    if marker.is_file():
-        return root
-    root.mkdir(parents=True, exist_ok=True)
-    for s_idx, (split, n) in enumerate(zip(('train', 'val', 'test'), per_class)):
-        for c_idx, cls in enumerate(BUILTIN_IMAGE_CLASSES):
-            folder = root / split / cls
-            folder.mkdir(parents=True, exist_ok=True)
-            rng = np.random.default_rng([seed, s_idx, c_idx])
-            for i in range(n):
-                Image.fromarray(_render(c_idx, size, rng)).save(folder / f'{cls}_{i:04d}.png', optimize=False)
-    (root / READER_DEFAULTS_FILE).write_text(json.dumps(
-        {'image_size': size, 'crop_pct': 1.0, 'train_scale': [0.6, 1.0]}, indent=1) + '\n')
-    marker.write_text(f'seed={seed} size={size} per_class={tuple(per_class)}\n')
-    _logger.info('wrote the built-in synthetic image set (%d classes) to %s', len(BUILTIN_IMAGE_CLASSES), root)
-    return root
+    per_class = tuple(int(n) for n in per_class)
+
+    def write(out: Path) -> None:
+        for s_idx, (split, n) in enumerate(zip(('train', 'val', 'test'), per_class)):
+            for c_idx, cls in enumerate(BUILTIN_IMAGE_CLASSES):
+                folder = out / split / cls
+                folder.mkdir(parents=True, exist_ok=True)
+                rng = np.random.default_rng([seed, s_idx, c_idx])
+                for i in range(n):
+                    Image.fromarray(_render(c_idx, size, rng)).save(folder / f'{cls}_{i:04d}.png', optimize=False)
+        (out / READER_DEFAULTS_FILE).write_text(json.dumps(
+            {'image_size': size, 'crop_pct': 1.0, 'train_scale': [0.6, 1.0]}, indent=1) + '\n')
+
+    return build_once(root, generator='image', version=_BUILTIN_VERSION, write=write,
+                      settings={'seed': seed, 'size': size, 'per_class': per_class})

@@ -26,8 +26,6 @@ import csv
 import logging
 import math
 import os
-import shutil
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -37,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from .builtin import build_once
 from .errors import DataError, SkipReport
 
 _logger = logging.getLogger(__name__)
@@ -444,8 +443,7 @@ class Kinetics(Dataset):
 # ---------------------------------------------------------------------- built-in synthetic motion clips
 BUILTIN_CLASSES = ('moving_left', 'moving_right', 'moving_up', 'moving_down', 'circling_clockwise',
                    'circling_anticlockwise', 'expanding', 'shrinking')
-_BUILTIN_VERSION = 'kinetics-builtin-v2'
-_BUILTIN_MARKER = '.complete'
+_BUILTIN_VERSION = 2
 
 
 def _synth_clip(rng: np.random.Generator, label: int, frames: int, size: int) -> np.ndarray:
@@ -522,46 +520,24 @@ def make_builtin_kinetics(root: PathLike, seed: int = 0, *, per_class: Tuple[int
 
     Layout: ``root/{train,val,test}/clip_NNNN.mp4``, ``root/{train,val,test}.txt`` (``path label``, paths relative
     to ``root``) and ``root/classes.txt``. 8 classes (:data:`BUILTIN_CLASSES`), ``per_class`` clips per class for
-    train/val/test, ``frames`` frames of ``size × size``. Deterministic for a given ``seed``; written to a
-    temporary folder and renamed into place, so a half-written set is never used. Skipped if ``root`` already
-    holds a complete set.
+    train/val/test, ``frames`` frames of ``size × size``. Deterministic for a given ``seed``; written and reused as
+    :func:`unimodal.data.builtin.build_once` describes.
     """
-    root = Path(root)
-    marker = root / _BUILTIN_MARKER
-    stamp = f'{_BUILTIN_VERSION} seed={seed} per_class={tuple(per_class)} frames={frames} size={size}'
-    if marker.is_file():
-        if marker.read_text().strip() != stamp:
-            raise FileExistsError(f'{root} holds a built-in video set made with other settings '
-                                  f'({marker.read_text().strip()}); remove it or use another folder')
-        return root
-    if root.exists() and any(root.iterdir()):
-        raise FileExistsError(f'{root} exists and is not a complete built-in video set; remove it first')
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{root.name}.tmp-', dir=root.parent))
-    try:
+    per_class = tuple(int(n) for n in per_class)
+
+    def write(out: Path) -> None:
         rng = np.random.default_rng(seed)
-        (tmp / 'classes.txt').write_text('\n'.join(BUILTIN_CLASSES) + '\n')
+        (out / 'classes.txt').write_text('\n'.join(BUILTIN_CLASSES) + '\n')
         for split, n in zip(SPLITS, per_class):
-            (tmp / split).mkdir()
+            (out / split).mkdir()
             labels = np.repeat(np.arange(len(BUILTIN_CLASSES)), n)
             rng.shuffle(labels)  # file names do not reveal the class
             lines = []
             for i, y in enumerate(labels):
                 rel = f'{split}/clip_{i:04d}.mp4'
-                _write_mp4(tmp / rel, _synth_clip(rng, int(y), frames, size))
+                _write_mp4(out / rel, _synth_clip(rng, int(y), frames, size))
                 lines.append(f'{rel} {int(y)}')
-            (tmp / f'{split}.txt').write_text('\n'.join(lines) + '\n')
-        (tmp / _BUILTIN_MARKER).write_text(stamp + '\n')
-        if root.exists():  # an empty folder left by the caller
-            root.rmdir()
-        try:
-            tmp.rename(root)
-        except OSError:
-            if not marker.is_file():  # not just a concurrent writer that finished first
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    _logger.info('wrote the built-in synthetic video set (%d classes, motion patterns) to %s',
-                 len(BUILTIN_CLASSES), root)
-    return root
+            (out / f'{split}.txt').write_text('\n'.join(lines) + '\n')
+
+    return build_once(root, generator='video', version=_BUILTIN_VERSION, write=write,
+                      settings={'seed': seed, 'per_class': per_class, 'frames': frames, 'size': size})

@@ -54,7 +54,7 @@ class ImageTask(Task):
         }
 
     def make_builtin(self, cache_dir: Path) -> Path:
-        return make_builtin_images(Path(cache_dir) / 'image_builtin_v3', seed=0)
+        return make_builtin_images(Path(cache_dir) / 'image_builtin')
 
     def build_datasets(self, root: Path, options: Dict[str, Any], skip_bad: bool = False,
                        splits: Optional[List[str]] = None) -> Dict[str, Dataset]:
