@@ -133,7 +133,8 @@ def test_two_processes_building_at_once_end_with_one_good_copy(tmp_path):
                 (out / f'part{i}.txt').write_text(str(i) * 1000)
                 time.sleep(0.02)
         build_once(root, generator='t', version=1, settings={}, write=write)
-        print(sorted(p.name for p in root.iterdir()) == sorted([f'part{i}.txt' for i in range(20)] + ['.unimodal_builtin.json']))
+        expected = sorted([f'part{i}.txt' for i in range(20)] + ['.unimodal_builtin.json'])
+        print(sorted(p.name for p in root.iterdir()) == expected)
     ''')
     root, log, go = tmp_path / 'set', tmp_path / 'writers.log', tmp_path / 'go'
     procs = [_spawn(script, root, log, go) for _ in range(2)]

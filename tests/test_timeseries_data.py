@@ -176,7 +176,8 @@ def test_builtin_is_deterministic_and_readable(tmp_path):
     assert make_builtin_weather(tmp_path / 'one', seed=0, num_hours=24 * 20, num_stations=6) == p1  # reused ...
     assert p1.stat().st_mtime_ns == stamp
     # ... and rebuilt for other settings
-    assert len(pd.read_csv(make_builtin_weather(tmp_path / 'one', seed=0, num_hours=24 * 21, num_stations=6))) == 24 * 21
+    longer = make_builtin_weather(tmp_path / 'one', seed=0, num_hours=24 * 21, num_stations=6)
+    assert len(pd.read_csv(longer)) == 24 * 21
     p1 = make_builtin_weather(tmp_path / 'one', seed=0, num_hours=24 * 20, num_stations=6)
     assert not list((tmp_path / 'one').glob('.weather_*'))  # no temporary file left behind
     ds = build_weather_datasets(tmp_path / 'one', input_len=48, horizon=24)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
+from torchvision.transforms import v2
 
 from .builtin import build_once
 from .errors import DataError, SkipReport
@@ -152,18 +152,22 @@ class Kinetics(Dataset):
         self.num_frames, self.stride, self.image_size = int(num_frames), int(stride), int(image_size)
         self.crop_scale, self.crop_ratio = tuple(crop_scale), tuple(crop_ratio)
         self.flip = flip
+        # torchvision's v2 transforms draw their parameters once per call: every frame of a (T, C, H, W) clip gets
+        # the same crop, flip, RandAugment ops and erased rectangle, so the motion stays intact
+        self._train_crop = v2.Compose(
+            [v2.RandomResizedCrop(self.image_size, scale=self.crop_scale, ratio=self.crop_ratio,
+                                  interpolation=v2.InterpolationMode.BILINEAR, antialias=True)]
+            + ([v2.RandomHorizontalFlip()] if flip else []))
         self._rand_augment = self._erase = None
         if rand_augment is not None:
             if (isinstance(rand_augment, (str, bytes)) or len(rand_augment) != 2
                     or not all(isinstance(v, int) and not isinstance(v, bool) for v in rand_augment)
                     or rand_augment[0] < 1 or not 0 <= rand_augment[1] <= 30):
                 raise ValueError(f'rand_augment must be [num_ops >= 1, magnitude 0-30], got {rand_augment!r}')
-            from torchvision.transforms import v2
             self._rand_augment = v2.RandAugment(num_ops=rand_augment[0], magnitude=rand_augment[1])
         if isinstance(erase_prob, bool) or not isinstance(erase_prob, (int, float)) or not 0 <= erase_prob <= 1:
             raise ValueError(f'erase_prob must be a probability in [0, 1], got {erase_prob!r}')
         if erase_prob > 0:
-            from torchvision.transforms import v2
             self._erase = v2.RandomErasing(p=float(erase_prob), value='random')
         self.num_clips, self.num_crops = int(num_clips), int(num_crops)
         self.skip_bad = skip_bad
@@ -363,28 +367,6 @@ class Kinetics(Dataset):
             return x
         return F.interpolate(x, size=size, mode='bilinear', align_corners=False, antialias=True)
 
-    def _train_crop(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        area = h * w
-        log_ratio = (math.log(self.crop_ratio[0]), math.log(self.crop_ratio[1]))
-        for _ in range(10):
-            target = area * float(torch.empty(()).uniform_(*self.crop_scale))
-            ratio = math.exp(float(torch.empty(()).uniform_(*log_ratio)))
-            cw, ch = round(math.sqrt(target * ratio)), round(math.sqrt(target / ratio))
-            if 0 < cw <= w and 0 < ch <= h:
-                top = int(torch.randint(h - ch + 1, ()))
-                left = int(torch.randint(w - cw + 1, ()))
-                break
-        else:  # fall back to the largest centre crop within the ratio range (as torchvision does)
-            ratio = min(max(w / h, self.crop_ratio[0]), self.crop_ratio[1])
-            cw, ch = (w, round(w / ratio)) if w / h < ratio else (round(h * ratio), h)
-            cw, ch = min(cw, w), min(ch, h)
-            top, left = (h - ch) // 2, (w - cw) // 2
-        x = self._resize(x[..., top:top + ch, left:left + cw], (self.image_size, self.image_size))
-        if self.flip and bool(torch.rand(()) < 0.5):
-            x = x.flip(-1)
-        return x
-
     def _short_side_crops(self, x: torch.Tensor, num_crops: int) -> List[torch.Tensor]:
         h, w = x.shape[-2:]
         s = self.image_size
@@ -409,8 +391,6 @@ class Kinetics(Dataset):
         path, label = self.samples[index]
         clips = self._decode(path).permute(0, 1, 4, 2, 3).float().div_(255)  # (clips, T, 3, H, W)
         if self.split == 'train':
-            # torchvision's v2 transforms draw their parameters once per call: a (T, C, H, W) clip gets the same
-            # augmentation in every frame, so the motion stays intact
             x = self._train_crop(clips[0])
             if self._rand_augment is not None:
                 x = self._rand_augment(x)

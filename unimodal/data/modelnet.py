@@ -7,12 +7,12 @@ importable from here too.
 
 Formats (``format='auto'`` picks one from the directory content; ``root`` may also be the folder above it):
 
-* ``off``: ``<root>/<class>/{train,test}/<class>_NNNN.off`` triangle meshes, read with a NumPy OFF parser
-  that also handles the header glued to the counts (``OFF490 518 0``). Points are sampled uniformly on the surface (area-weighted,
-  with face normals), reduced by farthest point sampling to ``num_points`` and normalised to the unit sphere.
-  The result is cached as ``.npz`` (never pickle) keyed by file path, size, mtime and the sampling settings, in a
-  prepare pass run by ``__init__``, so bad meshes are found (and counted) up front and no epoch does mesh work.
-  The raw meshes are z-up; they are rotated to y-up (``off_up_axis='z'``) to match the other formats.
+* ``off``: ``<root>/<class>/{train,test}/<class>_NNNN.off`` triangle meshes, read with a NumPy OFF parser that
+  also handles the header glued to the counts (``OFF490 518 0``). Points are sampled uniformly on the surface
+  (area-weighted, with face normals), reduced by farthest point sampling to ``num_points`` and normalised to the
+  unit sphere. The result is cached as ``.npz`` (never pickle) keyed by file path, size, mtime and the sampling
+  settings, in a prepare pass run by ``__init__``, so bad meshes are found (and counted) up front and no epoch does
+  mesh work. The raw meshes are z-up; they are rotated to y-up (``off_up_axis='z'``) to match the other formats.
 * ``text``: ``modelnet40_normal_resampled/<class>/<class>_NNNN.txt`` (``x,y,z,nx,ny,nz`` lines) with
   ``modelnet40_shape_names.txt`` and ``modelnet40_{train,test}.txt`` id lists; FPS results cached as ``.npz``.
 * ``hdf5``: PointNet ``ply_data_{train,test}{0..4}.h5`` (``data`` (M, 2048, 3), ``label``, optional ``normal``)
