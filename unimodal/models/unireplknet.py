@@ -542,7 +542,7 @@ def _cfg(file: Optional[str] = None, **kwargs: Any) -> Dict[str, Any]:
 
 
 def _cfg_384(file: str) -> Dict[str, Any]:
-    return _cfg(file, input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0)
+    return _cfg(file, input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0, crop_mode='squash')
 
 
 def _cfg_22k(file: str, size: int = 224) -> Dict[str, Any]:
