@@ -89,6 +89,7 @@ def _check_same_function(public, variant='a'):
         ref = ours(x)
         assert P.rel_err(public(x), ref) < 1e-5
         P.to_deploy(public)
+        assert not any('dil_conv' in k or 'origin_bn' in k for k in public.state_dict())  # really re-parameterized
         assert P.rel_err(public(x), ref) < 1e-4
     return ours
 
