@@ -46,8 +46,11 @@ def test_cpu_always_takes_the_existing_path(backend, channels_last):
     y = D.depthwise_conv(x, w, b, 2, None, backend)
     ref = F.conv2d(x, w, b, 1, 4, 2, 6)
     assert torch.equal(y, ref)
-    # any padding F.conv2d takes is passed through off CUDA
+    # any padding F.conv2d takes is passed through off CUDA; a Conv2d's pairs are accepted
     assert D.depthwise_conv(x, w, b, 1, 0, backend).shape[-1] == 5
+    assert torch.equal(D.depthwise_conv(x, w, b, (2, 2), (4, 4), backend), ref)
+    with pytest.raises(ValueError, match='equal pair'):
+        D.depthwise_conv(x, w, b, (2, 1), None, backend)
 
 
 def test_table_choice_nearest_shape_and_mode():

@@ -17,7 +17,7 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -204,8 +204,8 @@ def depthwise_conv(
         x: Tensor,
         weight: Tensor,
         bias: Optional[Tensor] = None,
-        dilation: int = 1,
-        padding: Optional[int] = None,
+        dilation: Union[int, Tuple[int, int]] = 1,
+        padding: Optional[Union[int, Tuple[int, int]]] = None,
         backend: Optional[str] = None,
 ) -> Tensor:
     """``F.conv2d(x, weight, bias, stride=1, padding, dilation, groups=C)`` on the chosen kernel.
@@ -214,11 +214,12 @@ def depthwise_conv(
         x: ``(B, C, H, W)``.
         weight: ``(C, 1, K, K)``, ``K`` odd.
         bias: ``(C,)`` or ``None``.
-        dilation: dilation rate.
+        dilation: dilation rate (an int, or a ``Conv2d``'s equal pair).
         padding: must be the 'same' padding ``dilation * (K - 1) // 2`` (the default) unless the tensors are not
             on CUDA (then any padding ``F.conv2d`` takes).
         backend: see :func:`choose_backend`.
     """
+    dilation, padding = _square('dilation', dilation), _square('padding', padding)
     k = weight.shape[-1]
     same = dilation * (k - 1) // 2
     padding = same if padding is None else padding
@@ -236,6 +237,15 @@ def depthwise_conv(
         x, weight = x.to(dt), weight.to(dt)
         bias = bias.to(dt) if bias is not None else None
     return _triton_conv()(x, weight, bias, dilation, cfg)
+
+
+def _square(name: str, value: Any) -> Any:
+    """An int from an int or an equal pair (``nn.Conv2d`` stores ``dilation`` / ``padding`` as pairs)."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2 or value[0] != value[1]:
+            raise ValueError(f'depthwise_conv: {name} must be one int or an equal pair, got {value!r}')
+        return int(value[0])
+    return value
 
 
 def merged_branch_kernel(
