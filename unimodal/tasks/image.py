@@ -9,7 +9,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Union
 
 import torch
 from torch import nn
@@ -17,6 +17,9 @@ from torch.utils.data import Dataset
 
 from ..data.images import READER_DEFAULTS_FILE, ImageFolderDataset, make_builtin_images
 from .base import Task, register_task
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config.schema import TaskSettings
 
 _logger = logging.getLogger(__name__)
 
@@ -90,7 +93,7 @@ class ImageTask(Task):
                                             skip_bad=skip_bad, **options)
         return out
 
-    def model_kwargs(self, cfg: Dict[str, Any], train_set: Dataset) -> Dict[str, Any]:
+    def model_kwargs(self, settings: 'TaskSettings', train_set: Dataset) -> Dict[str, Any]:
         return {'num_classes': len(train_set.classes)}
 
     def eval_views(self, dataset: Dataset) -> Optional[str]:
