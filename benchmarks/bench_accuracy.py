@@ -123,9 +123,13 @@ def train_baseline(task_name: str, stored: Dict[str, Any], args: argparse.Namesp
     cap = settings.train.max_steps_per_epoch
     if cap:
         steps = min(steps, int(cap))
-    opt = create_optimizer(model, stored['train'])
-    sched = create_schedule(opt, stored['train'], steps)
-    clip = cfg.train.clip_grad
+    t = cfg.train
+    opt = create_optimizer(model, optimizer=t.optimizer, lr=t.lr, weight_decay=t.weight_decay, betas=t.betas,
+                           momentum=t.momentum, layer_decay=t.layer_decay)
+    sched = create_schedule(opt, schedule=t.schedule, epochs=t.epochs, steps_per_epoch=steps,
+                            warmup_epochs=t.warmup_epochs, min_lr=t.min_lr, step_size=t.step_size, gamma=t.gamma,
+                            step_start=t.step_start)
+    clip = t.clip_grad
     device = torch.device('cpu')
     t0 = time.perf_counter()
     best_score, best_state, best_epoch = None, None, 0

@@ -7,7 +7,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-import unimodal.models.unireplknet as U
+import unimodal.models.unireplknet_checkpoint as C
 from unimodal.models.unireplknet import checkpoint_filter_fn, load_checkpoint
 from _helpers import randomize_, rel_err
 
@@ -107,7 +107,7 @@ def test_in_chans_3_to_1(tmp_path, source, caplog):
     path = tmp_path / 'ckpt.pth'
     torch.save(source['train_sd'], path)
     model = _fresh(in_chans=1)
-    with caplog.at_level(logging.INFO, logger=U.__name__):
+    with caplog.at_level(logging.INFO, logger=C.__name__):
         report = load_checkpoint(model, path)
     assert report['adapted_in_chans'] == (3, 1)
     assert any('input channels' in r.getMessage() for r in caplog.records)
@@ -129,7 +129,7 @@ def test_head_mismatch_dropped(tmp_path, source, num_classes, caplog):
     path = tmp_path / 'ckpt.pth'
     torch.save(source['train_sd'], path)
     model = _fresh(num_classes=num_classes)
-    with caplog.at_level(logging.INFO, logger=U.__name__):
+    with caplog.at_level(logging.INFO, logger=C.__name__):
         report = load_checkpoint(model, path)
     assert sorted(report['dropped']) == ['head.bias', 'head.weight']
     assert any('Dropped' in r.getMessage() for r in caplog.records)
@@ -223,3 +223,34 @@ def test_checkpoint_filter_fn_direct(source):
     sd = checkpoint_filter_fn({'model': source['train_sd']}, model)
     model.load_state_dict(sd, strict=True)
     _check(model, source)
+
+
+def test_timm_load_checkpoint_with_the_filter(tmp_path, source):
+    """timm's own loader (weights_only read, one wrapper level) with our layout adaptation as its filter_fn."""
+    path = tmp_path / 'train.pth'
+    torch.save({'model': {f'module.{k}': v for k, v in source['train_sd'].items()}}, path)
+    model = _fresh(deploy=True)
+    timm.models.load_checkpoint(model, str(path), filter_fn=checkpoint_filter_fn)
+    assert model.deploy
+    _check(model, source)
+
+
+def test_ema_weights_and_nested_wrappers(tmp_path, source):
+    """EMA weights on request (else the plain ones), and wrappers deeper than timm's one level."""
+    zeros = {k: torch.zeros_like(v) for k, v in source['train_sd'].items()}
+    path = tmp_path / 'ema.pth'
+    torch.save({'model': source['train_sd'], 'model_ema': zeros}, path)
+    model = _fresh()
+    load_checkpoint(model, path)
+    _check(model, source)
+    assert C.read_checkpoint(path, use_ema=True)['head.weight'].abs().sum() == 0
+    path = tmp_path / 'nested.pth'
+    torch.save({'state_dict': {'module': source['train_sd']}}, path)
+    model = _fresh()
+    load_checkpoint(model, path)
+    _check(model, source)
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match='nope.pth'):
+        load_checkpoint(_fresh(), tmp_path / 'nope.pth')

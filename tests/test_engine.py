@@ -17,7 +17,6 @@ from unimodal.engine.checkpoint import get_rng_state, load_checkpoint, save_chec
 from unimodal.engine.distributed import ShardSampler
 from unimodal.engine.metrics import ClassificationMeter, ForecastMeter
 from unimodal.engine.mixup import MixupCutmix
-from unimodal.engine.optim import WarmupSchedule, create_optimizer, param_groups
 from unimodal.engine.trainer import _epoch_plan, train, TaskRun
 from unimodal.modalities.base import Adapter, register_adapter
 from unimodal.tasks import PluginTask, get_kind, make_task_spec
@@ -145,92 +144,7 @@ def test_shard_sampler_counts_every_sample_once(n, world):
     assert sum(len(ShardSampler(n, r, world)) for r in range(world)) == n
 
 
-# ------------------------------------------------------------------------------------------------ optim, mixup
-
-def test_warmup_cosine_and_step_schedules():
-    p = nn.Parameter(torch.zeros(1))
-    opt = torch.optim.SGD([p], lr=1.0)
-    s = WarmupSchedule(opt, 'cosine', steps_per_epoch=10, epochs=3, warmup_epochs=1, min_lr=0.1)
-    lrs = [s.get_last_lr()[0]]
-    for _ in range(30):
-        s.step()
-        lrs.append(s.get_last_lr()[0])
-    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)  # linear warm-up over 10 steps
-    assert lrs[10] == pytest.approx(1.0) and lrs[20] == pytest.approx(0.1 + 0.45 * (1 + math.cos(math.pi / 2)))
-    assert lrs[30] == pytest.approx(0.1)
-    opt2 = torch.optim.SGD([p], lr=1.0)
-    s2 = WarmupSchedule(opt2, 'step', steps_per_epoch=2, epochs=10, step_size=1, gamma=0.5, step_start=2)
-    lrs2 = []
-    for _ in range(8):
-        lrs2.append(s2.get_last_lr()[0])
-        s2.step()
-    assert lrs2 == pytest.approx([1, 1, 1, 1, 0.5, 0.5, 0.25, 0.25])
-    state = s2.state_dict()
-    s3 = WarmupSchedule(torch.optim.SGD([p], lr=1.0), 'step', steps_per_epoch=2, epochs=10, step_size=1, gamma=0.5,
-                        step_start=2)
-    s3.load_state_dict(state)
-    assert s3.get_last_lr() == s2.get_last_lr()
-
-
-def _layer_decay_model():
-    import timm
-    from unimodal.engine.multitask import MultiTaskModel
-    trunk = timm.create_model('unireplknet_test', num_classes=0)
-    return MultiTaskModel(trunk, {'a': nn.Conv2d(1, 3, 1)}, {'a': nn.Linear(trunk.num_features, 5)})
-
-
-def test_layer_decay_param_groups():
-    model = _layer_decay_model()
-    plain = param_groups(model, 0.05)
-    assert [g['lr_scale'] for g in plain] == [1.0, 1.0] and [g['weight_decay'] for g in plain] == [0.05, 0.0]
-    groups = param_groups(model, 0.05, layer_decay=0.5)
-    scale = {id(p): g['lr_scale'] for g in groups for p in g['params']}
-    wd = {id(p): g['weight_decay'] for g in groups for p in g['params']}
-    params = dict(model.named_parameters())
-    assert len(scale) == len(params)  # every parameter in exactly one group
-    s = {n: scale[id(p)] for n, p in params.items()}
-    stem = s['trunk.downsample_layers.0.0.weight']
-    assert s['heads.a.weight'] == 1.0 and s['adapters.a.weight'] == stem  # head on top, adapter with the stem
-    assert stem < s['trunk.stages.0.0.pwconv1.1.weight'] < s['trunk.stages.2.1.pwconv1.1.weight'] \
-        < s['trunk.stages.3.0.pwconv1.1.weight'] < 1.0
-    assert stem == pytest.approx(0.5 ** 13) and s['trunk.norm.weight'] == 1.0  # the published 14 groups
-    assert wd[id(params['trunk.stages.0.0.act.1.gamma'])] == 0.0 and wd[id(params['trunk.stages.0.0.pwconv1.1.weight'])] == 0.05
-    opt = create_optimizer(model, {'weight_decay': 0.05, 'layer_decay': 0.5, 'optimizer': 'adamw', 'lr': 1e-3,
-                                   'betas': [0.9, 0.999], 'momentum': 0.9})
-    sched = WarmupSchedule(opt, 'cosine', steps_per_epoch=2, epochs=2, warmup_epochs=1, min_lr=1e-4)
-    for _ in range(2):
-        sched.step()  # end of warm-up: every group at its own lr = lr x scale
-    assert all(g['lr'] == pytest.approx(1e-3 * g['lr_scale']) for g in opt.param_groups)
-    for _ in range(2):
-        sched.step()  # end of the cosine: the floor is scaled too
-    assert all(g['lr'] == pytest.approx(1e-4 * g['lr_scale']) for g in opt.param_groups)
-    with pytest.raises(ValueError, match='group_matcher'):
-        param_groups(nn.Linear(2, 2), 0.05, layer_decay=0.5)
-
-
-def test_layer_decay_follows_the_published_groups():
-    """ConvNeXt / UniRepLKNet fine-tuning: stem 0, stage 0 -> 1, stage 1 -> 2, stage 2 in threes from 3,
-    stage 3 -> 12, final norm and head -> 13."""
-    import timm
-    trunk = timm.create_model('unireplknet_b', num_classes=0, device='meta')
-    ids = {n: trunk.layer_id(n) for n, _ in trunk.named_parameters()}
-    assert ids['downsample_layers.0.0.weight'] == 0 and ids['stages.0.2.pwconv1.1.weight'] == 1
-    assert ids['downsample_layers.1.0.weight'] == 2 and ids['stages.1.0.pwconv1.1.weight'] == 2
-    assert ids['stages.2.0.pwconv1.1.weight'] == 3 and ids['stages.2.5.pwconv1.1.weight'] == 4
-    assert ids['stages.2.26.pwconv1.1.weight'] == 11 and ids['downsample_layers.3.0.weight'] == 12
-    assert ids['stages.3.2.pwconv1.1.weight'] == 12 and ids['norm.weight'] == 13
-    assert sorted(set(ids.values())) == list(range(14))
-
-
-def test_layer_decay_is_off_for_a_frozen_trunk_and_one_means_off():
-    model = _layer_decay_model()
-    same = [(g['lr_scale'], g['weight_decay'], len(g['params'])) for g in param_groups(model, 0.05)]
-    assert [(g['lr_scale'], g['weight_decay'], len(g['params'])) for g in param_groups(model, 0.05, 1.0)] == same
-    for p in model.trunk.parameters():
-        p.requires_grad_(False)
-    assert all(g['lr_scale'] == 1.0 for g in param_groups(model, 0.05, 0.5))
-    assert len(param_groups(model, 0.0)) == 2  # weight decay 0 keeps both groups (resumable optimizer state)
-
+# ------------------------------------------------------------------------------------------------ config, mixup
 
 @pytest.mark.parametrize('value', [0, 1.5, True])
 def test_layer_decay_is_validated(value):

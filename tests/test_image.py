@@ -149,13 +149,77 @@ def test_eval_transform_resize_and_centre_crop():
     # A 100x50 (w x h) image whose columns encode their x position: after resizing the short side to
     # floor(32 / 0.5) = 64 the width is 128, and the centre crop keeps x in [48, 80) of the resized image.
     arr = np.tile(np.linspace(0, 255, 100).astype(np.uint8)[None, :, None], (50, 1, 3))
-    out = eval_transform(Image.fromarray(arr), image_size=32, crop_pct=0.5, interpolation='bilinear')
-    assert out.shape == (3, 32, 32)
+    out = eval_transform(image_size=32, crop_pct=0.5, interpolation='bilinear')(Image.fromarray(arr))
+    assert out.shape == (3, 32, 32) and out.dtype == torch.float32
     assert 0.0 <= out.min() and out.max() <= 1.0
     col = out[0, 16].numpy()
     assert np.all(np.diff(col) >= 0)  # still a left-to-right ramp
     assert abs(col.mean() - 0.5) < 0.05  # centred: the middle of the ramp
     assert 0.35 < col[0] < 0.4 and 0.6 < col[-1] < 0.65  # x = 48/128 .. 80/128 of the ramp
+
+
+def _pil_tensor(img) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / 255)
+
+
+def _photo(w: int, h: int) -> Image.Image:
+    """A smooth non-square test image (a random pattern would hide a wrong resize behind aliasing noise)."""
+    yy, xx = np.mgrid[0:h, 0:w] / max(w, h)
+    arr = np.stack([np.sin(9 * xx) * np.cos(5 * yy), np.cos(7 * xx + 3 * yy), xx * yy], -1)
+    return Image.fromarray(((arr - arr.min()) / np.ptp(arr) * 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize('how', [dict(pretrained_cfg='unireplknet_b.in22k_ft_in1k_384'), dict(image_size=384),
+                                 dict(pretrained_cfg=timm.models.get_pretrained_cfg('unireplknet_l.in22k_ft_in1k_384'))])
+def test_384_evaluation_warps_without_a_crop(how):
+    """The published 384-px evaluation of the 22K->1K models: resize (warp) to 384x384, no crop."""
+    img = _photo(500, 300)
+    out = eval_transform(**how)(img)
+    expected = _pil_tensor(img.resize((384, 384), Image.Resampling.BICUBIC))
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)  # equal pixels (float rounding of /255 aside)
+    cfg = unimodal.data.images.resolve_eval_config(**how)
+    assert cfg['crop_mode'] == 'squash' and cfg['crop_pct'] == 1.0 and cfg['interpolation'] == 'bicubic'
+    # an explicit crop mode wins over the published default: short side to 384, centre crop
+    centre = eval_transform(**how, crop_mode='center', crop_pct=1.0)(img)
+    expected = _pil_tensor(img.resize((640, 384), Image.Resampling.BICUBIC).crop((128, 0, 512, 384)))
+    torch.testing.assert_close(centre, expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize('how', [dict(pretrained_cfg='unireplknet_a.in1k'), dict(image_size=224), dict()])
+def test_224_evaluation_resizes_short_side_to_256_and_centre_crops(how):
+    img = _photo(300, 200)
+    out = eval_transform(**how)(img)
+    # int(224 / 0.875) = 256 on the short side (bicubic): 384 x 256; centre crop 224: left 80, top 16
+    expected = _pil_tensor(img.resize((384, 256), Image.Resampling.BICUBIC).crop((80, 16, 304, 240)))
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)  # equal pixels (float rounding of /255 aside)
+    assert not torch.allclose(out, _pil_tensor(img.resize((224, 224), Image.Resampling.BICUBIC)), atol=0.05)
+
+
+def test_eval_config_from_a_model_and_bad_options():
+    model = timm.create_model('unireplknet_test', pretrained=False)
+    cfg = unimodal.data.images.resolve_eval_config(pretrained_cfg=model.pretrained_cfg)
+    assert cfg['input_size'] == (3, 64, 64) and cfg['crop_pct'] == 0.875 and cfg['crop_mode'] == 'center'
+    assert np.allclose(cfg['mean'], IMAGENET_MEAN.flatten()) and np.allclose(cfg['std'], IMAGENET_STD.flatten())
+    for bad, match in ((dict(pretrained_cfg='unireplknet_b.nonsense'), 'Invalid pretrained tag'),
+                       (dict(crop_mode='middle'), 'crop_mode'), (dict(crop_pct=1.5), 'crop_pct'),
+                       (dict(interpolation='cubic'), 'interpolation'), (dict(image_size=0), 'image_size')):
+        with pytest.raises(ValueError, match=match):
+            unimodal.data.images.resolve_eval_config(**bad)
+
+
+def test_train_transform_is_a_seeded_random_resized_crop(tmp_path):
+    _write_png(tmp_path / 'train' / 'a' / 'x.png', 64, 48)
+    ds = ImageFolderDataset(tmp_path / 'train', image_size=16, train=True, train_scale=(0.2, 0.5))
+    torch.manual_seed(0)
+    first = [ds[0][0] for _ in range(3)]
+    assert all(x.shape == (3, 16, 16) and x.dtype == torch.float32 for x in first)
+    assert not torch.equal(first[0], first[1])  # a new crop per call
+    ds2 = ImageFolderDataset(tmp_path / 'train', image_size=16, train=True, train_scale=(0.2, 0.5))
+    torch.manual_seed(0)
+    assert all(torch.equal(a, ds2[0][0]) for a in first)  # reproducible under a fixed torch seed
+    state = torch.get_rng_state()
+    ds2[0]
+    assert torch.equal(state, torch.get_rng_state())  # the crop draws do not disturb the global generator
 
 
 def test_imagefolder_reader_and_corrupt_image(tmp_path):

@@ -36,28 +36,21 @@ def _off_tree(root: Path, classes=('chair', 'desk'), n_train=3, n_test=1, glued_
 # ----------------------------------------------------------------------------------------- OFF
 
 
-@pytest.mark.parametrize('reader', ['numpy', 'auto'])
 @pytest.mark.parametrize('glued', [False, True])
-def test_read_off_normal_and_glued_header(tmp_path, reader, glued):
+def test_read_off_normal_and_glued_header(tmp_path, glued):
     p = tmp_path / 'm.off'
     p.write_text(_off_text(CUBE_V, CUBE_F, glued=glued))
-    v, f = read_off(p, reader)
+    v, f = read_off(p)
     assert v.shape == (8, 3) and f.shape == (12, 3)
-    assert np.allclose(v, CUBE_V)
-
-
-def test_read_off_glued_header_with_open3d(tmp_path):
-    pytest.importorskip('open3d')
-    p = tmp_path / 'g.off'
-    p.write_text(_off_text(CUBE_V, CUBE_F, glued=True))  # open3d itself rejects this header
-    v, f = read_off(p, 'open3d')
-    assert v.shape == (8, 3) and f.shape == (12, 3)
+    assert np.allclose(v, CUBE_V) and np.array_equal(f, CUBE_F)
+    with pytest.raises(DataError, match='does not exist'):
+        read_off(tmp_path / 'missing.off')
 
 
 def test_read_off_polygons_are_triangulated(tmp_path):
     p = tmp_path / 'quad.off'
     p.write_text('OFF\n# a comment\n4 1 0\n0 0 0\n1 0 0\n1 1 0\n0 1 0\n4 0 1 2 3\n')
-    _, f = read_off(p, 'numpy')
+    _, f = read_off(p)
     assert f.tolist() == [[0, 1, 2], [0, 2, 3]]
 
 
@@ -109,7 +102,7 @@ def test_off_bad_meshes_fail_or_are_skipped(tmp_path):
     garbage = root / 'desk' / 'train' / 'desk_0003.off'
     garbage.write_bytes(b'\x00\xff\x10garbage')
     with pytest.raises(DataError, match='chair_0002.off.*no faces'):
-        ModelNet40(root, 'train', num_points=8, val_fraction=0, mesh_reader='numpy')
+        ModelNet40(root, 'train', num_points=8, val_fraction=0)
     ds = ModelNet40(root, 'train', num_points=8, val_fraction=0, skip_bad=True)
     assert len(ds) == 4 and ds.skip_report.count == 2
     rep = ds.skip_report.as_dict()
@@ -290,9 +283,9 @@ def test_builtin_is_deterministic_and_readable(tmp_path):
     a = make_builtin_modelnet(tmp_path / 'a', seed=0, per_class=(4, 2))
     b = make_builtin_modelnet(tmp_path / 'b', seed=0, per_class=(4, 2))
     assert _digest(a) == _digest(b)
+    mtime = next(a.rglob('*.off')).stat().st_mtime_ns
     assert make_builtin_modelnet(tmp_path / 'a', seed=0, per_class=(4, 2)) == a  # reused
-    with pytest.raises(FileExistsError):
-        make_builtin_modelnet(tmp_path / 'a', seed=1, per_class=(4, 2))
+    assert next(a.rglob('*.off')).stat().st_mtime_ns == mtime
     assert _digest(make_builtin_modelnet(tmp_path / 'c', seed=1, per_class=(4, 2))) != _digest(a)
     heads = [p.read_text().split('\n', 1)[0] for p in a.rglob('*.off')]
     assert sum(h != 'OFF' and h.startswith('OFF') for h in heads) == 2  # the glued header, like the real data

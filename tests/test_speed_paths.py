@@ -6,8 +6,8 @@ import timm
 import torch
 import torch.nn.functional as F
 
-import unimodal.models.unireplknet as U
-from unimodal.models.unireplknet import UniRepLKNetBlock
+import unimodal.layers.fast_path as FP
+from unimodal.models.unireplknet import DilatedReparamBlock, UniRepLKNetBlock
 from _helpers import randomize_, rel_err
 
 
@@ -23,7 +23,8 @@ def pair(name='unireplknet_test', **kwargs):
 
 def grads_match(fast, ref, tol=1e-4):
     """Per-tensor relative error of the gradients; tensors whose gradient is (near) zero in math (a bias right
-    before a training-mode BatchNorm) get an absolute floor of 1e-5 x the largest gradient norm instead (both sides are rounding noise there)."""
+    before a training-mode BatchNorm) get an absolute floor of 1e-5 x the largest gradient norm instead (both sides
+    are rounding noise there)."""
     scale = max(q.grad.norm().item() for q in ref.parameters() if q.grad is not None)
     for (n, p), (_, q) in zip(fast.named_parameters(), ref.named_parameters()):
         err = (p.grad - q.grad).norm().item()
@@ -57,14 +58,14 @@ def test_chunked_stem_matches_reference(monkeypatch, per_chunk, approximate):
     x = torch.randn(3, 3, 64, 64)
     x_before = x.clone()
     sample_bytes = fast.downsample_layers[0][0].out_channels * 32 * 32 * 4  # its 32x32 fp32 map per image
-    monkeypatch.setattr(U, '_STEM_CHUNK_BYTES', per_chunk * sample_bytes)
+    monkeypatch.setattr(FP, '_STEM_CHUNK_BYTES', per_chunk * sample_bytes)
     chunked = []
-    original = U.UniRepLKNet._chunked_stem
-    monkeypatch.setattr(U.UniRepLKNet, '_chunked_stem', lambda self, x: chunked.append(1) or original(self, x))
+    original = FP.chunked_stem
+    monkeypatch.setattr(FP, 'chunked_stem', lambda stem, x: chunked.append(1) or original(stem, x))
     with torch.inference_mode():
         assert rel_err(fast(x), ref(x)) <= 1e-5
         assert chunked, 'the forward did not use the chunked stem'
-        a, b = fast._chunked_stem(x), ref.downsample_layers[0](x)
+        a, b = FP.chunked_stem(fast.downsample_layers[0], x), ref.downsample_layers[0](x)
     assert rel_err(a, b) <= 1e-6
     assert a.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(x, x_before)
@@ -75,26 +76,27 @@ def test_chunked_stem_falls_back():
     fast, ref = pair()
     fast.eval(), ref.eval()
     x = torch.randn(3, 3, 64, 64)
+    stem = fast.downsample_layers[0]
     with torch.inference_mode():
-        assert fast._chunked_stem_applies(x)
+        assert FP.chunked_stem_applies(stem, x)
         tiny = torch.randn(3, 3, 1, 1)  # a 1x1 input must not make the chunk size divide by zero
-        assert rel_err(fast._chunked_stem(tiny), ref.downsample_layers[0](tiny)) <= 1e-6
-        assert not fast._chunked_stem_applies(x[:1])
+        assert rel_err(FP.chunked_stem(stem, tiny), ref.downsample_layers[0](tiny)) <= 1e-6
+        assert not FP.chunked_stem_applies(stem, x[:1])
     with torch.enable_grad():
-        assert not fast._chunked_stem_applies(x)  # training keeps the whole-batch stem (autograd)
+        assert not FP.chunked_stem_applies(stem, x)  # training keeps the whole-batch stem (autograd)
     handle = fast.downsample_layers[0][1].register_forward_hook(lambda *a: None)
     with torch.inference_mode():
-        assert not fast._chunked_stem_applies(x)  # the hook would see norm1's output, then GELU overwrites it
+        assert not FP.chunked_stem_applies(stem, x)  # the hook would see norm1's output, then GELU overwrites it
     handle.remove()
     handle = torch.nn.modules.module.register_module_forward_hook(lambda *a: None)
     try:
         with torch.inference_mode():
-            assert not fast._chunked_stem_applies(x)
+            assert not FP.chunked_stem_applies(stem, x)
     finally:
         handle.remove()
     fast.downsample_layers[0][1] = torch.nn.BatchNorm2d(fast.downsample_layers[0][1].normalized_shape[0])
     with torch.inference_mode():
-        assert not fast._chunked_stem_applies(x)  # not per-sample: chunk statistics would differ in train mode
+        assert not FP.chunked_stem_applies(stem, x)  # not per-sample: chunk statistics would differ in train mode
 
 
 @pytest.mark.parametrize('name,size', [('unireplknet_test', 64), ('unireplknet_test_k17', 64),
@@ -139,10 +141,10 @@ def test_drop_path_training_runs_fast_path():
 @pytest.mark.parametrize('size,chunk,onednn', [(20, 8 << 20, True), (20, 1, True), (20, 1, False), (6, 1, True)])
 def test_block_inference_paths(monkeypatch, size, chunk, onednn):
     """Chunked / unchunked, oneDNN fused / plain, 1x1-conv / matmul FFN paths of one deploy-form block."""
-    monkeypatch.setattr(U, '_FFN_CHUNK_BYTES', chunk)
-    monkeypatch.setattr(U, '_HAS_ONEDNN_OPS', onednn and U._HAS_ONEDNN_OPS)
+    monkeypatch.setattr(FP, '_FFN_CHUNK_BYTES', chunk)
+    monkeypatch.setattr(FP, '_HAS_ONEDNN_OPS', onednn and FP._HAS_ONEDNN_OPS)
     for min_hw in (1, 10 ** 6):  # force the 1x1-conv FFN, then the matmul FFN
-        monkeypatch.setattr(U, '_CONV1X1_MIN_HW', min_hw)
+        monkeypatch.setattr(FP, '_CONV1X1_MIN_HW', min_hw)
         block = randomize_(UniRepLKNetBlock(16, 13), seed=1).eval()
         block.reparameterize()
         x = torch.randn(3, 16, size, size)
@@ -173,7 +175,7 @@ def test_per_sample_weight_folds():
 def test_depthwise_as_matmul(k):
     x = torch.randn(2, 5, 6, 9)
     w = torch.randn(5, 1, k, k, requires_grad=True)
-    (y,) = U._depthwise_as_matmul(x, [w])
+    (y,) = FP.depthwise_as_matmul(x, [w])
     ref = F.conv2d(x, w, None, 1, k // 2, 1, 5)
     assert rel_err(y, ref) <= 1e-6
     g1 = torch.autograd.grad(y.square().sum(), w)[0]
@@ -182,9 +184,9 @@ def test_depthwise_as_matmul(k):
 
 
 def test_merged_kernel_equals_branches():
-    drb = randomize_(U.DilatedReparamBlock(8, 13), seed=4).eval()
+    drb = randomize_(DilatedReparamBlock(8, 13), seed=4).eval()
     x = torch.randn(2, 8, 16, 16)
-    w, b = drb._merged_kernel()
+    w, b = drb.merged_kernel()
     with torch.no_grad():
         assert rel_err(F.conv2d(x, w, b, padding=6, groups=8), drb(x)) <= 1e-5
 

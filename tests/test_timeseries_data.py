@@ -173,7 +173,12 @@ def test_builtin_is_deterministic_and_readable(tmp_path):
     assert make_builtin_weather(tmp_path / 'three', seed=1, num_hours=24 * 20, num_stations=6).read_bytes() \
         != p1.read_bytes()
     stamp = p1.stat().st_mtime_ns
-    assert make_builtin_weather(tmp_path / 'one', seed=0) == p1 and p1.stat().st_mtime_ns == stamp  # skipped
+    assert make_builtin_weather(tmp_path / 'one', seed=0, num_hours=24 * 20, num_stations=6) == p1  # reused ...
+    assert p1.stat().st_mtime_ns == stamp
+    # ... and rebuilt for other settings
+    longer = make_builtin_weather(tmp_path / 'one', seed=0, num_hours=24 * 21, num_stations=6)
+    assert len(pd.read_csv(longer)) == 24 * 21
+    p1 = make_builtin_weather(tmp_path / 'one', seed=0, num_hours=24 * 20, num_stations=6)
     assert not list((tmp_path / 'one').glob('.weather_*'))  # no temporary file left behind
     ds = build_weather_datasets(tmp_path / 'one', input_len=48, horizon=24)
     assert ds['train'].num_series == 6 and ds['train'].period == 24

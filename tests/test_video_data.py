@@ -92,6 +92,20 @@ def test_rand_augment_and_erasing_treat_the_clip_as_one_image(tmp_path):
         Kinetics(tmp_path, 'train', erase_prob=1.5, **kw)
 
 
+def test_train_crop_and_flip_are_one_draw_per_clip(tmp_path):
+    """torchvision v2's RandomResizedCrop and flip on the (T, C, H, W) clip: one crop and one flip for all frames."""
+    frames = np.random.default_rng(1).integers(0, 256, (1, 32, 32, 3), dtype=np.uint8).repeat(12, 0)
+    write_mp4(tmp_path / 'a.mp4', frames)
+    (tmp_path / 'train.txt').write_text('a.mp4 0\n')
+    ds = Kinetics(tmp_path, 'train', num_frames=4, stride=2, image_size=16, crop_scale=(0.1, 0.3), flip=True)
+    torch.manual_seed(0)
+    clips = [ds[0][0] for _ in range(4)]
+    for x in clips:
+        assert x.shape == (3, 4, 16, 16)
+        assert all(torch.allclose(x[:, 0], x[:, t], atol=1e-6) for t in range(1, 4))  # same crop in every frame
+    assert not torch.allclose(clips[0], clips[1], atol=1e-2)  # a new crop for every clip
+
+
 def test_test_crops_span_the_long_side(tmp_path):
     frames = np.zeros((12, 16, 64, 3), np.uint8)  # (decord 0.6 cannot read 48-pixel-wide frames)
     frames[:, :, :16] = 40   # left crop
@@ -176,7 +190,7 @@ def test_builtin_is_deterministic_and_readable(tmp_path):
     kw = dict(seed=3, per_class=(2, 1, 1), frames=12, size=32)
     a = make_builtin_kinetics(tmp_path / 'a', **kw)
     b = make_builtin_kinetics(tmp_path / 'b', **kw)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ['a', 'b']  # no temporary folders left behind
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith('.lock')) == ['a', 'b']  # no temp folders
     for name in ('classes.txt', 'train.txt', 'val.txt', 'test.txt'):
         assert (a / name).read_text() == (b / name).read_text()
     classes = (a / 'classes.txt').read_text().split()
@@ -192,8 +206,9 @@ def test_builtin_is_deterministic_and_readable(tmp_path):
     assert (c / 'train.txt').read_text() != (a / 'train.txt').read_text()
     mtime = (a / rel).stat().st_mtime_ns
     assert make_builtin_kinetics(tmp_path / 'a', **kw) == a and (a / rel).stat().st_mtime_ns == mtime
-    with pytest.raises(FileExistsError):
-        make_builtin_kinetics(tmp_path / 'a', **dict(kw, seed=5))
+    # other settings replace the set (the marker records them)
+    make_builtin_kinetics(tmp_path / 'a', **dict(kw, seed=4))
+    assert (a / 'train.txt').read_text() == (c / 'train.txt').read_text()
 
 
 def test_builtin_class_is_in_the_motion_not_one_frame(tmp_path):

@@ -58,7 +58,13 @@ def setting(default: Any = dataclasses.MISSING, doc: str = '', *, factory: Optio
 
 def _timm_optimizers() -> List[str]:
     from timm.optim import list_optimizers  # imported on use: timm (and torch) load only when a run is configured
-    return list(list_optimizers())
+    names = list(list_optimizers())
+    return names + [f'lookahead_{n}' for n in names]  # timm wraps any of them in Lookahead by this prefix
+
+
+def _schedules() -> Sequence[str]:
+    from ..engine.optim import SCHEDULES  # the schedules the engine implements
+    return SCHEDULES
 
 
 # ------------------------------------------------------------------------------------------------ the sections
@@ -127,13 +133,14 @@ class TrainConfig(TaskTrainConfig):
     """``train``: the shared optimiser, schedule and loop settings (and, per task, batch size and loss)."""
     epochs: int = setting(5, 'training epochs', lo=1, joint='agree')
     optimizer: str = setting('adamw', 'any timm optimizer name (timm.optim.list_optimizers())',
-                             choices=_timm_optimizers, joint='agree')
+                             choices=_timm_optimizers, joint='agree',
+                             expects='a timm optimizer name (see timm.optim.list_optimizers())')
     lr: float = setting(1e-3, 'peak learning rate', lo=0, joint='agree')
     weight_decay: float = setting(0.05, 'not applied to biases and norm parameters', lo=0, joint='agree')
     betas: List[float] = setting(doc='Adam-family betas', factory=lambda: [0.9, 0.999], length=2, joint='agree')
     momentum: float = setting(0.9, 'SGD-family momentum', joint='agree')
     schedule: str = setting('cosine', 'cosine | step | constant (per step, after a linear warm-up)',
-                            choices=('cosine', 'step', 'constant'), joint='agree')
+                            choices=_schedules, joint='agree')
     warmup_epochs: float = setting(0.0, 'linear warm-up (may be fractional)', lo=0, joint='max')
     step_size: int = setting(1, 'step schedule: multiply the lr by gamma every step_size epochs ...', lo=1,
                              joint='agree')
@@ -301,8 +308,7 @@ def _requirement(tp: Any, md: Mapping[str, Any]) -> str:
         text = md['expects']
     elif md.get('choices') is not None:
         choices = md['choices']
-        text = ('a timm optimizer name (see timm.optim.list_optimizers())' if callable(choices)
-                else f'one of {", ".join(choices)}')
+        text = f'one of {", ".join(choices() if callable(choices) else choices)}'
     elif inner == [bool]:
         text = 'true or false'
     elif inner == [int]:

@@ -1,39 +1,37 @@
 """ImageFolder reader (for evaluating released ImageNet checkpoints) and the built-in synthetic image set.
 
-The evaluation transform is the timm/torchvision one, written with PIL + NumPy (no torchvision):
-resize the short side to ``floor(image_size / crop_pct)`` (bicubic), centre-crop ``image_size``, scale to
-[0, 1]. Normalisation happens in the image adapter, so the reader yields ``(3, S, S)`` floats in [0, 1].
+The evaluation transform is timm's (``create_transform`` from ``resolve_data_config``), resolved from a model's
+``pretrained_cfg`` (input size, crop_pct, crop_mode, interpolation) and the reader options; the training transform is
+torchvision v2's ``RandomResizedCrop``. Normalisation happens in the image adapter, so the reader yields
+``(3, S, S)`` floats in [0, 1].
 """
 from __future__ import annotations
 
 import logging
-import math
 import os
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from torchvision.transforms import v2
 
+from .builtin import build_once
 from .errors import DataError, SkipReport
 
 _logger = logging.getLogger(__name__)
 
 __all__ = ['ImageFolderDataset', 'IMAGE_EXTENSIONS', 'make_builtin_images', 'BUILTIN_IMAGE_CLASSES',
-           'READER_DEFAULTS_FILE', 'load_image', 'eval_transform']
+           'READER_DEFAULTS_FILE', 'load_image', 'eval_transform', 'resolve_eval_config']
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm', '.pgm', '.tif', '.tiff', '.webp', '.gif')
 
 _INTERPOLATIONS = ('bicubic', 'bilinear', 'nearest', 'lanczos')
-
-
-def _pil_resample(name: str):
-    from PIL import Image
-    if name not in _INTERPOLATIONS:
-        raise ValueError(f'interpolation must be one of {_INTERPOLATIONS}, got {name!r}')
-    return {'bicubic': Image.Resampling.BICUBIC, 'bilinear': Image.Resampling.BILINEAR,
-            'nearest': Image.Resampling.NEAREST, 'lanczos': Image.Resampling.LANCZOS}[name]
+_CROP_MODES = ('center', 'squash', 'border')
+# The published evaluation (UniRepLKNet's and ConvNeXt's ``build_transform``) warps to the square, without a crop,
+# from 384 pixels up; below, it resizes the short side to size / crop_pct and centre-crops.
+_WARP_FROM = 384
 
 
 def load_image(path: Union[str, Path], mode: str = 'RGB'):
@@ -54,49 +52,68 @@ def load_image(path: Union[str, Path], mode: str = 'RGB'):
         raise DataError(path, f'corrupt or truncated image: {e}') from e
 
 
-def _to_tensor(img) -> torch.Tensor:
-    arr = np.asarray(img, dtype=np.uint8)
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    return torch.from_numpy(arr.transpose(2, 0, 1).copy()).float().div_(255.)
+def _as_dict(pretrained_cfg: Union[None, str, Mapping[str, Any], Any]) -> Dict[str, Any]:
+    if pretrained_cfg is None:
+        return {}
+    if isinstance(pretrained_cfg, str):
+        from timm.models import get_pretrained_cfg
+        try:
+            found = get_pretrained_cfg(pretrained_cfg, allow_unregistered=False)
+        except RuntimeError as e:
+            raise ValueError(f'pretrained_cfg {pretrained_cfg!r}: {e} (e.g. unireplknet_b.in22k_ft_in1k_384; '
+                             f'timm.list_pretrained("unireplknet*") lists them)') from None
+        return found.to_dict()
+    if hasattr(pretrained_cfg, 'to_dict'):  # timm's PretrainedCfg (model.pretrained_cfg is already a dict)
+        return pretrained_cfg.to_dict()
+    return dict(pretrained_cfg)
 
 
-def eval_transform(img, image_size: int, crop_pct: float = 0.875, interpolation: str = 'bicubic') -> torch.Tensor:
-    """Short side → ``floor(image_size / crop_pct)``, centre crop ``image_size``, to a [0, 1] ``(C, S, S)`` tensor."""
-    scale_size = math.floor(image_size / crop_pct)
-    w, h = img.size
-    if w <= h:
-        new_w, new_h = scale_size, max(1, int(round(h * scale_size / w)))
-    else:
-        new_w, new_h = max(1, int(round(w * scale_size / h))), scale_size
-    if (new_w, new_h) != (w, h):
-        img = img.resize((new_w, new_h), resample=_pil_resample(interpolation))
-    left = int(round((new_w - image_size) / 2.))
-    top = int(round((new_h - image_size) / 2.))
-    img = img.crop((left, top, left + image_size, top + image_size))
-    return _to_tensor(img)
+def resolve_eval_config(image_size: Optional[int] = None, crop_pct: Optional[float] = None,
+                        interpolation: Optional[str] = None, crop_mode: Optional[str] = None,
+                        pretrained_cfg: Union[None, str, Mapping[str, Any], Any] = None) -> Dict[str, Any]:
+    """The evaluation data config (timm's ``resolve_data_config``): explicit options, else the pretrained cfg's
+    values, else timm's defaults (224, crop_pct 0.875, bicubic, centre crop).
+
+    Without an explicit ``crop_mode`` (or a cfg that sets one other than timm's default ``'center'``), sizes of 384
+    and more use ``'squash'`` with ``crop_pct`` 1.0 (unless given): the image is warped to ``S × S`` without a crop,
+    as the published 384-px evaluation of the 22K→1K models does.
+
+    Args:
+        pretrained_cfg: a timm name with tag (``'unireplknet_b.in22k_ft_in1k_384'``), a model's
+            ``pretrained_cfg`` dict, or a timm ``PretrainedCfg``.
+    """
+    if image_size is not None and (isinstance(image_size, bool) or int(image_size) != image_size or image_size < 1):
+        raise ValueError(f'image_size must be an integer >= 1, got {image_size!r}')
+    if crop_pct is not None and not 0. < crop_pct <= 1.:
+        raise ValueError(f'crop_pct must be in (0, 1], got {crop_pct}')
+    if interpolation is not None and interpolation not in _INTERPOLATIONS:
+        raise ValueError(f'interpolation must be one of {_INTERPOLATIONS}, got {interpolation!r}')
+    if crop_mode is not None and crop_mode not in _CROP_MODES:
+        raise ValueError(f'crop_mode must be one of {_CROP_MODES}, got {crop_mode!r}')
+    from timm.data import resolve_data_config
+    cfg = _as_dict(pretrained_cfg)
+    args = {'in_chans': 3, 'img_size': None if image_size is None else int(image_size), 'crop_pct': crop_pct,
+            'interpolation': interpolation, 'crop_mode': crop_mode}
+    data = resolve_data_config(args=args, pretrained_cfg=cfg)
+    if crop_mode is None and cfg.get('crop_mode', 'center') == 'center' and min(data['input_size'][1:]) >= _WARP_FROM:
+        data['crop_mode'] = 'squash'
+        if crop_pct is None:
+            data['crop_pct'] = 1.0
+    return data
 
 
-def _random_resized_crop(img, image_size: int, scale: Tuple[float, float], ratio: Tuple[float, float],
-                         interpolation: str, gen: torch.Generator):
-    """The Inception-style random resized crop (area fraction in ``scale``, aspect ratio in ``ratio``)."""
-    w, h = img.size
-    area = w * h
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(10):
-        target_area = area * (scale[0] + (scale[1] - scale[0]) * torch.rand(1, generator=gen).item())
-        aspect = math.exp(log_ratio[0] + (log_ratio[1] - log_ratio[0]) * torch.rand(1, generator=gen).item())
-        cw = int(round(math.sqrt(target_area * aspect)))
-        ch = int(round(math.sqrt(target_area / aspect)))
-        if 0 < cw <= w and 0 < ch <= h:
-            left = int(torch.randint(0, w - cw + 1, (1,), generator=gen))
-            top = int(torch.randint(0, h - ch + 1, (1,), generator=gen))
-            break
-    else:  # fall back to a centre crop
-        cw = ch = min(w, h)
-        left, top = (w - cw) // 2, (h - ch) // 2
-    img = img.crop((left, top, left + cw, top + ch))
-    return img.resize((image_size, image_size), resample=_pil_resample(interpolation))
+def eval_transform(image_size: Optional[int] = None, crop_pct: Optional[float] = None,
+                   interpolation: Optional[str] = None, crop_mode: Optional[str] = None,
+                   pretrained_cfg: Union[None, str, Mapping[str, Any], Any] = None) -> Callable[[Any], torch.Tensor]:
+    """PIL image → ``(3, S, S)`` float in [0, 1]: timm's evaluation transform for :func:`resolve_eval_config`."""
+    return _eval_transform(resolve_eval_config(image_size, crop_pct, interpolation, crop_mode, pretrained_cfg))
+
+
+def _eval_transform(data: Mapping[str, Any]) -> Callable[[Any], torch.Tensor]:
+    from timm.data import create_transform
+    tf = create_transform(data['input_size'], is_training=False, interpolation=data['interpolation'],
+                          crop_pct=data['crop_pct'], crop_mode=data['crop_mode'], normalize=False)
+    return v2.Compose([tf, v2.ToDtype(torch.float32, scale=True)])  # the adapter normalises
 
 
 class ImageFolderDataset(Dataset):
@@ -104,10 +121,13 @@ class ImageFolderDataset(Dataset):
 
     Args:
         root: the split folder (e.g. ``imagenet/val``) holding one sub-folder per class.
-        image_size: output side ``S``.
-        crop_pct: evaluation centre-crop fraction (short side resized to ``floor(S / crop_pct)``); 0.875 at 224
-            and 1.0 at 384 for the released checkpoints.
+        image_size: output side ``S`` (default: the pretrained cfg's, else 224).
+        crop_pct: evaluation crop fraction (short side resized to ``floor(S / crop_pct)``, then centre-cropped);
+            default: the pretrained cfg's, else 0.875 (1.0 from 384 pixels up, see :func:`resolve_eval_config`).
         interpolation: ``'bicubic'`` (timm default), ``'bilinear'``, ``'nearest'`` or ``'lanczos'``.
+        crop_mode: timm's evaluation crop mode: ``'center'``, ``'squash'`` (warp to the square) or ``'border'``.
+        pretrained_cfg: the evaluated model's pretrained cfg (a timm name with tag such as
+            ``'unireplknet_b.in22k_ft_in1k_384'``, or ``model.pretrained_cfg``); explicit options win.
         train: use the training transform (random resized crop with ``train_scale``/``train_ratio``) instead
             of the evaluation transform. Horizontal flips are the image adapter's ``hflip`` option.
         train_scale: area fraction range of the random resized crop.
@@ -119,10 +139,15 @@ class ImageFolderDataset(Dataset):
             small sets, it reads the whole data set).
         seed: seed of the training-transform randomness (combined with torch's seed, the sample index and a
             call counter, so runs are reproducible under a fixed torch seed).
+
+    Attributes:
+        data_config: the resolved evaluation config (``input_size``, ``crop_pct``, ``crop_mode``, ``interpolation``,
+            and the ``mean``/``std`` the model expects, which the image adapter applies).
     """
 
-    def __init__(self, root: Union[str, Path], image_size: int = 224, crop_pct: float = 0.875,
-                 interpolation: str = 'bicubic', train: bool = False,
+    def __init__(self, root: Union[str, Path], image_size: Optional[int] = None, crop_pct: Optional[float] = None,
+                 interpolation: Optional[str] = None, crop_mode: Optional[str] = None,
+                 pretrained_cfg: Union[None, str, Mapping[str, Any], Any] = None, train: bool = False,
                  train_scale: Sequence[float] = (0.08, 1.0), train_ratio: Sequence[float] = (3 / 4, 4 / 3),
                  classes: Optional[Sequence[str]] = None, skip_bad: bool = False, verify: bool = False,
                  seed: int = 0) -> None:
@@ -130,17 +155,21 @@ class ImageFolderDataset(Dataset):
         if not self.root.is_dir():
             raise FileNotFoundError(f'{self.root}: image folder not found (expected <split>/<class>/<image> '
                                     f'folders, e.g. imagenet/val/n01440764/ILSVRC2012_val_00000293.JPEG)')
-        if image_size < 1:
-            raise ValueError(f'image_size must be >= 1, got {image_size}')
-        if not 0. < crop_pct <= 1.:
-            raise ValueError(f'crop_pct must be in (0, 1], got {crop_pct}')
-        _pil_resample(interpolation)  # validates the name
-        self.image_size = int(image_size)
-        self.crop_pct = float(crop_pct)
-        self.interpolation = interpolation
+        self.data_config = resolve_eval_config(image_size, crop_pct, interpolation, crop_mode, pretrained_cfg)
+        self.image_size = int(self.data_config['input_size'][-1])
+        self.crop_pct = float(self.data_config['crop_pct'])
+        self.crop_mode = self.data_config['crop_mode']
+        self.interpolation = self.data_config['interpolation']
         self.train = train
         self.train_scale = (float(train_scale[0]), float(train_scale[1]))
         self.train_ratio = (float(train_ratio[0]), float(train_ratio[1]))
+        if train:
+            self._transform = v2.Compose([
+                v2.RandomResizedCrop(self.image_size, scale=self.train_scale, ratio=self.train_ratio,
+                                     interpolation=v2.InterpolationMode(self.interpolation), antialias=True),
+                v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True)])
+        else:
+            self._transform = _eval_transform(self.data_config)
         self.skip_bad = skip_bad
         self.seed = seed
         self.skip_report = SkipReport(str(self.root))
@@ -190,22 +219,19 @@ class ImageFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def _generator(self, index: int) -> torch.Generator:
-        # A fresh generator per call: different draws every epoch (torch's per-worker seed changes with
-        # the DataLoader's base seed), reproducible under a fixed seed.
+    def _draw_seed(self, index: int) -> int:
+        # A fresh seed per call: different draws every epoch (torch's per-worker seed changes with the
+        # DataLoader's base seed), reproducible under a fixed seed.
         self._calls += 1
-        gen = torch.Generator()
-        gen.manual_seed(hash((self.seed, torch.initial_seed(), index, self._calls)) & 0x7FFF_FFFF_FFFF_FFFF)
-        return gen
+        return hash((self.seed, torch.initial_seed(), index, self._calls)) & 0x7FFF_FFFF_FFFF_FFFF
 
     def _load(self, index: int) -> torch.Tensor:
-        path, _ = self.samples[index]
-        img = load_image(path)
-        if self.train:
-            img = _random_resized_crop(img, self.image_size, self.train_scale, self.train_ratio,
-                                       self.interpolation, self._generator(index))
-            return _to_tensor(img)
-        return eval_transform(img, self.image_size, self.crop_pct, self.interpolation)
+        img = load_image(self.samples[index][0])
+        if not self.train:
+            return self._transform(img)
+        with torch.random.fork_rng(devices=[]):  # torchvision draws from torch's global generator
+            torch.manual_seed(self._draw_seed(index))
+            return self._transform(img)
 
     def __getitem__(self, index: int) -> Tuple[torch.Tensor, int]:
         try:
@@ -268,6 +294,7 @@ def _render(cls: int, size: int, rng: np.random.Generator) -> np.ndarray:
 
 
 READER_DEFAULTS_FILE = 'reader_defaults.json'
+_BUILTIN_VERSION = 3
 
 
 def make_builtin_images(root: Union[str, Path], seed: int = 0, size: int = 32,
@@ -278,7 +305,7 @@ def make_builtin_images(root: Union[str, Path], seed: int = 0, size: int = 32,
     checkerboards, concentric rings, disks and squares, each with random colours, scale, phase and noise.
 
     Args:
-        root: output folder (reused when complete: a ``.complete`` marker is written last).
+        root: output folder (written and reused as :func:`unimodal.data.builtin.build_once` describes).
         seed: generator seed (the same seed writes byte-identical files).
         size: image side in pixels.
         per_class: images per class in train, val and test.
@@ -292,20 +319,18 @@ def make_builtin_images(root: Union[str, Path], seed: int = 0, size: int = 32,
     """
     import json
     from PIL import Image
-    root = Path(root)
-    marker = root / '.complete'
-    if marker.is_file():
-        return root
-    root.mkdir(parents=True, exist_ok=True)
-    for s_idx, (split, n) in enumerate(zip(('train', 'val', 'test'), per_class)):
-        for c_idx, cls in enumerate(BUILTIN_IMAGE_CLASSES):
-            folder = root / split / cls
-            folder.mkdir(parents=True, exist_ok=True)
-            rng = np.random.default_rng([seed, s_idx, c_idx])
-            for i in range(n):
-                Image.fromarray(_render(c_idx, size, rng)).save(folder / f'{cls}_{i:04d}.png', optimize=False)
-    (root / READER_DEFAULTS_FILE).write_text(json.dumps(
-        {'image_size': size, 'crop_pct': 1.0, 'train_scale': [0.6, 1.0]}, indent=1) + '\n')
-    marker.write_text(f'seed={seed} size={size} per_class={tuple(per_class)}\n')
-    _logger.info('wrote the built-in synthetic image set (%d classes) to %s', len(BUILTIN_IMAGE_CLASSES), root)
-    return root
+    per_class = tuple(int(n) for n in per_class)
+
+    def write(out: Path) -> None:
+        for s_idx, (split, n) in enumerate(zip(('train', 'val', 'test'), per_class)):
+            for c_idx, cls in enumerate(BUILTIN_IMAGE_CLASSES):
+                folder = out / split / cls
+                folder.mkdir(parents=True, exist_ok=True)
+                rng = np.random.default_rng([seed, s_idx, c_idx])
+                for i in range(n):
+                    Image.fromarray(_render(c_idx, size, rng)).save(folder / f'{cls}_{i:04d}.png', optimize=False)
+        (out / READER_DEFAULTS_FILE).write_text(json.dumps(
+            {'image_size': size, 'crop_pct': 1.0, 'train_scale': [0.6, 1.0]}, indent=1) + '\n')
+
+    return build_once(root, generator='image', version=_BUILTIN_VERSION, write=write,
+                      settings={'seed': seed, 'size': size, 'per_class': per_class})

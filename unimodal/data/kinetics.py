@@ -24,10 +24,7 @@ from __future__ import annotations
 
 import csv
 import logging
-import math
 import os
-import shutil
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -36,7 +33,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
+from torchvision.transforms import v2
 
+from .builtin import build_once
 from .errors import DataError, SkipReport
 
 _logger = logging.getLogger(__name__)
@@ -153,18 +152,22 @@ class Kinetics(Dataset):
         self.num_frames, self.stride, self.image_size = int(num_frames), int(stride), int(image_size)
         self.crop_scale, self.crop_ratio = tuple(crop_scale), tuple(crop_ratio)
         self.flip = flip
+        # torchvision's v2 transforms draw their parameters once per call: every frame of a (T, C, H, W) clip gets
+        # the same crop, flip, RandAugment ops and erased rectangle, so the motion stays intact
+        self._train_crop = v2.Compose(
+            [v2.RandomResizedCrop(self.image_size, scale=self.crop_scale, ratio=self.crop_ratio,
+                                  interpolation=v2.InterpolationMode.BILINEAR, antialias=True)]
+            + ([v2.RandomHorizontalFlip()] if flip else []))
         self._rand_augment = self._erase = None
         if rand_augment is not None:
             if (isinstance(rand_augment, (str, bytes)) or len(rand_augment) != 2
                     or not all(isinstance(v, int) and not isinstance(v, bool) for v in rand_augment)
                     or rand_augment[0] < 1 or not 0 <= rand_augment[1] <= 30):
                 raise ValueError(f'rand_augment must be [num_ops >= 1, magnitude 0-30], got {rand_augment!r}')
-            from torchvision.transforms import v2
             self._rand_augment = v2.RandAugment(num_ops=rand_augment[0], magnitude=rand_augment[1])
         if isinstance(erase_prob, bool) or not isinstance(erase_prob, (int, float)) or not 0 <= erase_prob <= 1:
             raise ValueError(f'erase_prob must be a probability in [0, 1], got {erase_prob!r}')
         if erase_prob > 0:
-            from torchvision.transforms import v2
             self._erase = v2.RandomErasing(p=float(erase_prob), value='random')
         self.num_clips, self.num_crops = int(num_clips), int(num_crops)
         self.skip_bad = skip_bad
@@ -364,28 +367,6 @@ class Kinetics(Dataset):
             return x
         return F.interpolate(x, size=size, mode='bilinear', align_corners=False, antialias=True)
 
-    def _train_crop(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        area = h * w
-        log_ratio = (math.log(self.crop_ratio[0]), math.log(self.crop_ratio[1]))
-        for _ in range(10):
-            target = area * float(torch.empty(()).uniform_(*self.crop_scale))
-            ratio = math.exp(float(torch.empty(()).uniform_(*log_ratio)))
-            cw, ch = round(math.sqrt(target * ratio)), round(math.sqrt(target / ratio))
-            if 0 < cw <= w and 0 < ch <= h:
-                top = int(torch.randint(h - ch + 1, ()))
-                left = int(torch.randint(w - cw + 1, ()))
-                break
-        else:  # fall back to the largest centre crop within the ratio range (as torchvision does)
-            ratio = min(max(w / h, self.crop_ratio[0]), self.crop_ratio[1])
-            cw, ch = (w, round(w / ratio)) if w / h < ratio else (round(h * ratio), h)
-            cw, ch = min(cw, w), min(ch, h)
-            top, left = (h - ch) // 2, (w - cw) // 2
-        x = self._resize(x[..., top:top + ch, left:left + cw], (self.image_size, self.image_size))
-        if self.flip and bool(torch.rand(()) < 0.5):
-            x = x.flip(-1)
-        return x
-
     def _short_side_crops(self, x: torch.Tensor, num_crops: int) -> List[torch.Tensor]:
         h, w = x.shape[-2:]
         s = self.image_size
@@ -410,8 +391,6 @@ class Kinetics(Dataset):
         path, label = self.samples[index]
         clips = self._decode(path).permute(0, 1, 4, 2, 3).float().div_(255)  # (clips, T, 3, H, W)
         if self.split == 'train':
-            # torchvision's v2 transforms draw their parameters once per call: a (T, C, H, W) clip gets the same
-            # augmentation in every frame, so the motion stays intact
             x = self._train_crop(clips[0])
             if self._rand_augment is not None:
                 x = self._rand_augment(x)
@@ -444,8 +423,7 @@ class Kinetics(Dataset):
 # ---------------------------------------------------------------------- built-in synthetic motion clips
 BUILTIN_CLASSES = ('moving_left', 'moving_right', 'moving_up', 'moving_down', 'circling_clockwise',
                    'circling_anticlockwise', 'expanding', 'shrinking')
-_BUILTIN_VERSION = 'kinetics-builtin-v2'
-_BUILTIN_MARKER = '.complete'
+_BUILTIN_VERSION = 2
 
 
 def _synth_clip(rng: np.random.Generator, label: int, frames: int, size: int) -> np.ndarray:
@@ -522,46 +500,24 @@ def make_builtin_kinetics(root: PathLike, seed: int = 0, *, per_class: Tuple[int
 
     Layout: ``root/{train,val,test}/clip_NNNN.mp4``, ``root/{train,val,test}.txt`` (``path label``, paths relative
     to ``root``) and ``root/classes.txt``. 8 classes (:data:`BUILTIN_CLASSES`), ``per_class`` clips per class for
-    train/val/test, ``frames`` frames of ``size × size``. Deterministic for a given ``seed``; written to a
-    temporary folder and renamed into place, so a half-written set is never used. Skipped if ``root`` already
-    holds a complete set.
+    train/val/test, ``frames`` frames of ``size × size``. Deterministic for a given ``seed``; written and reused as
+    :func:`unimodal.data.builtin.build_once` describes.
     """
-    root = Path(root)
-    marker = root / _BUILTIN_MARKER
-    stamp = f'{_BUILTIN_VERSION} seed={seed} per_class={tuple(per_class)} frames={frames} size={size}'
-    if marker.is_file():
-        if marker.read_text().strip() != stamp:
-            raise FileExistsError(f'{root} holds a built-in video set made with other settings '
-                                  f'({marker.read_text().strip()}); remove it or use another folder')
-        return root
-    if root.exists() and any(root.iterdir()):
-        raise FileExistsError(f'{root} exists and is not a complete built-in video set; remove it first')
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{root.name}.tmp-', dir=root.parent))
-    try:
+    per_class = tuple(int(n) for n in per_class)
+
+    def write(out: Path) -> None:
         rng = np.random.default_rng(seed)
-        (tmp / 'classes.txt').write_text('\n'.join(BUILTIN_CLASSES) + '\n')
+        (out / 'classes.txt').write_text('\n'.join(BUILTIN_CLASSES) + '\n')
         for split, n in zip(SPLITS, per_class):
-            (tmp / split).mkdir()
+            (out / split).mkdir()
             labels = np.repeat(np.arange(len(BUILTIN_CLASSES)), n)
             rng.shuffle(labels)  # file names do not reveal the class
             lines = []
             for i, y in enumerate(labels):
                 rel = f'{split}/clip_{i:04d}.mp4'
-                _write_mp4(tmp / rel, _synth_clip(rng, int(y), frames, size))
+                _write_mp4(out / rel, _synth_clip(rng, int(y), frames, size))
                 lines.append(f'{rel} {int(y)}')
-            (tmp / f'{split}.txt').write_text('\n'.join(lines) + '\n')
-        (tmp / _BUILTIN_MARKER).write_text(stamp + '\n')
-        if root.exists():  # an empty folder left by the caller
-            root.rmdir()
-        try:
-            tmp.rename(root)
-        except OSError:
-            if not marker.is_file():  # not just a concurrent writer that finished first
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    _logger.info('wrote the built-in synthetic video set (%d classes, motion patterns) to %s',
-                 len(BUILTIN_CLASSES), root)
-    return root
+            (out / f'{split}.txt').write_text('\n'.join(lines) + '\n')
+
+    return build_once(root, generator='video', version=_BUILTIN_VERSION, write=write,
+                      settings={'seed': seed, 'per_class': per_class, 'frames': frames, 'size': size})

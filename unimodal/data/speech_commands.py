@@ -16,10 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import os
-import shutil
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple, Union
 
@@ -28,6 +25,7 @@ import soundfile as sf
 import torch
 from torch.utils.data import Dataset
 
+from .builtin import build_once
 from .errors import DataError, SkipReport
 
 _logger = logging.getLogger(__name__)
@@ -328,8 +326,7 @@ def _resample(wav: torch.Tensor, orig: int, new: int) -> torch.Tensor:
 
 # ==== built-in synthetic data set ==========================================================================
 
-_BUILTIN_VERSION = 'unimodal-speech-builtin-v1'
-_MARKER = '.unimodal_builtin_complete'
+_BUILTIN_VERSION = 1
 _SR = 16000
 
 # Phone inventory: vowels by (F1, F2, F3) formants in Hz; fricatives by their noise band in Hz.
@@ -457,11 +454,6 @@ def _generate(out: Path, seed: int, speakers_per_split: Tuple[int, int, int]) ->
         'formant-like vowels and noise fricatives with per-speaker pitch, vocal-tract length and tempo, random\n'
         'onset, level and noise. Same layout as Speech Commands V2; not speech. Real data:\n'
         'http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz\n')
-    (out / _MARKER).write_text(_marker_text(seed, speakers_per_split))
-
-
-def _marker_text(seed: int, speakers: Tuple[int, int, int]) -> str:
-    return f'{_BUILTIN_VERSION} seed={seed} speakers={",".join(map(str, speakers))}\n'
 
 
 def make_builtin_speech(root: Union[str, Path], seed: int = 0, *,
@@ -473,49 +465,18 @@ def make_builtin_speech(root: Union[str, Path], seed: int = 0, *,
     onset, level and noise. By default 35 speakers split speaker-disjointly into 25 train / 5 validation /
     5 test, 2 clips per speaker and word (50 / 10 / 10 clips per word): 16-bit 16 kHz mono WAVs of 1 s,
     ``validation_list.txt``, ``testing_list.txt`` and a ``_background_noise_`` folder. Same arguments,
-    same bytes. Generated into a temporary folder next to ``root`` and renamed into place, so an interrupted
-    run never leaves a partial data set; a complete one (marker file) is reused.
+    same bytes. Written and reused as :func:`unimodal.data.builtin.build_once` describes.
 
     Args:
         root: folder to create.
         seed: generator seed.
         speakers: speakers in the train, validation and test splits.
     """
-    root = Path(root)
     speakers = tuple(int(n) for n in speakers)
     if len(speakers) != 3 or min(speakers) < 1:
         raise ValueError(f'speakers must be three positive counts (train, val, test), got {speakers}')
-    marker_text = _marker_text(seed, speakers)
-    marker = root / _MARKER
-    if marker.is_file() and marker.read_text() == marker_text:
-        return root
-    if root.exists() and not marker.is_file():
-        raise FileExistsError(f'{root} exists and is not a built-in unimodal data set; choose another cache dir')
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{root.name}.tmp-', dir=root.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the data set is ordinary readable data
-    try:
-        _logger.info('writing the built-in synthetic speech data set to %s (seed %d)', root, seed)
-        _generate(tmp, seed, speakers)
-        old = None
-        if root.exists():  # an older generator version or other settings: replace it
-            old = Path(tempfile.mkdtemp(prefix=f'.{root.name}.old-', dir=root.parent))
-            try:
-                os.replace(root, old / 'data')
-            except FileNotFoundError:  # another process moved it first
-                pass
-        try:
-            os.replace(tmp, root)
-        except OSError:
-            if not (marker.is_file() and marker.read_text() == marker_text):
-                raise
-            # another process finished the same data set first
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return root
+    return build_once(root, generator='speech', version=_BUILTIN_VERSION, settings={'seed': seed, 'speakers': speakers},
+                      write=lambda out: _generate(out, seed, speakers))
 
 
 def file_digest(root: Union[str, Path]) -> str:

@@ -18,8 +18,6 @@ stride 1) and never drops a window: the evaluation DataLoader must keep its last
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -27,6 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .builtin import build_once
 from .errors import DataError, SkipReport
 
 _logger = logging.getLogger(__name__)
@@ -40,6 +39,7 @@ __all__ = [
 FILL_POLICIES = ('error', 'ffill', 'interpolate', 'zero')
 SPLITS = ('train', 'val', 'test')
 BUILTIN_FILE = 'weather_synthetic.csv'
+_BUILTIN_VERSION = 1
 _GLOBAL_VARIABLES = {'temp': '°C', 'wind': 'm/s'}
 _DAY_NS = 86_400 * 10**9
 
@@ -511,27 +511,20 @@ def make_builtin_timeseries(root: PathLike, seed: int = 0, num_hours: int = 24 *
     ``root/weather_synthetic.csv``: a ``date`` column (hourly from 2021-01-01) and ``num_stations`` columns
     ``st00, st01, ...`` of temperature-like values (°C) with station-specific daily cycles, a slow trend, weather
     fronts that reach the stations with position-dependent lags (cross-series structure matters), and AR noise.
-    Deterministic for a seed; written atomically; skipped if the file exists.
+    Deterministic for a seed; written and reused as :func:`unimodal.data.builtin.build_once` describes.
     """
     import pandas as pd
-    root = Path(root)
-    path = root / BUILTIN_FILE
-    if path.is_file():
-        return path
-    root.mkdir(parents=True, exist_ok=True)
-    values = _synthetic_weather(seed, num_hours, num_stations)
-    df = pd.DataFrame(np.round(values, 2), columns=[f'st{i:02d}' for i in range(num_stations)])
-    df.insert(0, 'date', pd.date_range('2021-01-01', periods=num_hours, freq='h').strftime('%Y-%m-%d %H:%M:%S'))
-    fd, tmp = tempfile.mkstemp(prefix='.weather_', suffix='.csv.tmp', dir=root)
-    try:
-        with os.fdopen(fd, 'w', newline='') as f:
-            df.to_csv(f, index=False, float_format='%.2f')
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _logger.info('wrote built-in synthetic weather data (%d hours x %d stations) to %s', num_hours, num_stations, path)
-    return path
+
+    def write(out: Path) -> None:
+        values = _synthetic_weather(seed, num_hours, num_stations)
+        df = pd.DataFrame(np.round(values, 2), columns=[f'st{i:02d}' for i in range(num_stations)])
+        df.insert(0, 'date', pd.date_range('2021-01-01', periods=num_hours, freq='h').strftime('%Y-%m-%d %H:%M:%S'))
+        df.to_csv(out / BUILTIN_FILE, index=False, float_format='%.2f')
+
+    # legacy: earlier versions wrote the CSV alone (no marker); such a folder is rebuilt
+    root = build_once(root, generator='weather', version=_BUILTIN_VERSION, write=write, legacy=(BUILTIN_FILE,),
+                      settings={'seed': seed, 'num_hours': num_hours, 'num_stations': num_stations})
+    return Path(root) / BUILTIN_FILE
 
 
 # the first names of the two functions, kept for existing callers

@@ -17,7 +17,7 @@ import random
 import shutil
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
@@ -157,13 +157,6 @@ def _load_init_from(model: MultiTaskModel, path: str) -> None:
                  if report.get('adapted_in_chans') else '')
 
 
-def _optimizer_and_schedule(model: nn.Module, train: TrainConfig, steps_per_epoch: int) -> Tuple[Any, Any]:
-    """The optimiser and per-step schedule of the ``train`` settings."""
-    settings = {f.name: getattr(train, f.name) for f in fields(train)}
-    optimizer = create_optimizer(model, settings)
-    return optimizer, create_schedule(optimizer, settings, steps_per_epoch)
-
-
 def _stored(stored: Mapping[str, Any], section: str, key: str, default: Any) -> Any:
     return (stored.get(section) or {}).get(key, default)
 
@@ -272,7 +265,12 @@ class _Run:
         n_params = sum(p.numel() for p in model.parameters())
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
         steps_per_epoch = max(1, math.ceil(len(_epoch_plan(runs, cfg.joint, tcfg.seed, 0)) / tcfg.grad_accum))
-        optimizer, schedule = _optimizer_and_schedule(model, tcfg, steps_per_epoch)
+        optimizer = create_optimizer(model, optimizer=tcfg.optimizer, lr=tcfg.lr, weight_decay=tcfg.weight_decay,
+                                     betas=tcfg.betas, momentum=tcfg.momentum, layer_decay=tcfg.layer_decay)
+        schedule = create_schedule(optimizer, schedule=tcfg.schedule, epochs=tcfg.epochs,
+                                   steps_per_epoch=steps_per_epoch, warmup_epochs=tcfg.warmup_epochs,
+                                   min_lr=tcfg.min_lr, step_size=tcfg.step_size, gamma=tcfg.gamma,
+                                   step_start=tcfg.step_start)
         amp = tcfg.amp if self.device.type == 'cuda' else 'none'
         if tcfg.amp != 'none' and amp == 'none':
             _logger.info('train.amp=%s ignored on %s (AMP is for GPUs)', tcfg.amp, self.device)

@@ -26,7 +26,8 @@ _logger = logging.getLogger(__name__)
 __all__ = ['ImageTask', 'load_released_classifier']
 
 # Reader options accepted under data.options (anything else is an error).
-_READER_OPTIONS = ('image_size', 'crop_pct', 'interpolation', 'train_scale', 'train_ratio', 'verify', 'seed')
+_READER_OPTIONS = ('image_size', 'crop_pct', 'interpolation', 'crop_mode', 'pretrained_cfg', 'train_scale',
+                   'train_ratio', 'verify', 'seed')
 
 
 @register_task
@@ -43,7 +44,8 @@ class ImageTask(Task):
         'DIR/test/<class>/* is used for the test split when present, otherwise val. Any data set in this '
         'layout works (reader defaults: 224 pixels, crop_pct 0.875, bicubic). Evaluate a released UniRepLKNet '
         'ImageNet classifier with `unimodal eval --task image --checkpoint unireplknet_a_in1k_224_acc77.03.pth '
-        '--data DIR` (384 models: --set data.options.image_size=384 --set data.options.crop_pct=1.0); start '
+        '--data DIR` (384 models: --set data.options.pretrained_cfg=unireplknet_b.in22k_ft_in1k_384, which '
+        'warps to 384x384 without a crop as published); start '
         'training from released trunk weights with --pretrained in1k (or a path to the official .pth).')
 
     def default_config(self) -> Dict[str, Any]:
@@ -57,7 +59,7 @@ class ImageTask(Task):
         }
 
     def make_builtin(self, cache_dir: Path) -> Path:
-        return make_builtin_images(Path(cache_dir) / 'image_builtin_v3', seed=0)
+        return make_builtin_images(Path(cache_dir) / 'image_builtin')
 
     def build_datasets(self, root: Path, options: Dict[str, Any], skip_bad: bool = False,
                        splits: Optional[List[str]] = None) -> Dict[str, Dataset]:
@@ -99,6 +101,8 @@ class ImageTask(Task):
     def eval_views(self, dataset: Dataset) -> Optional[str]:
         size = getattr(dataset, 'image_size', None)
         crop = getattr(dataset, 'crop_pct', None)
+        if getattr(dataset, 'crop_mode', 'center') == 'squash':
+            return f'single view warped to {size}x{size} (crop_pct {crop})' if size else None
         return f'single centre crop {size} (crop_pct {crop})' if size else None
 
 

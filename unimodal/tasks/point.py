@@ -56,7 +56,7 @@ class PointTask(Task):
         }
 
     def make_builtin(self, cache_dir: Path) -> Path:
-        return make_builtin_modelnet(Path(cache_dir) / 'modelnet_builtin_v1', seed=0)
+        return make_builtin_modelnet(Path(cache_dir) / 'modelnet_builtin')
 
     def build_datasets(self, root: Path, options: Dict[str, Any], skip_bad: bool = False,
                        splits: Optional[List[str]] = None) -> Dict[str, Dataset]:

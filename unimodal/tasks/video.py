@@ -60,9 +60,8 @@ class VideoTask(Task):
         }
 
     def make_builtin(self, cache_dir: Path) -> Path:
-        from ..data.kinetics import _BUILTIN_VERSION, make_builtin_kinetics
-        # the generator version is part of the folder name: a newer generator writes a new set, never a mix
-        return make_builtin_kinetics(Path(cache_dir) / f'video_motion_{_BUILTIN_VERSION}')
+        from ..data.kinetics import make_builtin_kinetics
+        return make_builtin_kinetics(Path(cache_dir) / 'video_builtin')
 
     def build_datasets(self, root: Path, options: Dict[str, Any], skip_bad: bool = False,
                        splits: Optional[List[str]] = None) -> Dict[str, Dataset]:

@@ -1,0 +1,323 @@
+"""The fast forward of UniRepLKNet blocks and stem: the same function as the module-by-module reference math,
+with fewer passes over memory.
+
+On any device: channels-last memory throughout, frozen BatchNorms folded into the convs on the fly, the SE and
+GRN per-sample scales folded into the FFN. On CPU also: private oneDNN ops with fused GELU / residual sum,
+depthwise convs on small maps as Toeplitz matmuls, and inference in batch chunks that stay in cache. Every
+path is tested against the reference forward (``tests/test_speed_paths.py``); measurements are in
+``benchmarks/README.md``.
+"""
+from __future__ import annotations
+
+import functools
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from timm.layers import LayerNorm2d
+
+from ..models.reparam import dilate_kernel, fold_bias_through_linear, fuse_conv_bn, fuse_linear_bn, scale_linear
+from .dilated_reparam import DilatedReparamBlock
+
+__all__ = [
+    'block_forward', 'drb_branches_dense', 'chunked_stem_applies', 'chunked_stem', 'depthwise_as_matmul',
+    'is_frozen_bn', 'tracing',
+]
+
+# Inference runs the FFN in batch chunks whose 4C-wide hidden tensor stays under this size: it stays in cache and
+# under glibc's mmap threshold (fresh mmap'd pages cost a page fault each, measured ~30% of the FFN at stage 0).
+_FFN_CHUNK_BYTES = 4 << 20
+# Inference runs the stem in batch chunks whose first (half-resolution) map stays under this size, so its
+# LayerNorm and GELU passes read from cache instead of DRAM (the largest tensors of the network).
+_STEM_CHUNK_BYTES = 4 << 20
+# Maps with at least this many pixels run the FFN Linears as oneDNN 1x1 convs (faster there on CPU), smaller ones
+# as matmuls.
+_CONV1X1_MIN_HW = 128
+# Training on maps with at most this many pixels runs the depthwise convs as Toeplitz matmuls.
+_DW_MATMUL_MAX_HW = 100
+
+_HAS_ONEDNN_OPS = hasattr(torch.ops.mkldnn, '_convolution_pointwise') and hasattr(
+    torch.ops.mkldnn, '_convolution_pointwise_')
+
+# the published stem layout; only it may run in chunks (see chunked_stem_applies)
+_STEM_LAYOUT = [nn.Conv2d, LayerNorm2d, nn.GELU, nn.Conv2d, LayerNorm2d]
+
+
+def tracing() -> bool:
+    """Compiling / exporting: use one whole-batch graph (no Python batch loop, no ``out=``)."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
+def is_frozen_bn(bn: nn.Module) -> bool:
+    """True when a BatchNorm normalizes with its running statistics (so it can be folded)."""
+    return isinstance(bn, _BatchNorm) and not bn.training and bn.running_mean is not None \
+        and bn.running_var is not None
+
+
+def _use_onednn(x: torch.Tensor) -> bool:
+    """oneDNN's fused conv ops (GELU / residual-sum post-ops) apply: fp32 CPU tensors, oneDNN enabled."""
+    return _HAS_ONEDNN_OPS and x.device.type == 'cpu' and x.dtype == torch.float32 \
+        and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+
+
+def _small_map_matmul(x: torch.Tensor) -> bool:
+    return x.device.type == 'cpu' and x.shape[-1] * x.shape[-2] <= _DW_MATMUL_MAX_HW and torch.is_grad_enabled() \
+        and not tracing()
+
+
+# ----- depthwise convs as Toeplitz matmuls (small maps, training) -----
+
+@functools.lru_cache(maxsize=64)
+def _toeplitz_index(height: int, width: int, k: int, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+    """For a ``k x k`` 'same' conv on an ``H x W`` map: the kernel tap linking each (output, input) pixel pair
+    (``(HW, HW)`` indices into the flattened kernel) and whether that pair is linked at all."""
+    ii, jj = torch.meshgrid(torch.arange(height, device=device), torch.arange(width, device=device), indexing='ij')
+    ii, jj = ii.reshape(-1), jj.reshape(-1)
+    dy = ii[None, :] - ii[:, None] + k // 2  # [out, in]
+    dx = jj[None, :] - jj[:, None] + k // 2
+    valid = (dy >= 0) & (dy < k) & (dx >= 0) & (dx < k)
+    return (dy.clamp(0, k - 1) * k + dx.clamp(0, k - 1)), valid
+
+
+def depthwise_as_matmul(x: torch.Tensor, kernels: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+    """Depthwise 'same' convs (stride 1, no bias) of ``x`` with each ``(C, 1, k, k)`` kernel, as one batched
+    matmul per kernel against its ``(C, HW, HW)`` Toeplitz matrix.
+
+    Exact (the Toeplitz entries are the kernel taps or zeros). On small maps a large kernel mostly overlaps the
+    zero padding, so this does fewer multiply-adds than the conv, and its backward is two more matmuls instead
+    of oneDNN's slow depthwise backward.
+    """
+    b, c, height, width = x.shape
+    length = height * width
+    xm = x.permute(1, 0, 2, 3).reshape(c, b, length)  # (C, B, HW)
+    outs = []
+    for kernel in kernels:
+        k = kernel.shape[-1]
+        idx, valid = _toeplitz_index(height, width, k, x.device)
+        toeplitz = kernel.reshape(c, k * k)[:, idx] * valid.to(kernel.dtype)  # (C, HW_out, HW_in)
+        y = torch.bmm(xm, toeplitz.transpose(1, 2))  # (C, B, HW_out)
+        outs.append(y.reshape(c, b, height, width).permute(1, 0, 2, 3).contiguous(
+            memory_format=torch.channels_last))
+    return outs
+
+
+def drb_branches_dense(drb: DilatedReparamBlock, x: torch.Tensor) -> torch.Tensor:
+    """Training-form Dilated Reparam Block with each dilated branch run as the equivalent dense conv (zeros
+    inserted in its kernel): the same function and gradients, but oneDNN's dilated depthwise kernels (backward
+    especially) are several times slower on CPU than a dense one of the expanded size. Small maps run every
+    branch as one matmul against a Toeplitz matrix of the kernel (see :func:`depthwise_as_matmul`)."""
+    kernels = [drb.lk_origin.weight] + [
+        dilate_kernel(getattr(drb, f'dil_conv_k{k}_{r}').weight, r) for k, r in drb.branches]
+    if _small_map_matmul(x):
+        ys = depthwise_as_matmul(x, kernels)
+    else:
+        ys = [F.conv2d(x, k, None, 1, k.shape[-1] // 2, 1, drb.channels) for k in kernels]
+    bns = drb.branch_bns()
+    out = bns[0](ys[0])
+    for bn, y in zip(bns[1:], ys[1:]):
+        out = out + bn(y)
+    return out
+
+
+# ----- the block -----
+
+def _batch_norm(bn: nn.BatchNorm2d, x: torch.Tensor, weight: Optional[torch.Tensor],
+                bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """``bn(x)`` with another affine (``weight``, ``bias``), same running-statistics update as ``bn.forward``."""
+    eaf = 0.0 if bn.momentum is None else bn.momentum
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        eaf = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    use_batch = bn.training or (bn.running_mean is None and bn.running_var is None)
+    track = not bn.training or bn.track_running_stats
+    return F.batch_norm(
+        x, bn.running_mean if track else None, bn.running_var if track else None, weight, bias,
+        use_batch, eaf, bn.eps)
+
+
+def _se_scale(se: nn.Module, y: torch.Tensor) -> torch.Tensor:
+    """The SE block's per-sample channel scale ``(B, C)`` (the multiply is folded into Linear1)."""
+    s = y.mean((2, 3))
+    s = F.relu(F.linear(s, se.down.weight.flatten(1), se.down.bias))
+    return torch.sigmoid(F.linear(s, se.up.weight.flatten(1), se.up.bias))
+
+
+def _dw(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Depthwise conv + BN1, as one conv when every BatchNorm involved is frozen (eval statistics)."""
+    dw, norm = block.dwconv, block.norm
+    if isinstance(dw, nn.Identity):
+        return norm(x)
+    if isinstance(dw, DilatedReparamBlock):
+        if dw.deploy:
+            conv = dw.lk_origin
+            weight, bias = conv.weight, conv.bias
+        elif all(is_frozen_bn(bn) for bn in dw.branch_bns()):
+            conv = dw.lk_origin
+            weight, bias = dw.merged_kernel()
+        else:  # batch statistics in every branch: run the branches
+            return norm(drb_branches_dense(dw, x))
+    else:
+        conv = dw
+        weight, bias = conv.weight, conv.bias
+    if isinstance(norm, _BatchNorm):
+        if not is_frozen_bn(norm):
+            return norm(F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups))
+        weight, bias = fuse_conv_bn(weight, norm, bias)
+    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+def _linear2_params(block: nn.Module, fold_bn2: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Weight and bias of Linear2 with GRN beta folded in (and BN2 + layer scale when BN2 is frozen)."""
+    linear, grn = block.pwconv2[0], block.act[1]
+    weight, bias = linear.weight, linear.bias
+    if grn.beta is not None:
+        bias = fold_bias_through_linear(weight, bias, grn.beta)
+    if fold_bn2 and not block.deploy:
+        weight, bias = fuse_linear_bn(weight, bias, block.pwconv2[2])
+        if block.gamma is not None:
+            weight, bias = scale_linear(weight, bias, block.gamma)
+    return weight, bias
+
+
+def _onednn_ffn_(block: nn.Module, out: torch.Tensor, y: torch.Tensor, s: torch.Tensor, w2: torch.Tensor,
+                 b2: Optional[torch.Tensor]) -> None:
+    """Inference FFN as two oneDNN 1x1 convs with fused GELU (erf) and fused residual sum into ``out``."""
+    linear1, grn = block.pwconv1[1], block.act[1]
+    hid = torch.ops.mkldnn._convolution_pointwise(
+        y * s[:, :, None, None], linear1.weight[:, :, None, None], linear1.bias,
+        [0, 0], [1, 1], [1, 1], 1, 'gelu', [], 'none')
+    gx = hid.square().sum((2, 3)).sqrt()
+    scale = grn.gamma.reshape(1, -1) * (gx / (gx.mean(-1, keepdim=True) + 1e-6)) + 1
+    hid.mul_(scale[:, :, None, None])
+    torch.ops.mkldnn._convolution_pointwise_.binary(
+        out, hid, w2[:, :, None, None], b2, [0, 0], [1, 1], [1, 1], 1, 'add', 1.0, None, [], None)
+
+
+def _ffn(block: nn.Module, y: torch.Tensor, s: torch.Tensor, w2: torch.Tensor, b2: Optional[torch.Tensor],
+         inplace: bool) -> torch.Tensor:
+    """``Linear2(GRN(GELU(Linear1(y * s))))`` on a channels-last ``(n, C, H, W)`` map, returned channels-last.
+
+    Large maps run both Linears as oneDNN 1x1 convolutions (measured up to 2.5x faster than the BLAS matmul
+    for the narrow stage-0 shapes) with the per-sample scales (SE, GRN's ``gamma * Nx + 1``) applied to the
+    activations. Small maps use matmuls on a ``(n, H*W, C)`` view and fold each per-sample scale into
+    per-sample weights when those are smaller than the activations.
+    """
+    linear1, gelu, grn = block.pwconv1[1], block.act[0], block.act[1]
+    n, c, height, width = y.shape
+    length = height * width
+    hidden = linear1.out_features
+    conv = length >= _CONV1X1_MIN_HW
+    if conv:
+        hid = F.conv2d(y * s[:, :, None, None], linear1.weight[:, :, None, None], linear1.bias)
+    else:
+        yl = y.permute(0, 2, 3, 1).reshape(n, length, c)  # a view of channels-last memory
+        if hidden < length:  # scale the (n, C, 4C) weights rather than the (n, L, C) rows
+            w1 = linear1.weight.t().unsqueeze(0) * s.unsqueeze(2)
+            hid = torch.bmm(yl, w1) if linear1.bias is None else torch.baddbmm(linear1.bias, yl, w1)
+        else:
+            hid = F.linear(yl * s.unsqueeze(1), linear1.weight, linear1.bias)
+    if inplace and gelu.approximate == 'none':
+        hid = torch.ops.aten.gelu_(hid)
+    else:
+        hid = F.gelu(hid, approximate=gelu.approximate)
+    # GRN: per-channel spatial L2 norm as sqrt(sum of squares) (torch.norm over dims is ~3x slower here)
+    # clamped so an all-zero channel (possible after GELU) gets gradient 0 like torch.norm, not inf * 0 = NaN
+    ss = hid.square().sum((2, 3) if conv else 1)
+    gx = ss.clamp_min(torch.finfo(ss.dtype).tiny).sqrt()
+    scale = grn.gamma.reshape(1, -1) * (gx / (gx.mean(-1, keepdim=True) + 1e-6)) + 1  # (n, 4C)
+    if conv:
+        scale = scale[:, :, None, None]
+        hid = hid.mul_(scale) if inplace else hid * scale
+        return F.conv2d(hid, w2[:, :, None, None], b2)
+    if c < length:  # fold the scale into per-sample (n, C, 4C) weights
+        w2s = (w2.unsqueeze(0) * scale.unsqueeze(1)).transpose(1, 2)
+        z = torch.bmm(hid, w2s) if b2 is None else torch.baddbmm(b2, hid, w2s)
+    else:
+        hid = hid.mul_(scale.unsqueeze(1)) if inplace else hid * scale.unsqueeze(1)
+        z = F.linear(hid, w2, b2)
+    return z.reshape(n, height, width, c).permute(0, 3, 1, 2)
+
+
+def _inference_ffn(block: nn.Module, x: torch.Tensor, y: torch.Tensor, s: torch.Tensor, w2: torch.Tensor,
+                   b2: Optional[torch.Tensor]) -> torch.Tensor:
+    """``x + FFN(y)`` without autograd: in-place ops, batch chunks accumulated straight into the output (chunks
+    keep the hidden tensor in a CPU's caches; on a GPU they would only add launches)."""
+    b, _, h, w = x.shape
+    step = max(1, _FFN_CHUNK_BYTES // (h * w * block.pwconv1[1].out_features * x.element_size())) \
+        if x.device.type == 'cpu' else b
+    if _use_onednn(x) and h * w >= _CONV1X1_MIN_HW:
+        out = x.clone(memory_format=torch.channels_last)
+        for i in range(0, b, step):
+            _onednn_ffn_(block, out[i:i + step], y[i:i + step], s[i:i + step], w2, b2)
+        return out
+    out = torch.empty_like(x, memory_format=torch.channels_last)
+    for i in range(0, b, step):
+        z = _ffn(block, y[i:i + step], s[i:i + step], w2, b2, inplace=True)
+        torch.add(x[i:i + step], z, out=out[i:i + step])
+    return out
+
+
+def block_forward(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A ``UniRepLKNetBlock`` in channels-last memory throughout (no permute copies), with BatchNorms folded on
+    the fly where they are frozen, SE and GRN scales folded into the FFN, and, in inference, the FFN run in batch
+    chunks so its 4x-wide hidden tensor stays cache- and allocator-friendly."""
+    x = x.contiguous(memory_format=torch.channels_last)
+    y = _dw(block, x)
+    s = _se_scale(block.se, y)
+    bn2 = None if block.deploy else block.pwconv2[2]
+    fold_bn2 = bn2 is None or is_frozen_bn(bn2)
+    w2, b2 = _linear2_params(block, fold_bn2)
+    grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in block.parameters()))
+    if not grad and fold_bn2 and not tracing() and (
+            not block.training or isinstance(block.drop_path, nn.Identity)):
+        return _inference_ffn(block, x, y, s, w2, b2)
+    z = _ffn(block, y, s, w2, b2, inplace=not grad)
+    if not fold_bn2:  # BN2 with batch statistics; layer scale folded into its affine
+        g = block.gamma
+        if type(bn2) is nn.BatchNorm2d and (g is None or (bn2.weight is not None and bn2.bias is not None)):
+            weight = bn2.weight if g is None else bn2.weight * g
+            bias = bn2.bias if g is None else bn2.bias * g
+            z = _batch_norm(bn2, z, weight, bias)
+        else:
+            z = bn2(z)
+            if g is not None:
+                z = z * g.reshape(1, -1, 1, 1)
+    return x + block.drop_path(z)
+
+
+# ----- the stem -----
+
+def chunked_stem_applies(stem: nn.Module, x: torch.Tensor) -> bool:
+    """CPU inference with the published stem layout and no hooks on it. Its layers must be per-sample (a
+    swapped-in BatchNorm would see chunk statistics) and hooks would miss the Sequential's call or see a
+    tensor that the in-place GELU then overwrites."""
+    if torch.is_grad_enabled() or tracing() or x.device.type != 'cpu' or x.shape[0] < 2:  # 1 image: no gain
+        return False
+    if type(stem) is not nn.Sequential or [type(m) for m in stem] != _STEM_LAYOUT:
+        return False
+    hooks = torch.nn.modules.module
+    return not (hooks._global_forward_hooks or hooks._global_forward_pre_hooks
+                or any(m._forward_hooks or m._forward_pre_hooks for m in stem.modules()))
+
+
+def chunked_stem(stem: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """The stem in batch chunks with GELU in place: its 112x112 maps are the largest tensors in the network
+    and, whole-batch, each pass over them (LayerNorm, GELU) ran from DRAM into freshly faulted-in pages;
+    in chunks they stay in cache (measured 1.8x on the stem of P, batch 16)."""
+    conv1, norm1, act, conv2, norm2 = stem
+    b, _, height, width = x.shape
+    sample_bytes = conv1.out_channels * ((height + 1) // 2) * ((width + 1) // 2) * x.element_size()
+    step = max(1, _STEM_CHUNK_BYTES // sample_bytes)
+    out = None
+    for i in range(0, b, step):
+        h = norm1(conv1(x[i:i + step]))
+        h = norm2(conv2(torch.ops.aten.gelu_(h, approximate=act.approximate)))
+        if step >= b:
+            return h
+        if out is None:
+            out = torch.empty((b,) + h.shape[1:], dtype=h.dtype, device=h.device,
+                              memory_format=torch.channels_last)
+        out[i:i + step] = h
+    return out
