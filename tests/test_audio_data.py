@@ -240,7 +240,8 @@ def test_task_builds_readers_and_model_kwargs(builtin):
     assert isinstance(task, AudioTask) and task.adapter == 'audio' and task.kind == 'classification'
     assert 'speech_commands_v0.02.tar.gz' in task.real_data and 'validation_list.txt' in task.real_data
     paper = resolve_run_config(load_config_file('audio_speechcommands35'))  # the published recipe: one copy
-    assert (paper.train.schedule, paper.train.step_start, paper.train.gamma, paper.train.loss) == ('step', 5, 0.85, 'bce')
+    train = paper.train
+    assert (train.schedule, train.step_start, train.gamma, train.loss) == ('step', 5, 0.85, 'bce')
     cfg = resolve_run_config({'task': 'audio'})
     sets = task.build_datasets(builtin, cfg.data.options, splits=['train', 'test'])
     assert set(sets) == {'train', 'test'}

@@ -232,9 +232,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     base = None
     if args.resume:
         if args.resume == 'auto':
-            names = [canonical_task_name(n) for n in task_names(sets.get('task') or cli.get('task')
-                                                               or file_cfg.get('task'))]
+            given = task_names(sets.get('task') or cli.get('task') or file_cfg.get('task'))
+            names = [canonical_task_name(n) for n in given]
             resume_path = find_resume_checkpoint(out, '+'.join(names) if names else '*')
+            if resume_path is None and given != names:  # a run directory named after the old task name
+                resume_path = find_resume_checkpoint(out, '+'.join(given))
             if resume_path is None:
                 _logger.info('--resume auto: no last.pt found%s; starting a new run',
                              f' in {out}' if out else ' under runs/')

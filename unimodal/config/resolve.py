@@ -250,7 +250,8 @@ def resolve_run_config(file_cfg: Optional[Mapping[str, Any]] = None,
     per_task = {}
     for name in names:
         own = recipes[name]
-        replaced = any((layer.get('model') or {}).get('adapter_class') for layer in [*layers, user_tasks.get(name) or {}])
+        replaced = any((layer.get('model') or {}).get('adapter_class')
+                       for layer in [*layers, user_tasks.get(name) or {}])
         per = _merge_layers([_per_task_part(_without_adapter_options(own) if replaced else own),
                              *(_per_task_part(layer) for layer in layers), user_tasks.get(name) or {}])
         per_task[name] = per

@@ -28,7 +28,7 @@ from .errors import ConfigError, short_repr, suggest, unknown_key
 __all__ = [
     'setting', 'DataConfig', 'TaskModelConfig', 'ModelConfig', 'TaskTrainConfig', 'TrainConfig', 'TaskEvalConfig',
     'EvalConfig', 'JointConfig', 'TaskSettings', 'RunConfig', 'SECTIONS', 'TASK_SECTIONS', 'section_keys',
-    'is_free_form', 'joint_rule', 'task_names', 'build_run_config', 'describe_schema',
+    'is_free_form', 'joint_rule', 'task_names', 'check_value', 'build_run_config',
 ]
 
 
@@ -272,16 +272,6 @@ def is_free_form(section: str, key: str) -> bool:
 def joint_rule(key: str) -> Optional[str]:
     """How a joint run merges ``train.<key>`` from its tasks' recipes (see :func:`setting`), or ``None``."""
     return next((f.metadata.get('joint') for f in fields(TrainConfig) if f.name == key), None)
-
-
-def describe_schema() -> List[Tuple[str, Any, str]]:
-    """``(key, default, doc)`` of every key, for listings."""
-    rows = []
-    for section, cls in SECTIONS.items():
-        default = cls()
-        for f in fields(cls):
-            rows.append((f'{section}.{f.name}', getattr(default, f.name), f.metadata.get('doc', '')))
-    return rows
 
 
 def task_names(task: Any) -> List[str]:

@@ -122,10 +122,6 @@ def _next_batch(run: TaskRun, epoch: int) -> Tuple[torch.Tensor, torch.Tensor]:
         return next(run.iterator)
 
 
-def _unwrap(model: nn.Module) -> MultiTaskModel:
-    return model.module if isinstance(model, DistributedDataParallel) else model
-
-
 def _copy_atomic(src: Path, dst: Path) -> None:
     tmp = dst.with_name(f'.{dst.name}.copy.tmp')
     try:
@@ -475,7 +471,8 @@ class _Run:
         }
         plot_files: List[str] = []
         for r in runs:
-            ds = r.sets[split] if split in r.sets else build_task_datasets(r.task, r.settings.data, r.root, [split])[split]
+            ds = (r.sets[split] if split in r.sets
+                  else build_task_datasets(r.task, r.settings.data, r.root, [split])[split])
             spec = r.spec.with_metric_info(r.task.metric_info(ds))
             metrics, example = evaluate_dataset(eval_model.task_model(r.name), ds, spec, r.settings.eval_batch_size,
                                                 r.settings.data.num_workers, self.dist, amp, progress=self.progress,

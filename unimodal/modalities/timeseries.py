@@ -6,7 +6,7 @@ undoes the normalisation, so forecasts ``(B, H, N)`` come back in the input's sc
 
 Two layouts:
 
-* ``paper`` (the published UniRepLKNet set-up for Global Temp/Wind): every series is its own view. A circular Conv1d token
+* ``paper`` (the published UniRepLKNet Global Temp/Wind set-up): every series is its own view. A circular Conv1d token
   embedding over time (plus a fixed sinusoidal position embedding and an optional learned per-series
   embedding standing in for the geo-position embedding) gives ``(L, D)`` per series, raw-reshaped to a square
   single-channel map ``(B·N, 1, S, S)`` (published: 48 steps × 768 → 192 × 192). Each series' own pooled
