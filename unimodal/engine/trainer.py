@@ -2,8 +2,8 @@
 
 A run trains one :class:`~unimodal.engine.multitask.MultiTaskModel` (one shared trunk, an adapter and head per
 task). Each step takes one batch of one task; the tasks' batches are interleaved round-robin or by weighted
-sampling (the same order on every rank). Per task: loss (``ce``/``bce``/``mse``), label smoothing, mixup/cutmix,
-loss weight. Shared: optimiser, per-step schedule with warm-up, AMP, gradient accumulation and clipping, EMA.
+sampling (the same order on every rank). Per task: its kind's loss (:mod:`unimodal.tasks.kinds`), label smoothing,
+mixup/cutmix, loss weight. Shared: optimiser, per-step schedule with warm-up, AMP, gradient accumulation and clipping, EMA.
 
 The run directory (rank 0 writes it) holds ``config.yaml``, ``metrics.jsonl`` (one record per epoch),
 ``last.pt``/``best.pt`` (atomic), ``results.json`` (test metrics of ``best.pt``) and PNG plots.

@@ -131,12 +131,12 @@ def load_released_classifier(task_model: nn.Module, path: Union[str, os.PathLike
             should be loaded with ``create_model(..., pretrained=path)`` instead).
         ValueError: the classifier size differs from ``task_model``'s.
     """
-    from ..models.unireplknet import _clean_state_dict, _unwrap_state_dict, load_checkpoint, read_checkpoint
+    from ..models.unireplknet_checkpoint import load_checkpoint, read_checkpoint, unwrap_state_dict
     if isinstance(path, (str, os.PathLike)):
         state_dict = read_checkpoint(path, use_ema=use_ema)
         where = os.fspath(path)
     else:
-        state_dict = _clean_state_dict(_unwrap_state_dict(path, use_ema=use_ema))
+        state_dict = unwrap_state_dict(path, use_ema=use_ema)
         where = 'state dict'
     head = getattr(task_model, 'head', None)
     fc = getattr(head, 'fc', None)
