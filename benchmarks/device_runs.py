@@ -3,7 +3,7 @@ multi-process (``torchrun``, nccl) run. Each run is a child process with its own
 ``results/speed_cuda.json`` (keys ``epochs``, ``ddp``).
 
     python benchmarks/device_runs.py --sections epochs ddp                    # on the GPU machine
-    python benchmarks/device_runs.py --device cpu --tiny --out /tmp/dry.json  # dry run (weather only, gloo)
+    python benchmarks/device_runs.py --device cpu --tiny --out /tmp/dry.json  # dry run (timeseries only, gloo)
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from typing import Any, Dict, List
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _device_util import RESULTS, ROOT, log, merge_json  # noqa: E402
 
-TASKS = ('audio', 'point', 'video', 'weather', 'image')
+TASKS = ('audio', 'point', 'video', 'timeseries', 'image')
 
 
 def _tail(text: str, n: int = 15) -> List[str]:
@@ -126,7 +126,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--sections', nargs='+', default=['epochs', 'ddp'], choices=['epochs', 'ddp'])
     p.add_argument('--device', default='cuda', choices=['cuda', 'cpu'])
-    p.add_argument('--tiny', action='store_true', help='dry run: weather only, 1 step')
+    p.add_argument('--tiny', action='store_true', help='dry run: timeseries only, 1 step')
     p.add_argument('--tasks', nargs='+', default=list(TASKS))
     p.add_argument('--amp', default='bf16', choices=['bf16', 'fp16', 'none'])
     p.add_argument('--no-fp16-run', dest='fp16_run', action='store_false', help='skip the fp16 (GradScaler) run')
@@ -137,7 +137,7 @@ def main(argv=None) -> int:
     p.add_argument('--out', default=str(RESULTS / 'speed_cuda.json'))
     args = p.parse_args(argv)
     if args.tiny:
-        args.tasks, args.steps, args.limit_eval, args.workers, args.fp16_run = ['weather'], 1, 8, 0, False
+        args.tasks, args.steps, args.limit_eval, args.workers, args.fp16_run = ['timeseries'], 1, 8, 0, False
     out_path = Path(args.out)
     ok = True
     for name in args.sections:

@@ -18,7 +18,7 @@ CONFIGS = sorted((Path(__file__).resolve().parent.parent / 'configs').glob('*.ya
 def test_defaults_are_valid_and_documented_layout():
     cfg = build_run_config({})
     plain = cfg.to_dict()
-    assert set(plain) == {'task', 'data', 'model', 'train', 'eval', 'joint', 'tasks'}
+    assert set(plain) == {'task', 'defaults', 'data', 'model', 'train', 'eval', 'joint', 'tasks'}
     assert cfg.model.variant == 'unireplknet_test'
     assert cfg.data.options == {} and cfg.model.adapter == {} and cfg.model.trunk == {}
     plain['train']['lr'] = 5.0
@@ -297,3 +297,29 @@ def test_a_binary_config_file_is_a_one_line_error(tmp_path, content, match):
     with pytest.raises(ConfigError, match=match) as e:
         load_config_file(path)
     assert str(path) in str(e.value) and '\n' not in str(e.value)
+
+
+def test_complete_recipe_sits_on_engine_defaults_only():
+    """``defaults: engine`` (the published recipes): a task's demo settings must not leak into keys the recipe
+    does not name; without it a small user file still gets the task's defaults."""
+    from unimodal.config import resolve_run_config
+    demo = resolve_run_config({'task': 'audio', 'train': {'epochs': 2}})
+    assert demo.defaults == 'task' and demo.train.clip_grad == 1.0  # the audio demo clips gradients
+    full = resolve_run_config({'task': 'audio', 'defaults': 'engine', 'train': {'epochs': 2}})
+    assert full.defaults == 'engine' and full.train.clip_grad is None and full.model.variant == 'unireplknet_test'
+    assert resolve_run_config(base=full.to_dict()).train.clip_grad is None  # a stored config keeps it
+
+
+def test_defaults_key_is_checked():
+    from unimodal.config import ConfigError, resolve_run_config
+    with pytest.raises(ConfigError, match='defaults must be one of task, engine'):
+        resolve_run_config({'task': 'audio', 'defaults': 'paper'})
+
+
+@pytest.mark.parametrize('name', ['audio_speechcommands35', 'point_modelnet40', 'video_kinetics400',
+                                  'weather_global_temp', 'weather_global_wind', 'weather_tslib',
+                                  'image_imagenet_eval'])
+def test_published_recipes_are_complete(name):
+    """Every non-demo recipe states ``defaults: engine``: what it resolves to is what the file says."""
+    from unimodal.config import load_config_file
+    assert load_config_file(name).get('defaults') == 'engine'

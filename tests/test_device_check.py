@@ -75,12 +75,12 @@ def test_device_runs_epoch_commands_are_valid_cli_runs(tmp_path, amp):
     import device_runs
     from unimodal.cli import _train_overrides, build_parser
     from unimodal.config import parse_set_overrides
-    from unimodal.engine.trainer import resolve_run_config
+    from unimodal.config import resolve_run_config
     args = argparse.Namespace(device='cuda', steps=20, limit_eval=64, workers=2)
     for task in device_runs.TASKS:
         cmd = device_runs._train_cmd(task, amp, args, tmp_path / task)
         assert cmd[1:3] == ['-m', 'unimodal.cli']
         ns = build_parser().parse_args(cmd[3:])
         cfg = resolve_run_config({}, _train_overrides(ns), parse_set_overrides(ns.set))
-        assert cfg['train']['amp'] == amp and cfg['train']['max_steps_per_epoch'] == 20
-        assert cfg['data']['limit_eval'] == 64
+        assert cfg.train.amp == amp and cfg.train.max_steps_per_epoch == 20
+        assert cfg.data.limit_eval == 64

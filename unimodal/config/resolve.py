@@ -30,7 +30,7 @@ _logger = logging.getLogger(__name__)
 
 __all__ = ['resolve_run_config', 'joint_recipe', 'check_layer']
 
-_TOP_KEYS = ('task', *SECTIONS, 'tasks')
+_TOP_KEYS = ('task', 'defaults', *SECTIONS, 'tasks')
 
 
 # ------------------------------------------------------------------------------------------------ layers
@@ -46,7 +46,7 @@ def check_layer(layer: Mapping[str, Any], origin: str, *, per_task: bool = False
             raise ConfigError(f'config keys must be strings, got {short_repr(key)} at the top level (in {origin})')
         if key not in top:
             raise unknown_key([], key, top, origin)
-        if key == 'task':
+        if key in ('task', 'defaults'):
             continue
         if key == 'tasks':
             _check_tasks_layer(value, origin)
@@ -225,9 +225,12 @@ def resolve_run_config(file_cfg: Optional[Mapping[str, Any]] = None,
         return _resolve_on_base(_rename_tasks(base), layers)
     names = _canonical_names(task_names(_last(layers, None, 'task')))
     adapter_class = _last(layers, 'model', 'adapter_class')
+    # a complete recipe (defaults: engine) sits on the engine defaults alone: a task's demo settings (clipping,
+    # warm-up, CPU-sized adapters) must not leak into a published set-up that does not name them
+    engine_only = _last(layers, None, 'defaults') == 'engine'
     if len(names) <= 1:
         task = _task(names[0] if names else None, adapter_class)
-        defaults = task.default_config()
+        defaults = {} if engine_only else task.default_config()
         check_layer(defaults, f'task {task.name} default_config()')
         if adapter_class and names:
             defaults = _without_adapter_options(defaults)
@@ -237,7 +240,7 @@ def resolve_run_config(file_cfg: Optional[Mapping[str, Any]] = None,
     tasks = {name: _task(name) for name in names}
     recipes = {}
     for name, task in tasks.items():
-        recipes[name] = task.default_config()
+        recipes[name] = {} if engine_only else task.default_config()
         check_layer(recipes[name], f'task {name} default_config()')
     shared, notes = joint_recipe(recipes)
     user_train = set().union(*((layer.get('train') or {}).keys() for layer in layers))

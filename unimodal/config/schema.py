@@ -26,7 +26,7 @@ from typing import (Any, Callable, Dict, List, Mapping, Optional, Sequence, Tupl
 from .errors import ConfigError, short_repr, suggest, unknown_key
 
 __all__ = [
-    'setting', 'DataConfig', 'TaskModelConfig', 'ModelConfig', 'TaskTrainConfig', 'TrainConfig', 'TaskEvalConfig',
+    'setting', 'DEFAULTS_CHOICES', 'DataConfig', 'TaskModelConfig', 'ModelConfig', 'TaskTrainConfig', 'TrainConfig', 'TaskEvalConfig',
     'EvalConfig', 'JointConfig', 'TaskSettings', 'RunConfig', 'SECTIONS', 'TASK_SECTIONS', 'section_keys',
     'is_free_form', 'joint_rule', 'task_names', 'check_value', 'build_run_config',
 ]
@@ -187,6 +187,9 @@ class JointConfig:
 
 
 #: Top-level section name -> its dataclass.
+#: ``defaults``: what the layers of a resolution sit on (see :class:`RunConfig`).
+DEFAULTS_CHOICES = ('task', 'engine')
+
 SECTIONS: Dict[str, type] = {'data': DataConfig, 'model': ModelConfig, 'train': TrainConfig, 'eval': EvalConfig,
                              'joint': JointConfig}
 #: Section name -> the dataclass of its per-task keys (``tasks.<name>`` holds these).
@@ -220,6 +223,10 @@ class RunConfig:
     """
     task: Union[None, str, List[str]] = setting(None, 'task name, or a list of names for a joint run',
                                                  expects='a task name or a list of names')
+    defaults: str = setting('task', "what a config file's values are layered on: 'task' (the task's own defaults, "
+                                    "for small edits) or 'engine' (the engine defaults only: complete recipes such as "
+                                    "the published ones, which must not pick up a task's CPU-demo settings)",
+                            choices=DEFAULTS_CHOICES)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -245,7 +252,7 @@ class RunConfig:
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain YAML types, in the config file layout (what ``config.yaml`` and checkpoints store)."""
-        out: Dict[str, Any] = {'task': copy.deepcopy(self.task)}
+        out: Dict[str, Any] = {'task': copy.deepcopy(self.task), 'defaults': self.defaults}
         for name, cls in SECTIONS.items():
             out[name] = _section_dict(getattr(self, name), cls)
         out['tasks'] = {name: settings.to_dict() for name, settings in self.tasks.items()}
@@ -404,7 +411,7 @@ def _build_section(cls: type, data: Any, path: str) -> Any:
 def build_run_config(data: Mapping[str, Any]) -> RunConfig:
     """A :class:`RunConfig` from a merged config mapping; every key and value is checked (missing keys take
     their defaults). :func:`unimodal.config.resolve_run_config` is the way to resolve a run's config."""
-    valid = ['task', *SECTIONS, 'tasks']
+    valid = ['task', 'defaults', *SECTIONS, 'tasks']
     for key in data:
         if key not in valid:
             raise unknown_key([], str(key), valid, '')
@@ -434,4 +441,7 @@ def build_run_config(data: Mapping[str, Any]) -> RunConfig:
                                               for s, cls in TASK_SECTIONS.items()})
             except ConfigError as e:
                 raise ConfigError(f'tasks.{name}: {e}') from None
-    return RunConfig(task=task, tasks=tasks, **sections)
+    defaults = data.get('defaults', 'task')
+    if defaults not in DEFAULTS_CHOICES:
+        raise ConfigError(f'defaults must be one of {", ".join(DEFAULTS_CHOICES)}, got {short_repr(defaults)}')
+    return RunConfig(task=task, defaults=defaults, tasks=tasks, **sections)
