@@ -308,7 +308,7 @@ def test_pretrained_released_layout_file_is_loaded_with_adapted_channels(tmp_pat
 @pytest.mark.parametrize('args, needle', [
     (['train', '--task', 'audoi'], "unknown task 'audoi'; known tasks: audio"),
     (['train', '--task', 'timeseries', '--set', 'train.batchsize=1'], "did you mean 'batch_size'?"),
-    (['train', '--task', 'timeseries', '--set', 'trian.lr=1'], "valid keys at the top level: data, eval"),
+    (['train', '--task', 'timeseries', '--set', 'trian.lr=1'], "valid keys at the top level: data, defaults, eval"),
     (['train', '--task', 'timeseries', '--data', '/no/such/dir'], 'data directory /no/such/dir does not exist'),
     (['train', '--task', 'timeseries', '--config', '/no/such.yaml'], 'config file /no/such.yaml does not exist'),
     (['train', '--task', 'timeseries', '--set', 'data.options.horizn=3'], 'horizn'),

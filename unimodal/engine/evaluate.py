@@ -19,6 +19,7 @@ from ..tasks.spec import TaskSpec
 from .build import build_task_datasets, data_root, eval_loader
 from .checkpoint import RunCheckpoint
 from .distributed import DistInfo, resolve_device
+from ..data.inputs import primary, to_device
 from .results import describe_dataset, result_record
 
 _logger = logging.getLogger(__name__)
@@ -58,14 +59,14 @@ def evaluate(model: nn.Module, loader: DataLoader, spec: TaskSpec, device: torch
     example = None
     try:
         for x, y in progress(loader, desc=desc, total=len(loader)):
-            x = x.to(device, non_blocking=True)
+            x = to_device(x, device, non_blocking=True)
             y = y.to(device, non_blocking=True)
             with autocast(device, amp):
                 out = model(x)
             out = out.float()
-            meter.update(out, y, kind.eval_loss_sum(spec.loss, out, y), x=kind.meter_input(x))
+            meter.update(out, y, kind.eval_loss_sum(spec.loss, out, y), x=kind.meter_input(primary(x)))
             if keep_example and example is None:
-                example = {'x': x[:4].float().cpu(), 'y': y[:4].cpu(), 'pred': out[:4].cpu()}
+                example = {'x': primary(x)[:4].float().cpu(), 'y': y[:4].cpu(), 'pred': out[:4].cpu()}
     finally:
         model.train(was_training)
     meter.reduce()

@@ -39,6 +39,7 @@ from .checkpoint import (CHECKPOINT_FORMAT, RunCheckpoint, get_rng_state, is_eng
                          load_run_checkpoint, model_meta, save_checkpoint, set_rng_state, to_plain)
 from .distributed import DistInfo, all_reduce_sum, barrier, broadcast_object, init_distributed
 from .evaluate import Progress, autocast, evaluate, evaluate_dataset, no_progress
+from ..data.inputs import to_device
 from .multitask import MultiTaskModel
 from .optim import create_ema, create_optimizer, create_schedule
 from .results import describe_dataset, result_record
@@ -373,7 +374,7 @@ class _Run:
         for i, name in enumerate(self.progress(plan, desc=f'epoch {epoch + 1}', total=len(plan))):
             run = by_name[name]
             x, y = _next_batch(run, epoch)
-            x = x.to(self.device, non_blocking=True)
+            x = to_device(x, self.device, non_blocking=True)
             y = y.to(self.device, non_blocking=True)
             soft = None
             if run.mixer is not None:
