@@ -248,14 +248,16 @@ def test_dat_malicious_pickle_is_refused(tmp_path, payload):
 
 
 def _dat_pair(root: Path, n_pts=(300, 300, 300, 300), n_test=2, seed=0):
-    """A Point-BERT-style pair of .dat files: train clouds of ``n_pts`` points (labels 0, 1, 0, 1, ...)."""
+    """A Point-BERT-style pair of .dat files: train clouds of ``n_pts`` points (labels 0, 1, 0, 1, ...); returns
+    the clouds written, by split."""
     rng = np.random.default_rng(seed)
+    clouds = {}
     for split, sizes in (('train', n_pts), ('test', (n_pts[0],) * n_test)):
-        pts = [rng.normal(size=(n, 3)).astype(np.float32) for n in sizes]
+        clouds[split] = [(rng.normal(size=(n, 3)) * [1, 2, 3] + 5).astype(np.float32) for n in sizes]
         labels = [np.array([i % 2], dtype=np.int32) for i in range(len(sizes))]
         with open(root / f'modelnet40_{split}_8192pts_fps.dat', 'wb') as f:
-            pickle.dump((pts, labels), f, protocol=4)
-    return root
+            pickle.dump((clouds[split], labels), f, protocol=4)
+    return clouds
 
 
 def _rows(a: np.ndarray) -> set:
@@ -263,9 +265,10 @@ def _rows(a: np.ndarray) -> set:
 
 
 def test_redraw_draws_fps_pool_then_random_subset_every_read(tmp_path, monkeypatch):
-    """Published P2P training draw: FPS of redraw_from points of the normalised stored cloud from a random start, then
-    num_points of those without replacement, new on every read; val and test clouds stay fixed (first points)."""
-    root = _dat_pair(tmp_path)
+    """Published P2P training draw: FPS of redraw_from points of the stored cloud (normalised over all its points)
+    from a random start, then num_points of those without replacement, new on every read, not re-normalised; val
+    and test clouds stay fixed: the first points of the cloud normalised over all its points."""
+    root, clouds = tmp_path, _dat_pair(tmp_path)
     calls = []
     fps = mn.farthest_point_sample
 
@@ -277,7 +280,7 @@ def test_redraw_draws_fps_pool_then_random_subset_every_read(tmp_path, monkeypat
     torch.manual_seed(0)
     ds = ModelNet40(root, 'train', num_points=100, redraw_from=120, val_fraction=0)
     assert 'redraw_from=120' in repr(ds)
-    source = mn.normalize_unit_sphere(ds._arrays[ds._entries[1][0]])
+    source = mn.normalize_unit_sphere(clouds['train'][1])
     draws = [ds[1][0].numpy() for _ in range(3)]
     starts = [start for _, start, _ in calls]
     assert [num for num, _, _ in calls] == [120] * 3 and len(set(starts)) == 3  # a random start every read
@@ -291,15 +294,16 @@ def test_redraw_draws_fps_pool_then_random_subset_every_read(tmp_path, monkeypat
     assert np.array_equal(again[1][0].numpy(), draws[0])
     # test (and val) clouds: the fixed first num_points of the stored FPS order, the same on every read
     test = ModelNet40(root, 'test', num_points=100, redraw_from=120)
-    stored = test._arrays[test._entries[0][0]]
-    assert np.allclose(test[0][0].numpy(), mn.normalize_unit_sphere(stored[:100])) and stored.shape[0] == 100
+    assert np.allclose(test[0][0].numpy(), mn.normalize_unit_sphere(clouds['test'][0])[:100], atol=1e-6)
+    assert test._arrays[test._entries[0][0]].shape[0] == 100  # only what a read uses is kept
     assert np.array_equal(test[0][0].numpy(), test[0][0].numpy())
     val = ModelNet40(root, 'val', num_points=100, redraw_from=120, val_fraction=0.5)
     assert np.array_equal(val[0][0].numpy(), val[0][0].numpy())
 
 
 def test_redraw_bad_values_and_too_small_clouds(tmp_path):
-    root = _dat_pair(tmp_path, n_pts=(300, 90, 300, 300))
+    root = tmp_path
+    _dat_pair(root, n_pts=(300, 90, 300, 300))
     for bad in (50, 2.5, True):
         with pytest.raises(ValueError, match='redraw_from must be an integer >= num_points'):
             ModelNet40(root, 'train', num_points=64, redraw_from=bad)

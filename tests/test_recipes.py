@@ -73,7 +73,8 @@ def test_point_modelnet40_projector_and_poses():
     assert adapter.augment_rotate and adapter.train_theta == (0.04, 1.94) and adapter.train_phi == (-0.4, -0.2)
     assert adapter.eval_pose == (0.1, -0.35)
     assert adapter.augment_scale == pytest.approx((2 / 3, 3 / 2), abs=1e-6) and adapter.augment_translate == 0.2
-    assert adapter.normalize and adapter.up_axis == 'y'  # the reader's y-up clouds; the adapter turns them to z-up
+    assert adapter.up_axis == 'y'  # the reader's y-up clouds; the adapter turns them to the published z-up frame
+    assert not adapter.normalize  # the reader's clouds as they come (normalised over the stored 8192 points)
 
 
 def test_point_modelnet40_eval_protocol():
@@ -93,30 +94,37 @@ def test_point_modelnet40_eval_protocol():
         _recipe('point_modelnet40', {'model': {'adapter': {'mode': 'p2p_light'}}})
 
 
-def _dat(root: Path, n_train: int = 2, n_test: int = 1) -> Path:
+def _dat(root: Path, n_train: int = 2, n_test: int = 1) -> dict:
+    """Point-BERT-style .dat files of 8192-point clouds; returns the clouds written, by split."""
     rng = np.random.default_rng(0)
+    clouds = {}
     for split, n in (('train', n_train), ('test', n_test)):
-        pts = [rng.normal(size=(8192, 3)).astype(np.float32) for _ in range(n)]
+        clouds[split] = [(rng.normal(size=(8192, 3)) + 3).astype(np.float32) for _ in range(n)]
         with open(root / f'modelnet40_{split}_8192pts_fps.dat', 'wb') as f:
-            pickle.dump((pts, [np.array([0], dtype=np.int32)] * n), f, protocol=4)
-    return root
+            pickle.dump((clouds[split], [np.array([0], dtype=np.int32)] * n), f, protocol=4)
+    return clouds
 
 
 def test_point_modelnet40_points_per_shape(tmp_path):
     """4096 points per shape; training clouds re-drawn on every read from an FPS pool of 4800 of the .dat's 8192;
-    test clouds the first 4096 of the stored FPS order."""
+    test clouds the first 4096 of the stored FPS order; both normalised over the 8192 points, not after."""
     from unimodal.data.modelnet import normalize_unit_sphere
     from unimodal.tasks import get_task
     cfg = _recipe('point_modelnet40')
     assert cfg.data.options == {'num_points': 4096, 'redraw_from': 4800}
-    sets = get_task('point').build_datasets(_dat(tmp_path), cfg.data.options, splits=['train', 'test'])
+    clouds = _dat(tmp_path)
+    sets = get_task('point').build_datasets(tmp_path, cfg.data.options, splits=['train', 'test'])
     train, test = sets['train'], sets['test']
     assert train.redraw_from == 4800 and train.num_points == 4096 and train.sampling == 'first'
     a, b = train[0][0], train[0][0]
     assert a.shape == b.shape == (4096, 3) and not torch.equal(a, b)
     assert len(np.unique(a.numpy(), axis=0)) == 4096
-    stored = test._arrays[test._entries[0][0]]
-    assert torch.allclose(test[0][0], torch.from_numpy(normalize_unit_sphere(stored[:4096])))
+    full = {tuple(p) for p in normalize_unit_sphere(clouds['train'][0]).round(5)}
+    assert {tuple(p) for p in a.numpy().round(5)} <= full
+    expected = normalize_unit_sphere(clouds['test'][0])[:4096]
+    assert torch.allclose(test[0][0], torch.from_numpy(expected), atol=1e-6)
+    # the p2p adapter takes the clouds as they come (normalize: false): no re-normalising of a draw or of the 4096
+    assert cfg.model.adapter['normalize'] is False
 
 
 # ------------------------------------------------------------------------------------------------ image: ImageNet eval

@@ -21,6 +21,10 @@ Formats (``format='auto'`` picks one from the directory content; ``root`` may al
   ONLY through :class:`RestrictedUnpickler`, which refuses every global except numpy array/dtype/scalar
   reconstruction; class names from ``modelnet40_shape_names.txt`` when present.
 
+Normalisation to the unit sphere happens once per stored cloud, never after a read's reduction or re-draw:
+``off``/``text`` clouds after their cached FPS reduction (as Point-BERT's text reader), ``hdf5``/``dat`` clouds over
+all their points (Point-BERT normalises the ``.dat``'s 8192 points, then samples).
+
 Splits: ModelNet40 ships ``train`` and ``test`` only (and the field reports test accuracy). By default
 (``val_from='train'``) ``val`` is a deterministic, per-class stratified ``val_fraction`` of the train files (seeded
 by ``seed``) and ``train`` is the rest, so model selection never sees the test set. ``val_from='test'`` follows the
@@ -107,8 +111,7 @@ class ModelNet40(Dataset):
             resp. as published). OFF meshes are always surface-sampled, then FPS-reduced.
         redraw_from: ``train`` split only: every read draws a new cloud, farthest point sampling of ``redraw_from``
             points from a random start over the stored cloud, then a random ``num_points`` of them without
-            replacement (the published P2P recipe: 4800 then 4096, from the ``.dat``'s 8192 points). The stored
-            cloud is normalised to the unit sphere before the draw, not after (as published). Stored clouds:
+            replacement (the published P2P recipe: 4800 then 4096, from the ``.dat``'s 8192 points). Stored clouds:
             ``dat``/``hdf5`` keep every point of the file; ``text``/``off`` cache the FPS-first
             ``max(REDRAW_SOURCE_POINTS, redraw_from)``. A cloud with fewer than ``redraw_from`` points is bad input.
             ``None`` (default): fixed clouds.
@@ -270,9 +273,11 @@ class ModelNet40(Dataset):
             if self._redraw and len(pts) < self._redraw:
                 self._fail(DataError(source, f'{where}: {len(pts)} points, fewer than redraw_from={self._redraw}'))
                 continue
-            # 'first' keeps only what a read uses (bounded memory); FPS and re-draws need the whole cloud
-            keep = pts if (self.sampling == 'fps' or self._redraw) else pts[:self.num_points]
-            self._arrays.append(np.ascontiguousarray(keep[:, :6], dtype=np.float32))
+            # normalised over all its stored points, then reduced on read without re-normalising (as the
+            # published readers do); 'first' keeps only what a read uses (bounded memory)
+            cloud = normalize_unit_sphere(np.asarray(pts[:, :6], dtype=np.float32))
+            keep = cloud if (self.sampling == 'fps' or self._redraw) else cloud[:self.num_points]
+            self._arrays.append(np.ascontiguousarray(keep))
             entries.append((len(self._arrays) - 1, y))
         return entries
 
@@ -430,11 +435,10 @@ class ModelNet40(Dataset):
                 raise DataError(self._files[index][0], f'{len(pts)} points, fewer than redraw_from={self._redraw}')
         else:
             key, label = self._entries[index]
-            arr = self._arrays[key]
+            pts = self._arrays[key]
             if not self._redraw:
-                arr = arr[farthest_point_sample(arr, self.num_points) if self.sampling == 'fps'
-                          else np.resize(np.arange(min(self.num_points, len(arr))), self.num_points)]
-            pts = normalize_unit_sphere(arr)
+                pts = pts[farthest_point_sample(pts, self.num_points) if self.sampling == 'fps'
+                          else np.resize(np.arange(min(self.num_points, len(pts))), self.num_points)]
         if self._redraw:
             pts = self._draw(pts, index)
         cols = 6 if self.use_normals else 3
