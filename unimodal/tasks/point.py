@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 
 from ..config.errors import ConfigError
 from ..data.modelnet import ModelNet40, make_builtin_modelnet
+from ..modalities.point import predict_poses, published_test_poses
 from .base import Predictor, Task, register_task
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -39,7 +40,6 @@ PUBLISHED_8POSE = 'published_8pose'
 
 def _published_8pose(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """Logits ``(8·B, C)`` of the 8 published test poses (pose-major) and their targets."""
-    from ..modalities.point import predict_poses
     logits = predict_poses(model, x)  # (8, B, C)
     return logits.flatten(0, 1), y.repeat(logits.shape[0])
 
@@ -115,7 +115,6 @@ class PointTask(Task):
     def describe_protocol(self, protocol: Optional[str], dataset: Dataset) -> Optional[str]:
         if protocol != PUBLISHED_8POSE:
             return super().describe_protocol(protocol, dataset)
-        from ..modalities.point import published_test_poses
         poses = published_test_poses().double() / math.pi
         n, p = len(dataset), len(poses)
         thetas = ', '.join(f'{t:.4g}' for t in poses[:, 0].tolist())
