@@ -235,3 +235,13 @@ def test_corrformer_trains_and_evaluates_through_the_engine(tmp_path):
     again = evaluate_checkpoint(ckpt, resolve_run_config({}, {}, parse_set_overrides(['train.device=cpu']),
                                                          base=ckpt.config))
     assert again['metrics']['mse'] == pytest.approx(res['metrics']['mse'], rel=1e-5)
+
+
+def test_head_runs_under_bf16_autocast():
+    """Mixed precision reaches every op (the FFTs run in float32); the recipe itself trains in fp32."""
+    m = _small_model().train()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = m(_inputs(2))
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    out.pow(2).mean().backward()
+    assert m.head.layers[0].cross_correlation.cross.fusion[0].conv1.parametrizations.weight.original1.grad is not None

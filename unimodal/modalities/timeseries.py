@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from timm.layers import trunc_normal_
 
-from .base import Adapter, register_adapter
+from .base import Adapter, InputShapeError, register_adapter
 from .timeseries_paper import SeriesEmbedding, group_coords, group_series, square_side, square_tokens
 
 _logger = logging.getLogger(__name__)
@@ -293,7 +293,6 @@ class TimeSeriesAdapter(Adapter):
         got = len(x) if isinstance(x, (tuple, list)) else 1
         if got != expect:
             what = ['window'] + ['marks'] * bool(self.mark_dim) + ['coords'] * bool(self.coord_dim)
-            from .base import InputShapeError
             raise InputShapeError(
                 f'{self.name} adapter expects {"the tuple (" + ", ".join(what) + ")" if expect > 1 else "a tensor"} '
                 f'(mark_dim={self.mark_dim}, coord_dim={self.coord_dim}), got {got} part(s); the reader\'s marks / '

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ['group_series', 'ungroup_series', 'group_coords', 'square_tokens', 'SeriesEmbedding']
+__all__ = ['group_series', 'ungroup_series', 'group_coords', 'square_side', 'square_tokens', 'SeriesEmbedding']
 
 
 def group_series(x: torch.Tensor, group_size: int) -> torch.Tensor:
