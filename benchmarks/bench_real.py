@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -177,8 +177,11 @@ def knn(feats: Dict[str, Tuple[np.ndarray, np.ndarray]]) -> Dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------- one task
-def run_task(task: str, data: Path, seeds: List[int], args: argparse.Namespace, work: Path) -> Dict[str, Any]:
-    runs = []
+def run_task(task: str, data: Path, seeds: List[int], args: argparse.Namespace, work: Path,
+             save: Callable[[Dict[str, Any]], None]) -> Dict[str, Any]:
+    """All seeds of one task; ``save`` receives the record after every seed (partial results survive)."""
+    runs: List[Dict[str, Any]] = []
+    rec: Dict[str, Any] = {}
     for seed in seeds:
         print(f'=== {task} seed {seed}: trunk via the CLI', flush=True)
         trunk = run_trunk(task, data, seed, args, work)
@@ -198,10 +201,11 @@ def run_task(task: str, data: Path, seeds: List[int], args: argparse.Namespace, 
             run['baselines']['knn'] = {**knn(descriptors(task, cfg)), 'wall_s': round(time.perf_counter() - t0, 1)}
         runs.append(run)
         print(f'    {summary_line(task, run)}', flush=True)
-    cfg = trunk['config']
-    return {'data': str(data), 'num_classes': len(classes) or None, 'runs': runs, 'summary': summarise(runs),
-            'settings': {k: cfg[k] for k in ('train', 'data', 'model', 'eval')},
-            'provenance': provenance_summary(data)}
+        rec = {'data': str(data), 'num_classes': len(classes) or None, 'runs': runs, 'summary': summarise(runs),
+               'settings': {k: cfg[k] for k in ('train', 'data', 'model', 'eval')},
+               'provenance': provenance_summary(data), 'seeds_done': [r['seed'] for r in runs]}
+        save(rec)
+    return rec
 
 
 def method_scores(run: Dict[str, Any]) -> Dict[str, float]:
@@ -254,7 +258,7 @@ def fmt_ms(s: Dict[str, float]) -> str:
 def table(record: Dict[str, Any]) -> str:
     rows = []
     for task, r in record['tasks'].items():
-        if 'error' in r:
+        if 'summary' not in r:
             rows.append([task, 'error: ' + r['error'][:80]] + ['-'] * 6)
             continue
         s = r['summary']
@@ -305,17 +309,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     for task in tasks:
         t1 = time.perf_counter()
+        partial: Dict[str, Any] = {}
+
+        def save(rec: Dict[str, Any], task: str = task, t1: float = t1, partial: Dict[str, Any] = partial) -> None:
+            partial.update(rec)
+            rec['machine'] = {**info, 'loadavg_end': list(os.getloadavg())}
+            rec['options'] = {k: v for k, v in vars(args).items() if k not in ('out',)}
+            rec['total_wall_s'] = round(time.perf_counter() - t1, 1)
+            record['tasks'][task] = rec
+            record['table_markdown'] = table(record)
+            save_json(record, out)
+
         try:
-            rec = run_task(task, root / TASK_DATA[task], seeds, args, work)
+            run_task(task, root / TASK_DATA[task], seeds, args, work, save)
         except Exception as e:  # record and go on: one broken task must not cost the others
             print(f'task {task} failed: {type(e).__name__}: {e}', flush=True)
-            rec = {'error': f'{type(e).__name__}: {e}'}
-        rec['machine'] = {**info, 'loadavg_end': list(os.getloadavg())}
-        rec['options'] = {k: v for k, v in vars(args).items() if k not in ('out',)}
-        rec['total_wall_s'] = round(time.perf_counter() - t1, 1)
-        record['tasks'][task] = rec
-        record['table_markdown'] = table(record)
-        save_json(record, out)  # partial results survive an interrupted run
+            save({**partial, 'error': f'{type(e).__name__}: {e}'})  # keeps the seeds that finished
     finish_machine(info, t0)
     print(record['table_markdown'])
     if tmp is not None:

