@@ -1,14 +1,14 @@
 #!/usr/bin/env python
 """Accuracy on the built-in data sets: UniRepLKNet against simple baselines trained with the same budget (issue 6).
 
-For every task (audio, point, video, weather) it trains
+For every task (audio, point, video, timeseries) it trains
 
 * UniRepLKNet (``--variant``, default ``unireplknet_test``) through the real engine
   (``unimodal.cli.main(['train', ...])`` in-process; the run's ``config.yaml`` and ``results.json`` are read back);
 * a small plain CNN (3 conv-BN-ReLU stages, global average pool) in place of the trunk, on the SAME adapter output
   and head, with the same data subset, epochs, steps per epoch, batch size, optimizer, lr, schedule, loss, seed and
   the same best-on-validation selection, in a plain training loop;
-* weather only: persistence and seasonal-naive forecasts (reported by the engine's forecast meter on the same test
+* timeseries only: persistence and seasonal-naive forecasts (reported by the engine's forecast meter on the same test
   windows) and the least-squares linear forecaster (``unimodal.models.baselines.fit_linear_forecaster``) fitted on
   the same training windows.
 
@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import torch
-import torch.nn.functional as F
 import yaml
 from torch import nn
 from torch.utils.data import DataLoader
@@ -34,7 +33,7 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench_util import RESULTS_DIR, finish_machine, machine_info, markdown_table, save_json, set_threads  # noqa: E402
 
-ALL_TASKS = ('audio', 'point', 'video', 'weather')
+ALL_TASKS = ('audio', 'point', 'video', 'timeseries')
 
 
 class SmallCNN(nn.Module):
@@ -87,70 +86,59 @@ def train_unireplknet(task: str, args: argparse.Namespace, work: Path) -> Dict[s
     return {'results': results, 'config': cfg, 'wall_s': round(wall, 1), 'argv': argv}
 
 
-def _train_loss(spec: Dict[str, Any], cfg: Dict[str, Any], out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    if spec['loss'] == 'ce':
-        return F.cross_entropy(out.float(), y.long(), label_smoothing=float(cfg['train']['label_smoothing']))
-    if spec['loss'] == 'bce':
-        from unimodal.engine.mixup import smooth_one_hot
-        return F.binary_cross_entropy_with_logits(out.float(), smooth_one_hot(
-            y, out.shape[-1], float(cfg['train']['label_smoothing'])))
-    return F.mse_loss(out.float(), y.float())
-
-
-def train_baseline(task_name: str, cfg: Dict[str, Any], args: argparse.Namespace) -> Dict[str, Any]:
-    """The small CNN (and, for weather, the least-squares linear model) on the engine run's exact settings."""
+def train_baseline(task_name: str, stored: Dict[str, Any], args: argparse.Namespace) -> Dict[str, Any]:
+    """The small CNN (and, for timeseries, the least-squares linear model) on the engine run's exact settings
+    (``stored``: the run's config.yaml)."""
     import unimodal
-    from unimodal.engine.build import build_task_datasets, data_root, make_task_spec
+    from unimodal.config import resolve_run_config
+    from unimodal.engine.build import build_task_datasets, data_root
     from unimodal.engine.evaluate import evaluate
-    from unimodal.engine.metrics import selection_score
     from unimodal.engine.optim import create_optimizer, create_schedule
-    from unimodal.models.heads import create_head
-    from unimodal.tasks import get_task
+    from unimodal.tasks import get_task, make_task_spec
 
     torch.manual_seed(args.seed)
+    cfg = resolve_run_config(base=stored)
     task = get_task(task_name)
-    root, _ = data_root(task, cfg)
-    sets = build_task_datasets(task, cfg, root, ['train', 'val', 'test'])
-    spec = make_task_spec(task, cfg, sets)
-    spec['metric_info'] = {**spec['metric_info'], **task.metric_info(sets['test'])}
-    val_spec = {**spec, 'metric_info': {**spec['metric_info'], **task.metric_info(sets['val'])}}
-    # built as a user would: the task's adapter class + a small conv net + the shared head
-    adapter = unimodal.get_adapter_class(spec['adapter'])(**spec['adapter_kwargs'])
+    settings = cfg.task_settings(task.name)
+    root, _ = data_root(task, settings.data)
+    sets = build_task_datasets(task, settings.data, root, ['train', 'val', 'test'])
+    spec = make_task_spec(task, settings, sets)
+    kind = spec.task_kind
+    val_spec = spec.with_metric_info(task.metric_info(sets['val']))
+    spec = spec.with_metric_info(task.metric_info(sets['test']))
+    # built as a user would: the task's adapter class + a small conv net + the shared head of the task's kind
+    adapter = unimodal.get_adapter_class(spec.adapter)(**spec.adapter_kwargs)
     trunk = SmallCNN(adapter.out_chans)
-    if adapter.head_kind == 'classification':
-        head = create_head('classification', trunk.num_features, num_views=adapter.num_views,
-                           view_pool=adapter.view_pool, **spec['head_kwargs'])
-    else:
-        head = create_head('forecast', trunk.num_features, num_views=adapter.num_views,
-                           series_per_view=adapter.series_per_view, **spec['head_kwargs'])
+    head = kind.create_head(trunk.num_features, num_views=adapter.num_views, view_pool=adapter.view_pool,
+                            series_per_view=adapter.series_per_view, **spec.head_kwargs)
     model = unimodal.TaskModel(adapter, trunk, head)
-    bs = int(cfg['train']['batch_size'])
-    ebs = int(cfg['eval']['batch_size'] or bs)
+    bs = settings.train.batch_size
+    ebs = settings.eval_batch_size
     g = torch.Generator().manual_seed(args.seed)
     train_dl = DataLoader(sets['train'], batch_size=bs, shuffle=True, generator=g, num_workers=args.workers,
                           drop_last=len(sets['train']) > bs)
     val_dl = DataLoader(sets['val'], batch_size=ebs, num_workers=args.workers)
     test_dl = DataLoader(sets['test'], batch_size=ebs, num_workers=args.workers)
     steps = len(train_dl)
-    cap = cfg['train']['max_steps_per_epoch']
+    cap = settings.train.max_steps_per_epoch
     if cap:
         steps = min(steps, int(cap))
-    t = cfg['train']
-    opt = create_optimizer(model, optimizer=t['optimizer'], lr=t['lr'], weight_decay=t['weight_decay'],
-                           betas=t['betas'], momentum=t['momentum'], layer_decay=t.get('layer_decay'))
-    sched = create_schedule(opt, schedule=t['schedule'], epochs=t['epochs'], steps_per_epoch=steps,
-                            warmup_epochs=t['warmup_epochs'], min_lr=t['min_lr'], step_size=t['step_size'],
-                            gamma=t['gamma'], step_start=t['step_start'])
-    clip = cfg['train']['clip_grad']
+    t = cfg.train
+    opt = create_optimizer(model, optimizer=t.optimizer, lr=t.lr, weight_decay=t.weight_decay, betas=t.betas,
+                           momentum=t.momentum, layer_decay=t.layer_decay)
+    sched = create_schedule(opt, schedule=t.schedule, epochs=t.epochs, steps_per_epoch=steps,
+                            warmup_epochs=t.warmup_epochs, min_lr=t.min_lr, step_size=t.step_size, gamma=t.gamma,
+                            step_start=t.step_start)
+    clip = t.clip_grad
     device = torch.device('cpu')
     t0 = time.perf_counter()
     best_score, best_state, best_epoch = None, None, 0
-    for epoch in range(int(cfg['train']['epochs'])):
+    for epoch in range(cfg.train.epochs):
         model.train()
         for i, (x, y) in enumerate(train_dl):
             if i >= steps:
                 break
-            loss = _train_loss(spec, cfg, model(x), y)
+            loss = kind.train_loss(spec, model(x), y, None, settings.train.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if clip:
@@ -158,14 +146,14 @@ def train_baseline(task_name: str, cfg: Dict[str, Any], args: argparse.Namespace
             opt.step()
             sched.step()
         val, _ = evaluate(model, val_dl, val_spec, device)
-        score = selection_score(spec['kind'], val)
+        score = kind.selection_score(val)
         if best_score is None or score > best_score:
             best_score, best_state, best_epoch = score, copy.deepcopy(model.state_dict()), epoch + 1
     model.load_state_dict(best_state)
     test, _ = evaluate(model, test_dl, spec, device)
     out = {'small_cnn': {'metrics': _plain(test), 'best_epoch': best_epoch, 'wall_s': round(time.perf_counter() - t0, 1),
                          'params': sum(p.numel() for p in model.parameters()), 'steps_per_epoch': steps}}
-    if spec['kind'] == 'forecast':
+    if hasattr(sets['train'], 'horizon'):  # forecasting windows
         from unimodal.models.baselines import fit_linear_forecaster
         t1 = time.perf_counter()
         lin = fit_linear_forecaster(DataLoader(sets['train'], batch_size=256), int(sets['train'].input_len),

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Data pipeline vs trunk: which side limits training? (issue 4)
 
-For every task (audio, point, video, weather; built-in data, the task recipe's reader options and batch size):
+For every task (audio, point, video, timeseries; built-in data, the task recipe's reader options and batch size):
 
 * loader samples/s: the training split's reader (file decoding + the reader's per-sample preprocessing:
   WAV read/pad, point sampling from the npz cache, video decode + clip sampling + crop, window slicing) through a
@@ -85,30 +85,32 @@ class TrunkWithHead(torch.nn.Module):
 
 def bench_task(name: str, args: argparse.Namespace) -> Dict[str, Any]:
     import unimodal
-    from unimodal.engine.build import build_task_datasets, data_root, make_task_spec
-    from unimodal.engine.trainer import resolve_run_config
+    from unimodal.config import resolve_run_config
+    from unimodal.engine.build import build_task_datasets, data_root
     from unimodal.models.task_model import create_trunk
+    from unimodal.tasks import make_task_spec
     from unimodal.models.heads import create_head
 
     torch.manual_seed(args.seed)
     cfg = resolve_run_config({'task': name, 'model': {'variant': args.variant}})
     from unimodal.tasks import get_task
     task = get_task(name)
-    root, builtin = data_root(task, cfg)
-    sets = build_task_datasets(task, cfg, root, ['train'])
-    spec = make_task_spec(task, cfg, sets)
+    settings = cfg.task_settings(task.name)
+    root, builtin = data_root(task, settings.data)
+    sets = build_task_datasets(task, settings.data, root, ['train'])
+    spec = make_task_spec(task, settings, sets)
     ds = sets['train']
-    bs = args.batch_size or int(cfg['train']['batch_size'])
+    bs = args.batch_size or settings.train.batch_size
     out: Dict[str, Any] = {'batch_size': bs, 'train_samples': len(ds), 'reader': type(ds).__name__,
-                           'reader_options': cfg['data']['options'], 'adapter': spec['adapter'],
-                           'adapter_kwargs': spec['adapter_kwargs'], 'input_shape': spec['input_shape'],
+                           'reader_options': settings.data.options, 'adapter': spec.adapter,
+                           'adapter_kwargs': spec.adapter_kwargs, 'input_shape': spec.input_shape,
                            'loader': {}}
     for w in args.workers:
         print(f'  {name}: loader, {w} worker(s)', flush=True)
         out['loader'][f'workers_{w}'] = loader_rate(ds, bs, w, args.batches, args.seed)
     # a cached batch for the compute side
     x, y = next(iter(DataLoader(ds, batch_size=bs, shuffle=False)))
-    adapter = unimodal.get_adapter_class(spec['adapter'])(**spec['adapter_kwargs'])
+    adapter = unimodal.get_adapter_class(spec.adapter)(**spec.adapter_kwargs)
     with torch.no_grad():
         adapter.eval()
         adapter(x)
@@ -117,11 +119,8 @@ def bench_task(name: str, args: argparse.Namespace) -> Dict[str, Any]:
             grid, _ = adapter(x)
         out['adapter_samples_per_s'] = round(args.steps * bs / (time.perf_counter() - t0), 1)
     out['trunk_input_shape'] = list(grid.shape)
-    model = unimodal.create_model(adapter, args.variant, **spec['head_kwargs'])
-    if spec['kind'] == 'classification':
-        loss_fn = lambda o: torch.nn.functional.cross_entropy(o, y.long())  # noqa: E731
-    else:
-        loss_fn = lambda o: torch.nn.functional.mse_loss(o, y.float())  # noqa: E731
+    model = unimodal.create_model(adapter, args.variant, **spec.head_kwargs)
+    loss_fn = lambda o: spec.task_kind.train_loss(spec, o, y, None, 0.0)  # noqa: E731
     print(f'  {name}: training step (task model)', flush=True)
     out['train_step_samples_per_s'] = step_rate(model, x, loss_fn, args.steps)
     # the trunk + head alone on the adapter's output (what the trunk costs per sample)
@@ -161,7 +160,7 @@ def render_table(record: Dict[str, Any]) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    p.add_argument('--tasks', default='audio,point,video,weather')
+    p.add_argument('--tasks', default='audio,point,video,timeseries')
     p.add_argument('--variant', default='unireplknet_test')
     p.add_argument('--batch-size', type=int, default=0, help='0 = the task recipe\'s batch size')
     p.add_argument('--workers', type=int, nargs='+', default=[0, 2])

@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """Single-task vs joint vs frozen-transferred trunk on the built-in data sets (issue 7).
 
-For every task in ``--tasks`` (default audio, point, weather) it records the test metric after
+For every task in ``--tasks`` (default audio, point, timeseries) it records the test metric after
 
 (a) single-task training: ``unimodal train --task T`` for ``--epochs`` × ``--max-steps`` steps;
-(b) joint training: ``unimodal train --task audio,point,weather`` with one shared trunk, round-robin batches and
+(b) joint training: ``unimodal train --task audio,point,timeseries`` with one shared trunk, round-robin batches and
     ``joint.steps_per_epoch = max_steps × number of tasks``, i.e. the same total number of optimizer steps as the
     single-task runs together (each task gets the same number of its own batches as in (a));
 (c) a frozen trunk from another task: ``--init-from <(a) checkpoint of the next task in the list> --freeze-trunk``
@@ -56,7 +56,7 @@ def run_train(argv: List[str], out: Path) -> Dict[str, Any]:
 
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    p.add_argument('--tasks', default='audio,point,weather', help='comma list of tasks (two or more)')
+    p.add_argument('--tasks', default='audio,point,timeseries', help='comma list of tasks (two or more)')
     p.add_argument('--variant', default='unireplknet_test')
     p.add_argument('--epochs', type=int, default=3)
     p.add_argument('--max-steps', type=int, default=10, help='steps per epoch per task (0 = full epochs; the joint '

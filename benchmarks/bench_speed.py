@@ -4,7 +4,9 @@ Sections (each can be run alone; results are merged into one JSON per device und
 
 * ``infer``: variant x form (train-form in eval mode, deploy form) x implementation (``plain`` = the module-by-module
   reference math, ``fast`` = the default fast path) -> images/s, ms/batch, GFLOP/s, % of the fp32 GEMM rate (timed
-  right before and after each row), peak RSS delta; plus timm peers (ConvNeXt atto..tiny, ResNet-50).
+  right before and after each row), peak RSS delta; plus timm peers (ConvNeXt atto..tiny, ResNet-50), onnxruntime
+  on our ONNX export of the deploy form (``onnxruntime``), and with ``--public PATH`` the public implementation with
+  our weights (``public``, both forms); each with its relative error in ``equality``.
 * ``ceiling``: the deploy-form fast path profiled by kind of op (FFN GEMMs, dense convs, depthwise convs, the rest)
   and the % of GEMM it could reach if everything but the GEMM-class ops were free.
 * ``train``: one training step (forward + backward + AdamW), plain vs fast, plus the gradient agreement.
@@ -17,6 +19,7 @@ process CPU time, which excludes time the OS gave to other processes; with more 
 
     python benchmarks/bench_speed.py                          # all sections, defaults
     python benchmarks/bench_speed.py --sections infer --variants p --batch 16 --rounds 3
+    python benchmarks/bench_speed.py --sections infer --variants a p t --peers --public ~/UniRepLKNet/unireplknet.py
     python benchmarks/bench_speed.py --sections ceiling --variants p --rounds 5
     python benchmarks/bench_speed.py --sections train compile
 """
@@ -31,6 +34,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
@@ -40,6 +44,7 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / 'benchmarks'))
 
 PEERS = ('convnext_atto', 'convnext_femto', 'convnext_pico', 'convnext_nano', 'convnext_tiny', 'resnet50')
 
@@ -152,12 +157,51 @@ class _Plain(torch.nn.Module):
             self.model.set_fast_path(True)
 
 
+class _OrtRow:
+    """onnxruntime (CPUExecutionProvider) on our ONNX export of a deploy-form model: what a deploying user would
+    run instead. Same intra-op thread count as torch; the export is the CLI's (``unimodal export``)."""
+
+    def __init__(self, model: torch.nn.Module, x: torch.Tensor, threads: int, path: Path):
+        import onnxruntime as ort
+        from unimodal.cli import _onnx_export
+        _onnx_export(model, x[:1], path, opset=17)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.sess = ort.InferenceSession(str(path), so, providers=['CPUExecutionProvider'])
+        self.input = self.sess.get_inputs()[0].name
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.sess.run(None, {self.input: x.numpy()})[0])
+
+
+def _public_rows(args, variant: str, train_form: torch.nn.Module) -> Dict[str, torch.nn.Module]:
+    """The public implementation (``--public``) of the variant with our weights: training form (eval) and deploy."""
+    from public_impl import build_public, copy_weights, load_public_module, to_deploy
+    if not hasattr(args, '_public_module'):
+        args._public_module = load_public_module(args.public, package=args.public_package)
+    public = build_public(args._public_module, variant)
+    copy_weights(train_form, public)
+    public.eval()
+    deploy = to_deploy(copy.deepcopy(public))
+    name = f'unireplknet_{variant}'
+    return {f'{name}/train-eval/public': public, f'{name}/deploy/public': deploy}
+
+
 def section_infer(args, clock, out: Dict[str, Any]) -> None:
     import timm
     _import_trunk()
     x = torch.randn(args.batch, 3, args.size, args.size)
-    rows: Dict[str, torch.nn.Module] = {}
+    rows: Dict[str, Any] = {}  # name -> module or callable (onnxruntime)
     checks = {}
+    if args.onnxruntime:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            raise SystemExit('--onnxruntime rows need onnxruntime (pip install onnxruntime), or pass --no-onnxruntime')
+    onnx_dir = Path(tempfile.mkdtemp(prefix='bench_speed_onnx_'))
     for v in args.variants:
         name = f'unireplknet_{v}'
         train_form = randomize_(timm.create_model(name), seed=1).eval()
@@ -166,6 +210,10 @@ def section_infer(args, clock, out: Dict[str, Any]) -> None:
         for form, m in (('train-eval', train_form), ('deploy', deploy)):
             rows[f'{name}/{form}/plain'] = _Plain(m)
             rows[f'{name}/{form}/fast'] = m
+        if args.public:
+            rows.update(_public_rows(args, v, train_form))
+        if args.onnxruntime:
+            rows[f'{name}/deploy/onnxruntime'] = _OrtRow(deploy, x, args.threads, onnx_dir / f'{name}.onnx')
         with torch.inference_mode():
             ref = _Plain(train_form)(x[:2])
             checks[name] = dict(
@@ -173,13 +221,23 @@ def section_infer(args, clock, out: Dict[str, Any]) -> None:
                 train_fast_vs_train_plain=rel_err(train_form(x[:2]), ref),
                 deploy_plain_vs_train_plain=rel_err(_Plain(deploy)(x[:2]), ref),
             )
+            for impl in ('public', 'onnxruntime'):
+                for form in ('train-eval', 'deploy'):
+                    k = f'{name}/{form}/{impl}'
+                    if k in rows:
+                        checks[name][f'{form}_{impl}_vs_train_plain'] = rel_err(rows[k](x[:2]), ref)
         print(f'{name} equality (rel err): {checks[name]}', flush=True)
     for p in args.peers:
         rows[p] = timm.create_model(p).eval()
     flops = {}
     for k, m in rows.items():
+        if isinstance(m, _OrtRow):  # the same network as our deploy form
+            continue
         base = m.model if isinstance(m, _Plain) else m
         flops[k] = count_gflops(base, x)
+    for k, m in rows.items():
+        if isinstance(m, _OrtRow):
+            flops[k] = flops[k.replace('/onnxruntime', '/fast')]
     a, b = torch.randn(4096, 4096), torch.randn(4096, 4096)
     secs: Dict[str, List[float]] = {k: [] for k in rows}
     # % of GEMM per row and round, against the mean of the GEMMs timed right before and right after the row:
@@ -211,13 +269,20 @@ def section_infer(args, clock, out: Dict[str, Any]) -> None:
                         pct_of_gemm=statistics.median(pct[k]), pct_of_gemm_all=pct[k],
                         pct_of_gemm_best=max(pct[k]), peak_rss_mb=mem[k])
     ratios = {}
+    others: Dict[str, float] = {}  # fast over the public code / onnxruntime: median of per-round ratios
     for v in args.variants:
         name = f'unireplknet_{v}'
         for form in ('train-eval', 'deploy'):
-            ratios[f'{name}/{form}'] = statistics.median(
-                [p / f for p, f in zip(secs[f'{name}/{form}/plain'], secs[f'{name}/{form}/fast'])])
+            fast = secs[f'{name}/{form}/fast']
+            ratios[f'{name}/{form}'] = statistics.median([p / f for p, f in zip(secs[f'{name}/{form}/plain'], fast)])
+            for impl in ('public', 'onnxruntime'):
+                k = f'{name}/{form}/{impl}'
+                if k in secs:
+                    others[f'{name}/{form}: fast over {impl}'] = statistics.median(
+                        [o / f for o, f in zip(secs[k], fast)])
     out['infer'] = dict(gemm_gflop_per_s=peak, gemm_all=gemm, rows=table, fast_over_plain_speed=ratios,
-                        equality=checks, load_avg_end=os.getloadavg())
+                        fast_over_other_speed=others, equality=checks, public=args.public,
+                        onnxruntime=_ort_version() if args.onnxruntime else None, load_avg_end=os.getloadavg())
     print(f'\nfp32 GEMM 4096^3: {peak:.1f} GFLOP/s (median of {len(gemm)}, {min(gemm):.1f}-{max(gemm):.1f}); '
           f'%GEMM = median over rounds of the row against the GEMMs timed just before and after it')
     print(f'{"row":40s} {"img/s":>8s} {"ms/batch":>9s} {"GFLOP/img":>9s} {"GFLOP/s":>8s} {"%GEMM":>6s} {"best":>6s} '
@@ -227,6 +292,13 @@ def section_infer(args, clock, out: Dict[str, Any]) -> None:
         print(f'{k:40s} {r["images_per_s"]:8.1f} {r["ms_per_batch"]:9.0f} {r["gflops_per_image"]:9.2f} '
               f'{r["gflop_per_s"]:8.1f} {r["pct_of_gemm"]:6.1f} {r["pct_of_gemm_best"]:6.1f} {pm:>7s}')
     print('fast / plain speed:', {k: round(v, 2) for k, v in ratios.items()})
+    if others:
+        print('fast / other speed:', {k: round(v, 2) for k, v in others.items()})
+
+
+def _ort_version() -> str:
+    import onnxruntime
+    return onnxruntime.__version__
 
 
 _FFN_OPS = ('mkldnn::_convolution_pointwise', 'mkldnn::_convolution_pointwise_', 'aten::addmm', 'aten::mm',
@@ -431,6 +503,11 @@ def main(argv=None) -> int:
                    choices=['infer', 'ceiling', 'train', 'compile'])
     p.add_argument('--variants', nargs='+', default=['a', 'p', 't'])
     p.add_argument('--peers', nargs='*', default=list(PEERS))
+    p.add_argument('--public', help='infer: add rows of the public implementation (a local copy of its '
+                                    'unireplknet.py; not in this repository) with our weights')
+    p.add_argument('--public-package', help=argparse.SUPPRESS)  # parent package of a --public file with relative imports
+    p.add_argument('--no-onnxruntime', dest='onnxruntime', action='store_false',
+                   help='infer: no onnxruntime rows (default: our ONNX export of the deploy form on onnxruntime)')
     p.add_argument('--batch', type=int, default=16)
     p.add_argument('--size', type=int, default=224)
     p.add_argument('--rounds', type=int, default=3, help='interleaved timing rounds (median reported)')

@@ -12,7 +12,7 @@ from unimodal.data.errors import DataError
 from unimodal.data.speech_commands import (
     SILENCE, UNKNOWN, V12_WORDS, SpeechCommands, file_digest, make_builtin_speech)
 from unimodal.tasks import get_task
-from unimodal.tasks.audio import PAPER_CONFIG, AudioTask
+from unimodal.tasks.audio import AudioTask
 
 SR = 16000
 
@@ -342,17 +342,18 @@ def test_builtin_deterministic_and_reused(tmp_path):
 
 # ---- task -------------------------------------------------------------------------------------------------------
 def test_task_builds_readers_and_model_kwargs(builtin):
-    from unimodal.config import resolve_config
+    from unimodal.config import load_config_file, resolve_run_config
 
     task = get_task('audio')
     assert isinstance(task, AudioTask) and task.adapter == 'audio' and task.kind == 'classification'
     assert 'speech_commands_v0.02.tar.gz' in task.real_data and 'validation_list.txt' in task.real_data
-    for overrides in (task.default_config(), PAPER_CONFIG):  # both are valid engine configs
-        cfg = resolve_config(overrides)
-    cfg = resolve_config(task.default_config())
-    sets = task.build_datasets(builtin, cfg['data']['options'], splits=['train', 'test'])
+    paper = resolve_run_config(load_config_file('audio_speechcommands35'))  # the published recipe: one copy
+    train = paper.train
+    assert (train.schedule, train.step_start, train.gamma, train.loss) == ('step', 5, 0.85, 'bce')
+    cfg = resolve_run_config({'task': 'audio'})
+    sets = task.build_datasets(builtin, cfg.data.options, splits=['train', 'test'])
     assert set(sets) == {'train', 'test'}
-    assert task.model_kwargs(cfg, sets['train']) == {'num_classes': 8}
+    assert task.model_kwargs(cfg.task_settings('audio'), sets['train']) == {'num_classes': 8}
     sets12 = task.build_datasets(builtin, {'variant': 12}, skip_bad=True, splits=['val'])
     assert sets12['val'].classes[-2:] == [UNKNOWN, SILENCE] and sets12['val'].skip_bad
     with pytest.raises(TypeError):

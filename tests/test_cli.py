@@ -14,7 +14,7 @@ import torch
 from conftest import FAST
 from unimodal.cli import main
 
-TASKS = ['audio', 'point', 'video', 'weather', 'image']
+TASKS = ['audio', 'point', 'video', 'timeseries', 'image']
 _RUNS = {}
 
 
@@ -53,7 +53,7 @@ def test_task_trains_and_evaluates_on_builtin_data(task, runs_dir, run_cli, tmp_
     run = trained(runs_dir, task)
     for name in ['config.yaml', 'metrics.jsonl', 'results.json', 'best.pt', 'last.pt', 'curves.png']:
         assert (run / name).is_file(), name
-    plot = run / (f'forecast_{task}.png' if task == 'weather' else f'confusion_{task}.png')
+    plot = run / (f'forecast_{task}.png' if task == 'timeseries' else f'confusion_{task}.png')
     assert plot.is_file()
     results = json.loads((run / 'results.json').read_text())
     entry = results['tasks'][task]
@@ -70,7 +70,7 @@ def test_task_trains_and_evaluates_on_builtin_data(task, runs_dir, run_cli, tmp_
     assert got['task'] == task and got['split'] == 'test' and got['num_samples'] == 8
     _same_metrics(entry['metrics'], got['metrics'])  # same numbers as the run's own test evaluation
     assert 'num_samples' in out and ('top1' in out or 'mse' in out)
-    if task == 'weather':
+    if task == 'timeseries':
         assert {'mse', 'mae', 'mse_phys', 'mae_phys', 'mse_per_step'} <= set(got['metrics'])
         assert {'persistence', 'seasonal_naive'} <= set(got['metrics']['baselines'])
     else:
@@ -78,27 +78,49 @@ def test_task_trains_and_evaluates_on_builtin_data(task, runs_dir, run_cli, tmp_
 
 
 def test_builtin_data_is_announced(runs_dir, run_cli, tmp_path):
-    code, out, err = run_cli('train', '--task', 'weather', *FAST, '--out', tmp_path / 'r')
+    code, out, err = run_cli('train', '--task', 'timeseries', *FAST, '--out', tmp_path / 'r')
     assert code == 0
     assert 'BUILT-IN SYNTHETIC' in err and '--data' in err
-    assert f'run directory: {tmp_path / "r"}' in out and 'results.json' in out and 'forecast_weather.png' in out
+    assert f'run directory: {tmp_path / "r"}' in out and 'results.json' in out and 'forecast_timeseries.png' in out
+
+
+def test_the_old_task_name_still_works(runs_dir, run_cli, tmp_path):
+    """``--task weather`` trains the time-series task, quietly; a checkpoint saved under the old name (tasks,
+    adapter and weights keyed ``weather``) evaluates with either name and gives its own numbers."""
+    code, out, err = run_cli('train', '--task', 'weather', *FAST, '--out', tmp_path / 'r')
+    assert code == 0, err
+    assert 'deprecat' not in err.lower() and json.loads((tmp_path / 'r' / 'results.json').read_text())['task'] \
+        == 'timeseries'
+    run = trained(runs_dir, 'timeseries')
+    ck = torch.load(run / 'best.pt', weights_only=True)
+    rename = lambda s: {k.replace('.timeseries.', '.weather.'): v for k, v in s.items()}  # noqa: E731
+    ck['model'] = rename(ck['model'])
+    ck['tasks'] = {'weather': {**ck['tasks']['timeseries'], 'name': 'weather', 'adapter': 'weather'}}
+    ck['config']['task'] = 'weather'
+    torch.save(ck, tmp_path / 'old.pt')
+    want = json.loads((run / 'results.json').read_text())['metrics']
+    for name in ('weather', 'timeseries'):
+        code, _, err = run_cli('eval', '--task', name, '--checkpoint', tmp_path / 'old.pt', '--json',
+                               tmp_path / f'{name}.json')
+        assert code == 0, err
+        _same_metrics(want, json.loads((tmp_path / f'{name}.json').read_text())['metrics'])
 
 
 def test_console_script_smoke(tmp_path):
     exe = shutil.which('unimodal')
     cmd = [exe] if exe else [sys.executable, '-m', 'unimodal.cli']
-    proc = subprocess.run([*cmd, 'train', '--task', 'weather', *FAST, '--out', str(tmp_path / 'r')],
+    proc = subprocess.run([*cmd, 'train', '--task', 'timeseries', *FAST, '--out', str(tmp_path / 'r')],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / 'r' / 'results.json').is_file()
-    proc = subprocess.run([*cmd, 'train', '--task', 'weather', '--no-such-option'], capture_output=True, text=True)
+    proc = subprocess.run([*cmd, 'train', '--task', 'timeseries', '--no-such-option'], capture_output=True, text=True)
     assert proc.returncode == 2 and 'unrecognized arguments: --no-such-option' in proc.stderr
 
 
 # ------------------------------------------------------------------------------------------------ resume
 
 def test_resume_auto_continues_the_run(tmp_path):
-    common = ['--task', 'weather', '--set', 'train.schedule=constant', '--set', 'train.deterministic=true']
+    common = ['--task', 'timeseries', '--set', 'train.schedule=constant', '--set', 'train.deterministic=true']
     full = _train(tmp_path / 'full', *common, '--epochs', '2')
     _train(tmp_path / 'part', *common, '--epochs', '1')
     resumed = _train(tmp_path / 'part', *common, '--epochs', '2', '--resume', 'auto')
@@ -132,10 +154,10 @@ def test_onnx_export_matches_pytorch(runs_dir, run_cli, tmp_path):
     assert code == 0, err
     assert 'onnxruntime vs PyTorch: max relative difference' in out
     import onnxruntime as ort
-    from unimodal.cli import _example_input, _model_from_checkpoint
-    ck = torch.load(run / 'best.pt', weights_only=True)
-    model = _model_from_checkpoint(ck).task_model('point')
-    x = _example_input(ck['tasks']['point'], batch=3)  # another batch size: the batch axis is dynamic
+    from unimodal.engine.checkpoint import load_run_checkpoint
+    ck = load_run_checkpoint(run / 'best.pt')
+    model = ck.build_model()[0].task_model('point')
+    x = ck.specs['point'].example_input(batch=3)  # another batch size: the batch axis is dynamic
     sess = ort.InferenceSession(str(tmp_path / 'm.onnx'), providers=['CPUExecutionProvider'])
     got = torch.from_numpy(sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0])
     with torch.no_grad():
@@ -191,7 +213,7 @@ class StripeAdapter(Adapter):
 
 
 class WindowImage(Adapter):
-    """Replacement adapter for the weather task: (B, L, N) windows as one (1, L, N) image, forecast head."""
+    """Replacement adapter for the timeseries task: (B, L, N) windows as one (1, L, N) image, forecast head."""
     name = "window_image"
     head_kind = "forecast"
     input_desc = "(B, L, N) float"
@@ -223,11 +245,11 @@ def test_plugin_adapter_with_its_own_data(tmp_path, run_cli):
 def test_plugin_adapter_replaces_a_tasks_adapter(tmp_path, run_cli):
     plugin = tmp_path / 'my_adapter.py'
     plugin.write_text(PLUGIN)
-    code, _, err = run_cli('train', '--task', 'weather', '--adapter', f'{plugin}:WindowImage', *FAST,
+    code, _, err = run_cli('train', '--task', 'timeseries', '--adapter', f'{plugin}:WindowImage', *FAST,
                            '--out', tmp_path / 'r')
     assert code == 0, err
     ck = torch.load(tmp_path / 'r' / 'best.pt', weights_only=True)
-    assert ck['tasks']['weather']['adapter'].endswith('my_adapter.py:WindowImage')
+    assert ck['tasks']['timeseries']['adapter'].endswith('my_adapter.py:WindowImage')
     assert json.loads((tmp_path / 'r' / 'results.json').read_text())['metrics']['mse'] > 0
 
 
@@ -235,19 +257,19 @@ def test_plugin_adapter_replaces_a_tasks_adapter(tmp_path, run_cli):
 
 def test_joint_run_and_single_task_eval_from_joint_checkpoint(tmp_path, run_cli):
     out = tmp_path / 'joint'
-    res = _train(out, '--task', 'audio,point,weather')
-    assert set(res['tasks']) == {'audio', 'point', 'weather'}
-    assert 'top1' in res['tasks']['audio']['metrics'] and 'mse' in res['tasks']['weather']['metrics']
+    res = _train(out, '--task', 'audio,point,timeseries')
+    assert set(res['tasks']) == {'audio', 'point', 'timeseries'}
+    assert 'top1' in res['tasks']['audio']['metrics'] and 'mse' in res['tasks']['timeseries']['metrics']
     record = json.loads((out / 'metrics.jsonl').read_text().splitlines()[0])
-    assert set(record['val']) == {'audio', 'point', 'weather'}
-    assert all(record['train'][t]['steps'] == 2 for t in ('audio', 'point', 'weather'))  # round robin
+    assert set(record['val']) == {'audio', 'point', 'timeseries'}
+    assert all(record['train'][t]['steps'] == 2 for t in ('audio', 'point', 'timeseries'))  # round robin
     ck = torch.load(out / 'best.pt', weights_only=True)
     keys = ck['model'].keys()
-    for t in ('audio', 'point', 'weather'):
+    for t in ('audio', 'point', 'timeseries'):
         assert any(k.startswith(f'adapters.{t}.') for k in keys) and any(k.startswith(f'heads.{t}.') for k in keys)
     assert sum(k == 'trunk.downsample_layers.0.0.weight' for k in keys) == 1  # one shared trunk, one stem
     assert 'channel_proj' in ''.join(keys)  # adapters with fewer channels project to the trunk's
-    for t in ('audio', 'weather'):
+    for t in ('audio', 'timeseries'):
         code, _, err = run_cli('eval', '--task', t, '--checkpoint', out / 'best.pt', '--json', tmp_path / f'{t}.json')
         assert code == 0, err
         _same_metrics(res['tasks'][t]['metrics'], json.loads((tmp_path / f'{t}.json').read_text())['metrics'])
@@ -256,8 +278,8 @@ def test_joint_run_and_single_task_eval_from_joint_checkpoint(tmp_path, run_cli)
 
 
 def test_freeze_trunk_with_init_from_keeps_the_trunk_bit_identical(runs_dir, tmp_path):
-    source = trained(runs_dir, 'weather') / 'best.pt'
-    _train(tmp_path / 'probe', '--task', 'weather', '--init-from', source, '--freeze-trunk', '--lr', '0.01')
+    source = trained(runs_dir, 'timeseries') / 'best.pt'
+    _train(tmp_path / 'probe', '--task', 'timeseries', '--init-from', source, '--freeze-trunk', '--lr', '0.01')
     before = torch.load(source, weights_only=True)['model']
     after = torch.load(tmp_path / 'probe' / 'best.pt', weights_only=True)['model']
     trunk = [k for k in before if k.startswith('trunk.')]
@@ -285,12 +307,15 @@ def test_pretrained_released_layout_file_is_loaded_with_adapted_channels(tmp_pat
 
 @pytest.mark.parametrize('args, needle', [
     (['train', '--task', 'audoi'], "unknown task 'audoi'; known tasks: audio"),
-    (['train', '--task', 'weather', '--set', 'train.batchsize=1'], "did you mean 'batch_size'?"),
-    (['train', '--task', 'weather', '--set', 'trian.lr=1'], "valid keys at the top level: data, eval"),
-    (['train', '--task', 'weather', '--data', '/no/such/dir'], 'data directory /no/such/dir does not exist'),
-    (['train', '--task', 'weather', '--config', '/no/such.yaml'], 'config file /no/such.yaml does not exist'),
-    (['train', '--task', 'weather', '--set', 'data.options.horizn=3'], 'horizn'),
-    (['train', '--task', 'weather', '--model', 'unireplknet_zz'], 'unireplknet_zz'),
+    (['train', '--task', 'timeseries', '--set', 'train.batchsize=1'], "did you mean 'batch_size'?"),
+    (['train', '--task', 'timeseries', '--set', 'trian.lr=1'], "valid keys at the top level: data, eval"),
+    (['train', '--task', 'timeseries', '--data', '/no/such/dir'], 'data directory /no/such/dir does not exist'),
+    (['train', '--task', 'timeseries', '--config', '/no/such.yaml'], 'config file /no/such.yaml does not exist'),
+    (['train', '--task', 'timeseries', '--set', 'data.options.horizn=3'], 'horizn'),
+    (['train', '--task', 'timeseries', '--model', 'unireplknet_zz'], 'unireplknet_zz'),
+    (['train', '--task', 'timeseries', '--lr', 'nan'], 'train.lr must be a finite number, got nan'),
+    (['train', '--task', 'timeseries', '--set', 'train.lr=.inf'], 'train.lr must be a finite number, got inf'),
+    (['train', '--task', 'timeseries', '--config', '/bin/sh'], 'config file /bin/sh is '),
     (['eval', '--checkpoint', '/no/such.pt'], '/no/such.pt'),
     (['data', 'download', 'no_such_set', '--root', '/tmp'], 'no_such_set'),
 ])
@@ -306,15 +331,15 @@ def test_usage_errors_exit_2_with_one_line(args, needle, run_cli, tmp_path, monk
 
 def test_unknown_key_in_config_file(tmp_path, run_cli):
     cfg = tmp_path / 'c.yaml'
-    cfg.write_text('task: weather\ntrain:\n  epocs: 3\n')
+    cfg.write_text('task: timeseries\ntrain:\n  epocs: 3\n')
     code, _, err = run_cli('train', '--config', cfg, '--no-progress')
     assert code == 2 and "'train.epocs'" in err and str(cfg) in err and "did you mean 'epochs'?" in err
 
 
 def test_checkpoint_from_another_task_is_refused(runs_dir, run_cli):
-    run = trained(runs_dir, 'weather')
+    run = trained(runs_dir, 'timeseries')
     code, _, err = run_cli('eval', '--task', 'audio', '--checkpoint', run / 'best.pt')
-    assert code == 2 and "trained for task(s) weather, not 'audio'" in err
+    assert code == 2 and "trained for task(s) timeseries, not 'audio'" in err
 
 
 def test_unknown_cli_option_is_an_error(run_cli):
@@ -335,9 +360,9 @@ def test_models_tasks_bench_and_data_commands(run_cli, tmp_path):
     assert 'training form' in out and 'deploy form' in out and 'samples/s' in out
     code, out, _ = run_cli('data', 'download')
     assert code == 0 and 'speech_commands' in out
-    code, out, err = run_cli('data', 'prepare', '--task', 'weather')
+    code, out, err = run_cli('data', 'prepare', '--task', 'timeseries')
     assert code == 0, err
-    assert 'test:' in out and 'prepared weather data' in out
+    assert 'test:' in out and 'prepared timeseries data' in out
     for command in ['train', 'eval', 'reparam', 'export', 'bench', 'models', 'tasks', 'data']:
         code, out, _ = run_cli(command, '--help')
         assert code == 0 and 'usage: unimodal' in out
@@ -345,10 +370,10 @@ def test_models_tasks_bench_and_data_commands(run_cli, tmp_path):
 
 def test_eval_of_a_released_imagenet_layout_file(tmp_path, run_cli):
     """`--task image` with a released-layout .pth (trunk + classifier, no engine metadata) and an ImageFolder."""
+    from unimodal.config import DataConfig
     from unimodal.engine.build import cache_dir
-    from unimodal.config import default_config
     from unimodal.tasks import get_task
-    root = get_task('image').make_builtin(cache_dir(default_config()))
+    root = get_task('image').make_builtin(cache_dir(DataConfig()))
     n_classes = len([d for d in (Path(root) / 'train').iterdir() if d.is_dir()])
     model = timm.create_model('unireplknet_test', num_classes=n_classes)
     path = tmp_path / 'unireplknet_test_in1k_224_acc00.00.pth'

@@ -12,7 +12,7 @@ import torch.distributed as dist
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason='torch.distributed is not available')
 
 # 13 evaluation windows: an odd number, so the two ranks' shards differ in size (7 + 6)
-COMMON = ['--task', 'weather', '--epochs', '1', '--set', 'train.max_steps_per_epoch=3', '--set',
+COMMON = ['--task', 'timeseries', '--epochs', '1', '--set', 'train.max_steps_per_epoch=3', '--set',
           'data.limit_eval=13', '--set', 'train.schedule=constant', '--set', 'train.deterministic=true',
           '--set', 'train.clip_grad=null', '--device', 'cpu', '--no-progress']
 
@@ -44,14 +44,14 @@ def _log(run: Path) -> dict:
 def test_ddp_training_matches_single_process_with_same_global_batch(runs):
     ddp, single = _log(runs / 'ddp'), _log(runs / 'single')
     assert ddp['step'] == single['step'] == 3
-    assert ddp['train']['weather']['steps'] == 3
+    assert ddp['train']['timeseries']['steps'] == 3
     # same samples per step (DistributedSampler splits the same permutation); BatchNorm statistics are per rank
     assert ddp['train']['loss'] == pytest.approx(single['train']['loss'], rel=2e-3)
-    assert ddp['val']['weather']['mse'] == pytest.approx(single['val']['weather']['mse'], rel=2e-3)
+    assert ddp['val']['timeseries']['mse'] == pytest.approx(single['val']['timeseries']['mse'], rel=2e-3)
     res = json.loads((runs / 'ddp' / 'results.json').read_text())
     assert res['world_size'] == 2
     assert res['num_samples'] == 13  # every test window once, none padded or dropped
-    assert ddp['val']['weather']['num_samples'] == 13
+    assert ddp['val']['timeseries']['num_samples'] == 13
     assert not any(p.name.startswith('.') for p in (runs / 'ddp').iterdir())  # no stray temp files
 
 
@@ -72,11 +72,11 @@ def test_ddp_evaluation_equals_single_process(runs, tmp_path):
 def test_joint_run_under_torchrun(tmp_path):
     """Issue 7 under torchrun: one shared trunk, two tasks interleaved, DataLoader workers, exact evaluation."""
     out = tmp_path / 'joint'
-    _run(['train', '--task', 'audio,weather', '--epochs', '1', '--batch-size', '4', '--set',
+    _run(['train', '--task', 'audio,timeseries', '--epochs', '1', '--batch-size', '4', '--set',
           'train.max_steps_per_epoch=2', '--set', 'data.limit_eval=9', '--workers', '1', '--device', 'cpu',
           '--out', str(out), '--no-progress'], nproc=2)
     res = json.loads((out / 'results.json').read_text())
-    assert res['world_size'] == 2 and set(res['tasks']) == {'audio', 'weather'}
-    assert all(res['tasks'][t]['num_samples'] == 9 for t in ('audio', 'weather'))
+    assert res['world_size'] == 2 and set(res['tasks']) == {'audio', 'timeseries'}
+    assert all(res['tasks'][t]['num_samples'] == 9 for t in ('audio', 'timeseries'))
     log = _log(out)
-    assert log['train']['audio']['steps'] == log['train']['weather']['steps'] == 2
+    assert log['train']['audio']['steps'] == log['train']['timeseries']['steps'] == 2

@@ -1,5 +1,6 @@
 """Engine units on a small fake task (fast): metrics, sharding, schedules, mixup, atomic checkpoints, resume,
 the multi-task model (gradients per task, frozen trunk), plug-in datasets."""
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -9,15 +10,16 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from unimodal.config import ConfigError, parse_set_overrides
+from unimodal.config import ConfigError, JointConfig, parse_set_overrides, resolve_run_config
 from unimodal.engine import checkpoint as ckpt_mod
-from unimodal.engine.build import build_model, make_task_spec, PluginTask
+from unimodal.engine.build import build_model
 from unimodal.engine.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from unimodal.engine.distributed import ShardSampler
-from unimodal.engine.metrics import ClassificationMeter, ForecastMeter, selection_score
+from unimodal.engine.metrics import ClassificationMeter, ForecastMeter
 from unimodal.engine.mixup import MixupCutmix
-from unimodal.engine.trainer import _epoch_plan, resolve_run_config, train, TaskRun
+from unimodal.engine.trainer import _epoch_plan, train, TaskRun
 from unimodal.modalities.base import Adapter, register_adapter
+from unimodal.tasks import PluginTask, get_kind, make_task_spec
 from unimodal.tasks.base import Task, register_task
 
 
@@ -132,7 +134,7 @@ def test_forecast_meter_per_step_physical_units_and_baselines():
     assert pers['mse'] == pytest.approx((1 + 1 + 4 + 4) / 4)
     seas = out['baselines']['seasonal_naive']                        # period 2: forecasts 3, 4
     assert seas['mae'] == pytest.approx((2 + 2 + 2 + 2) / 4)
-    assert selection_score('forecast', out) == pytest.approx(1 - 1.25 / 2.5)
+    assert get_kind('forecast').selection_score(out) == pytest.approx(1 - 1.25 / 2.5)
 
 
 @pytest.mark.parametrize('n, world', [(10, 1), (10, 3), (7, 4), (3, 4)])
@@ -257,13 +259,13 @@ def _fake_specs():
     task = FakeTask()
     cfg = fake_cfg()
     sets = task.build_datasets(None, {})
-    spec = make_task_spec(task, cfg, sets)
-    return {'a': dict(spec, name='a'), 'b': dict(spec, name='b', head_kwargs={'num_classes': 3})}, cfg
+    spec = make_task_spec(task, cfg.task_settings(task.name), sets)
+    return {'a': spec.replace(name='a'), 'b': spec.replace(name='b', head_kwargs={'num_classes': 3})}, cfg
 
 
 def test_joint_model_routes_gradients_per_task():
     specs, cfg = _fake_specs()
-    model = build_model(specs, cfg['model'])
+    model = build_model(specs, cfg.model)
     assert set(model.heads) == {'a', 'b'} and model.task_model('a').trunk is model.task_model('b').trunk
     x = torch.randn(4, 2, 16, 16)
     model(x, task='a').sum().backward()
@@ -278,29 +280,26 @@ def test_joint_model_routes_gradients_per_task():
 
 def test_frozen_trunk_stays_in_eval_mode_without_grads():
     specs, cfg = _fake_specs()
-    cfg['model']['freeze_trunk'] = True
-    model = build_model(specs, cfg['model']).train()
+    model = build_model(specs, dataclasses.replace(cfg.model, freeze_trunk=True)).train()
     assert not model.trunk.training and model.heads['a'].training
     assert not any(p.requires_grad for p in model.trunk.parameters())
 
 
 def test_channel_reconciliation_uses_adapter_projection():
     specs, cfg = _fake_specs()
-    cfg['model']['trunk_chans'] = 3
-    model = build_model(specs, cfg['model'])
+    model = build_model(specs, dataclasses.replace(cfg.model, trunk_chans=3))
     assert isinstance(model.adapters['a'].channel_proj, nn.Conv2d)
     assert model.trunk.downsample_layers[0][0].in_channels == 3
     assert model(torch.randn(2, 2, 16, 16), task='a').shape == (2, 4)
 
 
 def test_epoch_plan_round_robin_and_weighted():
-    runs = [TaskRun(name=n, task=None, cfg={}, root=None, builtin=True, sets={}, spec={}, batches=b, sample_weight=w)
-            for n, b, w in [('a', 4, 1.0), ('b', 2, 3.0)]]
-    cfg = {'joint': {'sampling': 'round_robin', 'steps_per_epoch': None}, 'train': {'seed': 0}}
-    assert _epoch_plan(runs, cfg, 0) == ['a', 'b', 'a', 'b', 'a', 'b']
-    cfg['joint'] = {'sampling': 'weighted', 'steps_per_epoch': 400}
-    plan = _epoch_plan(runs, cfg, 0)
-    assert plan == _epoch_plan(runs, cfg, 0)  # identical on every rank
+    runs = [TaskRun(name=n, task=None, settings=None, root=None, builtin=True, sets={}, spec=None, batches=b,
+                    sample_weight=w) for n, b, w in [('a', 4, 1.0), ('b', 2, 3.0)]]
+    assert _epoch_plan(runs, JointConfig(), 0, 0) == ['a', 'b', 'a', 'b', 'a', 'b']
+    weighted = JointConfig(sampling='weighted', steps_per_epoch=400)
+    plan = _epoch_plan(runs, weighted, 0, 0)
+    assert plan == _epoch_plan(runs, weighted, 0, 0)  # identical on every rank
     assert 0.65 < plan.count('b') / 400 < 0.85  # weights 1:3
 
 

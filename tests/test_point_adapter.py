@@ -1,4 +1,4 @@
-"""Point-cloud adapter: depth and p2p projections, gradients, re-parameterization, augmentation, voting, errors."""
+"""Point-cloud adapter: depth and p2p_light projections (published p2p: test_point_p2p.py), gradients, re-parameterization, augmentation, voting, errors."""
 import math
 
 import pytest
@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 import unimodal
 from unimodal import InputShapeError
-from unimodal.modalities.point import P2PProjector, PointAdapter, rotation_about_axis, vote_predict
+from unimodal.modalities.point import P2PLightProjector, PointAdapter, rotation_about_axis, vote_predict
 
 VARIANT = 'unireplknet_test'
 
@@ -72,15 +72,15 @@ def test_depth_views_follow_up_axis_rotation():
         assert ((rimg[i] - img[i]).abs() > 1e-4).float().mean() > 0.1  # views do differ
 
 
-def test_p2p_shapes():
-    a = PointAdapter(mode='p2p', image_size=32, k=8)
+def test_p2p_light_shapes():
+    a = PointAdapter(mode='p2p_light', image_size=32, k=8)
     assert (a.num_views, a.out_chans, a.view_pool) == (4, 3, 'concat')
     grid, _ = a(_clouds(2, 64))
     assert grid.shape == (8, 3, 32, 32)
 
 
-def test_p2p_scatter_equals_explicit_3x3_neighbourhood():
-    p = P2PProjector(image_size=12)
+def test_p2p_light_scatter_equals_explicit_3x3_neighbourhood():
+    p = P2PLightProjector(image_size=12)
     feats = torch.randn(2, 5, 30)
     xy = torch.rand(2, 30, 2) * 2 - 1
     got = p.scatter(feats, xy)
@@ -101,8 +101,8 @@ def test_p2p_scatter_equals_explicit_3x3_neighbourhood():
     assert torch.allclose(got, ref)
 
 
-def test_p2p_gradients_reach_point_encoder_through_task_model():
-    model = unimodal.create_model('point', variant=VARIANT, num_classes=5, mode='p2p', image_size=32, k=8)
+def test_p2p_light_gradients_reach_point_encoder_through_task_model():
+    model = unimodal.create_model('point', variant=VARIANT, num_classes=5, mode='p2p_light', image_size=32, k=8)
     assert model.head.norm.normalized_shape[0] == 4 * model.trunk.num_features  # views concatenated
     model.train()
     out = model(_clouds(2, 64))
@@ -114,9 +114,9 @@ def test_p2p_gradients_reach_point_encoder_through_task_model():
         assert grad is not None and grad.abs().sum() > 0, name
 
 
-@pytest.mark.parametrize('mode', ['depth', 'p2p'])
+@pytest.mark.parametrize('mode', ['depth', 'p2p_light', 'p2p'])
 def test_task_model_reparameterize_keeps_outputs(mode):
-    kw = dict(mode='p2p', image_size=32, k=8) if mode == 'p2p' else dict(image_size=32)
+    kw = dict(mode=mode, image_size=32, k=8) if mode != 'depth' else dict(image_size=32)
     model = unimodal.create_model('point', variant=VARIANT, num_classes=5, **kw)
     _randomize_bn(model)
     model.eval()
@@ -127,7 +127,7 @@ def test_task_model_reparameterize_keeps_outputs(mode):
         out = model(x)
     rel = ((out - ref).norm() / ref.norm()).item()
     assert rel <= 1e-5
-    if mode == 'p2p':
+    if mode != 'depth':
         bns = [m for m in model.adapter.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
         assert not bns  # folded away
 
@@ -188,7 +188,9 @@ def test_bad_options():
         PointAdapter(mode='voxel')
     with pytest.raises(ValueError, match='use_normals'):
         PointAdapter(use_normals=True)  # depth ignores normals
-    a = PointAdapter(mode='p2p', use_normals=True, image_size=16, k=4)
+    with pytest.raises(ValueError, match='use_normals'):
+        PointAdapter(mode='p2p', use_normals=True)  # the published projector reads xyz only
+    a = PointAdapter(mode='p2p_light', use_normals=True, image_size=16, k=4)
     with pytest.raises(InputShapeError, match='use_normals'):
         a.check_input(torch.randn(1, 10, 3))
     assert a(_clouds(1, 20, c=6))[0].shape == (4, 3, 16, 16)

@@ -15,7 +15,7 @@ L, H = 16, 4
 
 def _model(mode, n, **kw):
     torch.manual_seed(0)
-    return create_model('weather', 'unireplknet_test', input_len=L, horizon=H, num_series=n, mode=mode, **kw)
+    return create_model('timeseries', 'unireplknet_test', input_len=L, horizon=H, num_series=n, mode=mode, **kw)
 
 
 def _windows(b, n, seed=0):
@@ -67,8 +67,8 @@ def test_paper_layout_is_the_published_raw_reshape():
 
 
 def test_alias_registered():
-    assert get_adapter_class('timeseries').__mro__[1] is TimeSeriesAdapter
-    assert get_adapter_class('weather') is TimeSeriesAdapter
+    assert get_adapter_class('timeseries') is TimeSeriesAdapter
+    assert get_adapter_class('weather').__mro__[1] is TimeSeriesAdapter  # the first name, for old checkpoints
 
 
 def test_constant_series_round_trip_through_revin():

@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader
 from unimodal.data.errors import DataError
 from unimodal.data.timeseries import (BUILTIN_FILE, build_weather_datasets, make_builtin_weather, read_csv_series,
                                       split_borders)
-from unimodal.tasks.weather import WeatherTask
+from unimodal.tasks.timeseries import TimeSeriesTask
 
 L, H = 8, 4
 
@@ -190,8 +190,8 @@ def test_builtin_is_deterministic_and_readable(tmp_path):
 
 
 def test_task_glue(tmp_path):
-    task = WeatherTask()
-    assert (task.name, task.adapter, task.kind) == ('weather', 'weather', 'forecast')
+    task = TimeSeriesTask()
+    assert (task.name, task.adapter, task.kind, task.aliases) == ('timeseries', 'timeseries', 'forecast', ('weather',))
     cfg = task.default_config()
     assert cfg['train']['loss'] == 'mse'
     root = task.make_builtin(tmp_path)
@@ -206,7 +206,7 @@ def test_task_glue(tmp_path):
         task.build_datasets(root, {'input_length': 48})
     # the default config builds a model that forecasts the built-in windows
     from unimodal import create_model
-    model = create_model('weather', cfg['model']['variant'], **kw, **cfg['model']['adapter']).eval()
+    model = create_model('timeseries', cfg['model']['variant'], **kw, **cfg['model']['adapter']).eval()
     x, y = next(iter(DataLoader(ds['test'], batch_size=2)))
     with torch.no_grad():
         assert model(x).shape == y.shape

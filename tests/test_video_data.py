@@ -283,10 +283,11 @@ def test_video_task_and_workers(tmp_path):
     sets = task.build_datasets(root, opts, splits=['train', 'test'])  # no test list: val is tested
     assert set(sets) == {'train', 'test'} and sets['test'].annotation.name == 'val.txt'
     assert sets['test'][0][0].shape == (2, 3, 4, 32, 32)
-    cfg = {'model': {'adapter': {'mode': 'channels'}}}
-    assert task.model_kwargs(cfg, sets['train']) == {'num_classes': 8, 'num_frames': 4, 'image_size': 32}
+    from unimodal.config import TaskModelConfig, TaskSettings
+    settings = TaskSettings(model=TaskModelConfig(adapter={'mode': 'channels'}))
+    assert task.model_kwargs(settings, sets['train']) == {'num_classes': 8, 'num_frames': 4, 'image_size': 32}
     with pytest.raises(ValueError, match='num_frames'):
-        task.model_kwargs({'model': {'adapter': {'num_frames': 16}}}, sets['train'])
+        task.model_kwargs(TaskSettings(model=TaskModelConfig(adapter={'num_frames': 16})), sets['train'])
     assert '2 clips x 1 crop,' in task.eval_views(sets['test']) and '8 of 8' in task.eval_views(sets['test'])
     with pytest.raises(TypeError):
         task.build_datasets(root, dict(opts, frames=3), splits=['train'])

@@ -18,7 +18,7 @@ __all__ = ['main', 'build_parser']
 
 _logger = logging.getLogger('unimodal.cli')
 
-TASK_CHOICES = 'audio, point, video, weather, image'
+TASK_CHOICES = 'audio, point, video, timeseries, image'
 
 
 class UsageError(Exception):
@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    'select the best epoch on the validation split and evaluate it on the test split.')
     t.add_argument('--task', help=f'task name ({TASK_CHOICES}) or a comma list for joint training, e.g. audio,point')
     t.add_argument('--data', help='data set directory (default: the task\'s built-in synthetic data)')
-    t.add_argument('--config', help='YAML recipe (see configs/)')
+    t.add_argument('--config', help='YAML recipe: a file, or the name of a shipped recipe (e.g. audio_speechcommands35)')
     t.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
                    help='override a config key, e.g. --set train.lr=1e-3 (repeatable; values parsed as YAML)')
     t.add_argument('--model', help='trunk variant (unireplknet_a ... unireplknet_xl, unireplknet_test)')
@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      'without --data, write the built-in synthetic data set.')
     dp.add_argument('--task', required=True)
     dp.add_argument('--data')
-    dp.add_argument('--config')
+    dp.add_argument('--config', help='YAML recipe: a file or a shipped recipe name')
     dp.add_argument('--set', action='append', default=[], metavar='KEY=VALUE')
     dp.add_argument('--skip-bad', action='store_true')
     dp.add_argument('--workers', type=int)
@@ -187,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
 # ------------------------------------------------------------------------------------------------ commands
 
 def _train_overrides(args: argparse.Namespace) -> Dict[str, Any]:
+    """The explicit flags of ``train`` as a config layer."""
     from .config import task_names
     cli: Dict[str, Any] = {}
 
@@ -217,9 +218,10 @@ def _train_overrides(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import load_config_file, parse_set_overrides, task_names
-    from .engine.checkpoint import is_engine_checkpoint, load_checkpoint
-    from .engine.trainer import find_resume_checkpoint, resolve_run_config, train
+    from .config import load_config_file, parse_set_overrides, resolve_run_config, task_names
+    from .engine.checkpoint import load_run_checkpoint
+    from .engine.trainer import find_resume_checkpoint, train
+    from .tasks import canonical_task_name
 
     file_cfg = load_config_file(args.config) if args.config else {}
     cli = _train_overrides(args)
@@ -230,9 +232,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     base = None
     if args.resume:
         if args.resume == 'auto':
-            names = task_names(sets.get('task') or cli.get('task') or file_cfg.get('task'))
-            label = '+'.join(names) if names else None
-            resume_path = find_resume_checkpoint(out, label or '*')
+            given = task_names(sets.get('task') or cli.get('task') or file_cfg.get('task'))
+            names = [canonical_task_name(n) for n in given]
+            resume_path = find_resume_checkpoint(out, '+'.join(names) if names else '*')
+            if resume_path is None and given != names:  # a run directory named after the old task name
+                resume_path = find_resume_checkpoint(out, '+'.join(given))
             if resume_path is None:
                 _logger.info('--resume auto: no last.pt found%s; starting a new run',
                              f' in {out}' if out else ' under runs/')
@@ -243,22 +247,14 @@ def cmd_train(args: argparse.Namespace) -> int:
             if not resume_path.is_file():
                 raise UsageError(f'--resume {args.resume}: no such checkpoint')
         if resume_path is not None:
-            ckpt = load_checkpoint(resume_path)
-            if not is_engine_checkpoint(ckpt):
-                raise UsageError(f'--resume {resume_path}: not a unimodal run checkpoint')
-            base = ckpt['config']
+            base = load_run_checkpoint(resume_path).config
             out = out or resume_path.parent
-            del ckpt
     cfg = resolve_run_config(file_cfg, cli, sets, base=base, file_origin=str(args.config or 'config file'))
-    names = task_names(cfg.get('task'))
-    if _is_main() and not cfg['data'].get('root') and names:
-        roots = [((cfg.get('tasks') or {}).get(n, {}).get('data') or {}).get('root') if len(names) > 1
-                 else cfg['data'].get('root') for n in names]
-        builtin = [n for n, r in zip(names, roots) if r is None]
-        if builtin:
-            print(f'unimodal: no --data given: training {", ".join(builtin)} on the BUILT-IN SYNTHETIC data set '
-                  f'(pass --data DIR for the real data; `unimodal tasks` and the log say what layout is expected)',
-                  file=sys.stderr)
+    builtin = [n for n in cfg.task_names if cfg.task_settings(n).data.root is None]
+    if _is_main() and builtin:
+        print(f'unimodal: no --data given: training {", ".join(builtin)} on the BUILT-IN SYNTHETIC data set '
+              f'(pass --data DIR for the real data; `unimodal tasks` and the log say what layout is expected)',
+              file=sys.stderr)
     results = train(cfg, out_dir=out, resume=resume_path, progress=_progress(not args.no_progress))
     if _is_main():
         run_dir = Path(results['run_dir'])
@@ -280,25 +276,38 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .config import parse_set_overrides
+    from .config import parse_set_overrides, resolve_run_config
+    from .engine.checkpoint import RunCheckpoint, is_engine_checkpoint, load_checkpoint
     from .engine.distributed import cleanup_distributed, init_distributed
-    from .engine.evaluate import evaluate_checkpoint
+    from .engine.evaluate import evaluate_checkpoint, evaluate_released_image
+    from .tasks import canonical_task_name
 
-    overrides = parse_set_overrides(args.set)
-    if args.batch_size is not None:
-        overrides.setdefault('eval', {})['batch_size'] = args.batch_size
-    if args.device is not None:
-        overrides.setdefault('train', {})['device'] = args.device
-    if args.workers is not None:
-        overrides.setdefault('data', {})['num_workers'] = args.workers
-    if args.skip_bad:
-        overrides.setdefault('data', {})['skip_bad'] = True
-    dist_info = init_distributed(args.device or (overrides.get('train') or {}).get('device') or 'auto')
+    sets = parse_set_overrides(args.set)
+    flags: Dict[str, Any] = {}
+    for section, key, value in (('eval', 'batch_size', args.batch_size), ('train', 'device', args.device),
+                                ('data', 'num_workers', args.workers), ('data', 'skip_bad', args.skip_bad or None),
+                                ('data', 'root', args.data)):
+        if value is not None:
+            flags.setdefault(section, {})[key] = value
+    raw = load_checkpoint(Path(args.checkpoint))
+    released = not is_engine_checkpoint(raw)
+    if released and (args.task is None or canonical_task_name(args.task) != 'image'):
+        raise UsageError(f'{args.checkpoint} is not a unimodal run checkpoint (no "format: unimodal-run" entry); '
+                         f'released ImageNet .pth files are evaluated with --task image')
+    if released:
+        cfg = resolve_run_config(None, {**flags, 'task': 'image'}, sets)
+    else:
+        ckpt = RunCheckpoint.from_raw(raw, args.checkpoint)
+        cfg = resolve_run_config(None, flags, sets, base=ckpt.config)
+    dist_info = init_distributed(args.device or (sets.get('train') or {}).get('device') or 'auto')
+    progress = _progress(not args.no_progress)
     try:
-        result = evaluate_checkpoint(Path(args.checkpoint), args.task, data=args.data, split=args.split,
-                                     overrides=overrides, dist_info=dist_info,
-                                     progress=_progress(not args.no_progress), adapter_class=args.adapter,
-                                     variant=args.model)
+        if released:
+            result = evaluate_released_image(Path(args.checkpoint), raw, cfg, split=args.split, dist_info=dist_info,
+                                             progress=progress, variant=args.model)
+        else:
+            result = evaluate_checkpoint(ckpt, cfg, args.task, split=args.split, dist_info=dist_info,
+                                         progress=progress, adapter_class=args.adapter)
     finally:
         cleanup_distributed()
     if _is_main():
@@ -315,52 +324,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_run_checkpoint(path: str) -> Dict[str, Any]:
-    from .engine.checkpoint import is_engine_checkpoint, load_checkpoint
-    ckpt = load_checkpoint(Path(path))
-    if not is_engine_checkpoint(ckpt):
-        raise UsageError(f'{path} is not a unimodal run checkpoint')
-    return ckpt
-
-
-def _model_from_checkpoint(ckpt: Dict[str, Any], tasks: Optional[Sequence[str]] = None):
-    from .config import task_config
-    from .engine.build import build_model
-    from .engine.evaluate import eval_weights, split_task_state
-    names = list(tasks or ckpt['tasks'])
-    cfg = task_config(ckpt['config'], names[0])
-    meta = ckpt['model_meta']
-    specs = {n: ckpt['tasks'][n] for n in names}
-    model = build_model(specs, {**cfg['model'], **meta, 'freeze_trunk': False}, deploy=bool(meta.get('deploy')))
-    state, _ = eval_weights(ckpt)
-    if len(names) != len(ckpt['tasks']):
-        state = {k: v for n in names for k, v in split_task_state(state, n).items()}
-    model.load_state_dict(state, strict=True)
-    return model.eval()
-
-
-def _example_input(spec: Dict[str, Any], batch: int = 2):
-    import torch
-    shape = [batch, *spec['input_shape']]
-    dtype = getattr(torch, spec.get('input_dtype') or 'float32')
-    g = torch.Generator().manual_seed(0)
-    if dtype.is_floating_point:
-        return torch.randn(shape, generator=g).to(dtype)
-    return torch.randint(0, 2, shape, generator=g).to(dtype)
-
-
 def _rel_diff(a, b) -> float:
     return float((a - b).abs().max() / a.abs().max().clamp_min(1e-12))
 
 
 def cmd_reparam(args: argparse.Namespace) -> int:
     import torch
-    from .engine.checkpoint import save_checkpoint
-    ckpt = _load_run_checkpoint(args.checkpoint)
-    if ckpt['model_meta'].get('deploy'):
+    from .engine.checkpoint import load_run_checkpoint, save_checkpoint, to_plain
+    ckpt = load_run_checkpoint(args.checkpoint)
+    if ckpt.deploy:
         raise UsageError(f'{args.checkpoint} is already in deploy form')
-    model = _model_from_checkpoint(ckpt)
-    inputs = {n: _example_input(s) for n, s in ckpt['tasks'].items()}
+    model, _ = ckpt.build_model()
+    inputs = {n: s.example_input() for n, s in ckpt.specs.items()}
     with torch.no_grad():
         before = {n: model.task_model(n)(x) for n, x in inputs.items()}
         model.reparameterize()
@@ -372,11 +347,12 @@ def cmd_reparam(args: argparse.Namespace) -> int:
         print(f'{n}: max relative difference train form vs deploy form {d:.3e}')
     if worst > 1e-3:
         raise UsageError(f're-parameterization changed the outputs (max relative difference {worst:.3e}); not saved')
-    out = {k: v for k, v in ckpt.items() if k not in ('optimizer', 'scheduler', 'scaler', 'model_ema')}
+    out = {k: v for k, v in ckpt.raw.items() if k not in ('optimizer', 'scheduler', 'scaler', 'model_ema')}
     out.update({'model': model.state_dict(), 'model_ema': None, 'optimizer': None, 'scheduler': None,
-                'scaler': None, 'model_meta': {**ckpt['model_meta'], 'deploy': True}})
+                'scaler': None, 'model_meta': {**ckpt.meta, 'deploy': True},
+                'tasks': {n: to_plain(s.to_dict()) for n, s in ckpt.specs.items()}})
     save_checkpoint(out, Path(args.out))
-    n_before = sum(v.numel() for k, v in ckpt['model'].items() if not k.endswith('num_batches_tracked'))
+    n_before = sum(v.numel() for k, v in ckpt.raw['model'].items() if not k.endswith('num_batches_tracked'))
     n_after = sum(p.numel() for p in model.parameters())
     print(f'wrote {args.out} (deploy form; {n_after / 1e6:.3f}M parameters, training form {n_before / 1e6:.3f}M '
           f'state entries)')
@@ -385,18 +361,14 @@ def cmd_reparam(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     import torch
-    ckpt = _load_run_checkpoint(args.checkpoint)
-    names = list(ckpt['tasks'])
-    name = args.task or (names[0] if len(names) == 1 else None)
-    if name is None:
-        raise UsageError(f'{args.checkpoint} holds the tasks {", ".join(names)}: choose one with --task')
-    if name not in names:
-        raise UsageError(f'{args.checkpoint} has no task {name!r} (it holds {", ".join(names)})')
-    model = _model_from_checkpoint(ckpt, [name])
-    if not ckpt['model_meta'].get('deploy'):
+    from .engine.checkpoint import load_run_checkpoint
+    ckpt = load_run_checkpoint(args.checkpoint)
+    name = ckpt.task_name(args.task)
+    model, _ = ckpt.build_model([name])
+    if not ckpt.deploy:
         model.reparameterize()
     task_model = model.task_model(name).eval()
-    x = _example_input(ckpt['tasks'][name])
+    x = ckpt.specs[name].example_input()
     out_path = Path(args.out or Path(args.checkpoint).with_suffix(f'.{name}.onnx'))
     with torch.no_grad():
         ref = task_model(x)
@@ -450,18 +422,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .engine.distributed import resolve_device
     device = resolve_device(args.device)
     if args.task:
-        from .config import default_config, merge_config
-        from .engine.build import build_model, build_task_datasets, cache_dir, make_task_spec, resolve_task
+        from .config import resolve_run_config
+        from .engine.build import build_model, build_task_datasets, cache_dir
+        from .tasks import make_task_spec, resolve_task
         task = resolve_task(args.task)
-        cfg = merge_config(default_config(), task.default_config(), 'task')
-        if args.variant:
-            cfg['model']['variant'] = args.variant
-        root = task.make_builtin(cache_dir(cfg))
-        sets = build_task_datasets(task, cfg, Path(root), splits=['train', 'val', 'test'])
-        spec = make_task_spec(task, cfg, sets)
-        model = build_model({task.name: spec}, cfg['model']).task_model(task.name)
-        x = _example_input(spec, args.batch_size)
-        label = f'task {task.name} ({cfg["model"]["variant"]}, input {tuple(x.shape)})'
+        cfg = resolve_run_config(None, {'task': task.name, **({'model': {'variant': args.variant}} if args.variant
+                                                               else {})})
+        settings = cfg.task_settings(task.name)
+        root = task.make_builtin(cache_dir(settings.data))
+        sets = build_task_datasets(task, settings.data, Path(root), splits=['train', 'val', 'test'])
+        spec = make_task_spec(task, settings, sets)
+        model = build_model({task.name: spec}, cfg.model).task_model(task.name)
+        x = spec.example_input(args.batch_size)
+        label = f'task {task.name} ({cfg.model.variant}, input {tuple(x.shape)})'
     else:
         from .models.task_model import create_trunk
         variant = args.model or 'unireplknet_a'
@@ -505,9 +478,10 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     from .tasks.base import get_task, list_tasks
     for name in list_tasks():
         t = get_task(name)
-        print(f'{name:<9} {t.kind:<15} adapter {t.adapter:<8} {t.description}')
+        also = f' (also --task {", ".join(t.aliases)})' if t.aliases else ''
+        print(f'{name:<10} {t.kind:<15} adapter {t.adapter:<10} {t.description}{also}')
     print('\nTrain one: unimodal train --task NAME (built-in data) or --data DIR (real data); '
-          'several jointly: --task audio,point,weather')
+          'several jointly: --task audio,point,timeseries')
     return 0
 
 
@@ -540,9 +514,9 @@ def cmd_data(args: argparse.Namespace) -> int:
         print(f'{args.name} is at {path}; train with --data {path}')
         return 0
     # prepare
-    from .config import load_config_file, parse_set_overrides
-    from .engine.build import build_task_datasets, data_root, resolve_task
-    from .engine.trainer import resolve_run_config
+    from .config import load_config_file, parse_set_overrides, resolve_run_config
+    from .engine.build import build_task_datasets, data_root
+    from .tasks import resolve_task
     cli: Dict[str, Any] = {'task': args.task}
     if args.data:
         cli['data'] = {'root': args.data}
@@ -552,13 +526,14 @@ def cmd_data(args: argparse.Namespace) -> int:
         cli.setdefault('data', {})['num_workers'] = args.workers
     cfg = resolve_run_config(load_config_file(args.config) if args.config else {}, cli, parse_set_overrides(args.set))
     task = resolve_task(args.task)
-    root, builtin = data_root(task, cfg)
+    data = cfg.task_settings(task.name).data
+    root, builtin = data_root(task, data)
     if builtin:
         print(f'built-in synthetic {task.name} data set: {root}')
-    sets = build_task_datasets(task, cfg, root, splits=['train', 'val', 'test'])
+    sets = build_task_datasets(task, data, root, splits=['train', 'val', 'test'])
     from torch.utils.data import DataLoader
     for split, ds in sets.items():
-        loader = DataLoader(ds, batch_size=None, num_workers=int(cfg['data']['num_workers']))
+        loader = DataLoader(ds, batch_size=None, num_workers=data.num_workers)
         n = 0
         t = time.perf_counter()
         for _ in loader:

@@ -40,8 +40,9 @@ from .series_store import MissingScan, NpyRows, convert_npy, fill_frame, fill_np
 _logger = logging.getLogger(__name__)
 
 __all__ = [
-    'ForecastWindows', 'read_csv_series', 'read_global_npy', 'split_borders', 'build_weather_datasets',
-    'make_builtin_weather', 'detect_format', 'FILL_POLICIES', 'BUILTIN_FILE',
+    'ForecastWindows', 'read_csv_series', 'read_global_npy', 'split_borders', 'build_timeseries_datasets',
+    'make_builtin_timeseries', 'build_weather_datasets', 'make_builtin_weather', 'detect_format', 'FILL_POLICIES',
+    'BUILTIN_FILE',
 ]
 
 FILL_POLICIES = ('error', 'ffill', 'interpolate', 'zero')
@@ -439,14 +440,14 @@ def detect_format(root: PathLike, file: Optional[str] = None) -> Tuple[str, Path
                           '(Global Temp/Wind) or a CSV with a date column (Time-Series-Library layout)')
 
 
-def build_weather_datasets(root: PathLike, *, format: str = 'auto', variable: Optional[str] = None,
-                           file: Optional[str] = None, input_len: int = 48, horizon: int = 24, stride: int = 1,
-                           fill: str = 'error', time_column: Optional[str] = 'date',
-                           columns: Optional[Sequence[str]] = None, scale: bool = True, borders: str = 'auto',
-                           train_ratio: float = 0.7, test_ratio: float = 0.2, period: Optional[int] = None,
-                           skip_bad: bool = False, splits: Optional[Sequence[str]] = None,
-                           cache_dir: Optional[PathLike] = None,
-                           ) -> Dict[str, ForecastWindows]:
+def build_timeseries_datasets(root: PathLike, *, format: str = 'auto', variable: Optional[str] = None,
+                              file: Optional[str] = None, input_len: int = 48, horizon: int = 24, stride: int = 1,
+                              fill: str = 'error', time_column: Optional[str] = 'date',
+                              columns: Optional[Sequence[str]] = None, scale: bool = True, borders: str = 'auto',
+                              train_ratio: float = 0.7, test_ratio: float = 0.2, period: Optional[int] = None,
+                              skip_bad: bool = False, splits: Optional[Sequence[str]] = None,
+                              cache_dir: Optional[PathLike] = None,
+                              ) -> Dict[str, ForecastWindows]:
     """Train/val/test forecasting windows from a weather / time-series data root.
 
     Args:
@@ -586,7 +587,8 @@ def _synthetic_weather(seed: int, num_hours: int, num_stations: int) -> np.ndarr
     return (base + daily + seasonal + fronts + noise).astype(np.float64)
 
 
-def make_builtin_weather(root: PathLike, seed: int = 0, num_hours: int = 24 * 150, num_stations: int = 24) -> Path:
+def make_builtin_timeseries(root: PathLike, seed: int = 0, num_hours: int = 24 * 150,
+                            num_stations: int = 24) -> Path:
     """Write (once) the built-in synthetic multi-station weather CSV and return its path.
 
     ``root/weather_synthetic.csv``: a ``date`` column (hourly from 2021-01-01) and ``num_stations`` columns
@@ -606,3 +608,8 @@ def make_builtin_weather(root: PathLike, seed: int = 0, num_hours: int = 24 * 15
     root = build_once(root, generator='weather', version=_BUILTIN_VERSION, write=write, legacy=(BUILTIN_FILE,),
                       settings={'seed': seed, 'num_hours': num_hours, 'num_stations': num_stations})
     return Path(root) / BUILTIN_FILE
+
+
+# the first names of the two functions, kept for existing callers
+build_weather_datasets = build_timeseries_datasets
+make_builtin_weather = make_builtin_timeseries

@@ -1,16 +1,17 @@
-"""Training and evaluation engine: config-driven runs, DDP, checkpoints, metrics and plots.
+"""Training and evaluation engine: runs of a resolved config, DDP, checkpoints, metrics and plots.
 
-Main entry points (the CLI ``unimodal train`` / ``unimodal eval`` call these):
+Main entry points (the CLI ``unimodal train`` / ``unimodal eval`` call these with a
+:class:`~unimodal.config.RunConfig` from :func:`unimodal.config.resolve_run_config`):
 
-* :func:`resolve_run_config` and :func:`train` (``unimodal.engine.trainer``)
-* :func:`evaluate_checkpoint` (``unimodal.engine.evaluate``)
+* :func:`train` (``unimodal.engine.trainer``)
+* :func:`load_run_checkpoint` and :func:`evaluate_checkpoint` (``unimodal.engine.evaluate``)
 * :class:`MultiTaskModel` (one shared trunk, an adapter and head per task) and :func:`build_model`
 """
-from .build import PluginTask, build_model
-from .checkpoint import load_checkpoint, save_checkpoint
+from .build import build_model
+from .checkpoint import RunCheckpoint, load_checkpoint, load_run_checkpoint, save_checkpoint
 from .evaluate import evaluate, evaluate_checkpoint
 from .multitask import MultiTaskModel
-from .trainer import resolve_run_config, train
+from .trainer import train
 
-__all__ = ['PluginTask', 'build_model', 'load_checkpoint', 'save_checkpoint', 'evaluate', 'evaluate_checkpoint',
-           'MultiTaskModel', 'resolve_run_config', 'train']
+__all__ = ['build_model', 'load_checkpoint', 'save_checkpoint', 'RunCheckpoint', 'load_run_checkpoint', 'evaluate',
+           'evaluate_checkpoint', 'MultiTaskModel', 'train']

@@ -1,4 +1,5 @@
-"""Engine checkpoints: atomic writes, ``weights_only`` loading, RNG state capture.
+"""Engine checkpoints: atomic writes, ``weights_only`` loading, RNG state capture, and reading a run checkpoint
+back (:func:`load_run_checkpoint`: the one way eval, reparam, export, ``--init-from`` and ``--resume`` read one).
 
 A checkpoint is a dict of plain containers and tensors (loadable with ``torch.load(weights_only=True)``)::
 
@@ -8,10 +9,9 @@ A checkpoint is a dict of plain containers and tensors (loadable with ``torch.lo
      'optimizer', 'scheduler', 'scaler': state dicts (None where unused),
      'rng': {'python', 'numpy', 'torch', 'cuda'},
      'epoch': completed epochs, 'step': optimiser steps,
-     'config': resolved config (dict), 'config_yaml': the same as YAML text,
-     'model_meta': {'variant', 'trunk_kwargs', 'trunk_chans', 'drop_rate', 'trunk_chunk', 'deploy'},
-     'tasks': {name: {'kind', 'adapter', 'adapter_kwargs', 'head_kwargs', 'classes', 'metric_info',
-                      'dataset', 'input_shape', 'input_dtype'}},
+     'config': the resolved RunConfig (RunConfig.to_dict()), 'config_yaml': the same as YAML text,
+     'model_meta': {'variant', 'trunk', 'trunk_chans', 'drop_rate', 'drop_path_rate', 'trunk_chunk', 'deploy'},
+     'tasks': {name: TaskSpec.to_dict()},
      'best': {'epoch', 'score', 'metrics'}}
 """
 from __future__ import annotations
@@ -20,16 +20,25 @@ import logging
 import os
 import random
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
+from ..config.errors import ConfigError
+from ..tasks.base import canonical_task_name
+from ..tasks.spec import TaskSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config.schema import ModelConfig
+    from .multitask import MultiTaskModel
+
 _logger = logging.getLogger(__name__)
 
 __all__ = ['CHECKPOINT_FORMAT', 'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'get_rng_state', 'set_rng_state',
-           'to_plain', 'is_engine_checkpoint']
+           'to_plain', 'is_engine_checkpoint', 'model_meta', 'RunCheckpoint', 'load_run_checkpoint']
 
 CHECKPOINT_FORMAT = 'unimodal-run'
 
@@ -137,3 +146,120 @@ def to_plain(obj: Any) -> Any:
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
     return str(obj)
+
+
+# ------------------------------------------------------------------------------------------------ run checkpoints
+
+def model_meta(model: 'ModelConfig', trunk_chans: int, deploy: bool = False) -> Dict[str, Any]:
+    """The architecture facts a checkpoint stores to rebuild its model without the run's config."""
+    return {'variant': model.variant, 'trunk': dict(model.trunk), 'trunk_chunk': model.trunk_chunk,
+            'trunk_chans': int(trunk_chans), 'drop_rate': model.drop_rate, 'drop_path_rate': model.drop_path_rate,
+            'deploy': deploy}
+
+
+def _renamed_state(state: Optional[Mapping[str, Any]], renames: Mapping[str, str]) -> Optional[Dict[str, Any]]:
+    if state is None or not renames:
+        return None if state is None else dict(state)
+    out = {}
+    for key, value in state.items():
+        for old, new in renames.items():
+            for part in ('adapters.', 'heads.'):
+                if key.startswith(f'{part}{old}.'):
+                    key = f'{part}{new}.{key[len(part) + len(old) + 1:]}'
+        out[key] = value
+    return out
+
+
+@dataclass
+class RunCheckpoint:
+    """A run checkpoint read back: its task specs, model facts, weights and the stored config.
+
+    Older checkpoints are read as this version's: their dict specs become :class:`TaskSpec`, and a task saved
+    under an old name (``weather``) takes its current name (``timeseries``), in the specs and in the weights.
+    ``config`` is the stored config as saved (resolve it with :func:`unimodal.config.resolve_run_config`,
+    ``base=ckpt.config``).
+    """
+    path: Path
+    raw: Dict[str, Any]
+    specs: Dict[str, TaskSpec]
+
+    @classmethod
+    def from_raw(cls, raw: Any, path: Union[str, Path]) -> 'RunCheckpoint':
+        if not is_engine_checkpoint(raw):
+            raise CheckpointError(f'{path} is not a unimodal run checkpoint (no "format: {CHECKPOINT_FORMAT}" entry)')
+        raw = dict(raw)
+        renames = {name: canonical_task_name(name) for name in raw['tasks'] if canonical_task_name(name) != name}
+        specs = {renames.get(name, name): TaskSpec.from_dict(spec, name=renames.get(name, name))
+                 for name, spec in raw['tasks'].items()}
+        if renames:
+            raw['model'] = _renamed_state(raw['model'], renames)
+            raw['model_ema'] = _renamed_state(raw.get('model_ema'), renames)
+        return cls(path=Path(path), raw=raw, specs=specs)
+
+    @property
+    def config(self) -> Dict[str, Any]:
+        return self.raw.get('config') or {}
+
+    @property
+    def meta(self) -> Dict[str, Any]:
+        return self.raw['model_meta']
+
+    @property
+    def deploy(self) -> bool:
+        return bool(self.meta.get('deploy'))
+
+    @property
+    def task_names(self) -> List[str]:
+        return list(self.specs)
+
+    def task_name(self, requested: Optional[str]) -> str:
+        """The task to use: ``requested`` (an old spelling too), or the only task of a single-task checkpoint."""
+        if requested is None:
+            if len(self.specs) != 1:
+                raise ConfigError(f'{self.path} holds the tasks {", ".join(self.specs)}: choose one with --task')
+            return self.task_names[0]
+        name = canonical_task_name(requested)
+        if name not in self.specs:
+            raise ConfigError(f'{self.path} was trained for task(s) {", ".join(self.specs)}, not {requested!r}')
+        return name
+
+    def eval_state(self) -> Tuple[Dict[str, torch.Tensor], str]:
+        """The weights the run is evaluated with (EMA when it kept one) and which they are."""
+        if self.raw.get('model_ema') is not None:
+            return self.raw['model_ema'], 'model_ema'
+        return self.raw['model'], 'model'
+
+    def trunk_state(self) -> Dict[str, torch.Tensor]:
+        """The shared trunk's evaluation weights (``--init-from``)."""
+        state, _ = self.eval_state()
+        return {k[len('trunk.'):]: v for k, v in state.items() if k.startswith('trunk.')}
+
+    def model_config(self) -> 'ModelConfig':
+        """The model facts as a :class:`~unimodal.config.ModelConfig` (trunk frozen or not does not matter here)."""
+        from ..config.schema import ModelConfig
+        m = self.meta
+        return ModelConfig(variant=m['variant'], trunk=dict(m.get('trunk') or {}), trunk_chunk=m.get('trunk_chunk'),
+                           trunk_chans=m.get('trunk_chans'), drop_rate=m.get('drop_rate', 0.0),
+                           drop_path_rate=m.get('drop_path_rate', 0.0))
+
+    def build_model(self, tasks: Optional[Sequence[str]] = None,
+                    specs: Optional[Mapping[str, TaskSpec]] = None) -> Tuple['MultiTaskModel', str]:
+        """The model of ``tasks`` (default: all) with the evaluation weights, in eval mode; and which weights.
+
+        ``specs`` replaces stored specs (e.g. a plug-in adapter file that moved).
+        """
+        from .build import build_model
+        names = list(tasks or self.specs)
+        chosen = {n: (specs or {}).get(n, self.specs[n]) for n in names}
+        model = build_model(chosen, self.model_config(), deploy=self.deploy)
+        state, which = self.eval_state()
+        keep = tuple(p for n in names for p in (f'adapters.{n}.', f'heads.{n}.'))
+        if len(names) != len(self.specs):
+            state = {k: v for k, v in state.items() if k.startswith(('trunk.', *keep))}
+        model.load_state_dict(state, strict=True)
+        return model.eval(), which
+
+
+def load_run_checkpoint(path: Union[str, Path]) -> RunCheckpoint:
+    """Read a run checkpoint (``weights_only``); a file of another kind is a :class:`CheckpointError`."""
+    return RunCheckpoint.from_raw(load_checkpoint(path), path)

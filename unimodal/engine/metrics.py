@@ -3,6 +3,8 @@
 * :class:`ClassificationMeter`: top-1, top-5 (with ≥ 5 classes), mean per-class accuracy, confusion matrix, loss.
 * :class:`ForecastMeter`: MSE / MAE on the data's scale and in physical units, per horizon step and averaged,
   beside the persistence and seasonal-naive baselines on the same windows.
+
+A task's kind (:mod:`unimodal.tasks.kinds`) creates its meter and scores its metrics.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from .distributed import all_reduce_sum
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ['ClassificationMeter', 'ForecastMeter', 'create_meter', 'selection_score']
+__all__ = ['ClassificationMeter', 'ForecastMeter']
 
 
 class ClassificationMeter:
@@ -195,32 +197,3 @@ class ForecastMeter:
             if self.period:
                 out['baselines']['period'] = self.period
         return out
-
-
-def create_meter(kind: str, info: Dict[str, Any], num_classes: Optional[int] = None,
-                 horizon: Optional[int] = None) -> Union[ClassificationMeter, ForecastMeter]:
-    """The meter for a task ``kind`` given its ``metric_info``."""
-    if kind == 'classification':
-        classes = info.get('classes')
-        n = num_classes or (len(classes) if classes else None)
-        if not n:
-            raise ValueError('classification metrics need num_classes or metric_info["classes"]')
-        return ClassificationMeter(n, classes)
-    if horizon is None:
-        raise ValueError('forecast metrics need the horizon')
-    return ForecastMeter(horizon, phys_scale=info.get('phys_scale', info.get('scale', 1.0)),
-                         phys_offset=info.get('phys_offset', 0.0), period=info.get('period'))
-
-
-def selection_score(kind: str, metrics: Dict[str, Any]) -> float:
-    """Higher-is-better score for choosing the best checkpoint.
-
-    Classification: top-1 as a fraction. Forecast: skill over persistence ``1 - mse / mse_persistence`` when the
-    baseline exists (comparable across tasks in joint runs), else ``-mse``.
-    """
-    if kind == 'classification':
-        return metrics['top1'] / 100.
-    base = metrics.get('baselines', {}).get('persistence')
-    if base and base.get('mse', 0) > 0:
-        return 1. - metrics['mse'] / base['mse']
-    return -metrics['mse']

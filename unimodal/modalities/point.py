@@ -1,84 +1,62 @@
 """Point-cloud adapter: ``(B, N, 3)`` (or ``(B, N, 6)`` with normals) → 2D images for the shared trunk.
 
-Two modes:
+Three modes:
 
 * ``depth`` (default, CPU-friendly): a fixed, non-learned multi-view projection. Each cloud is normalised to the
   unit sphere and looked at from ``num_depth_views`` fixed directions (side views around the up axis, plus top
   and bottom when there are 6 or more); each view is an orthographic depth image (z-buffer: the nearest point
   per pixel wins, via ``scatter_reduce(amax)``; points are splatted into a small pixel neighbourhood so a
   1k-point cloud gives a closed silhouette). The views are stacked as channels: ``(B, V, S, S)``, one trunk pass.
-* ``p2p`` (published set-up, after P2P): the cloud is rotated into 4 fixed views; a small learned point encoder
-  (pointwise conv 3→8, k-NN edge features → 64 channels, max over the k neighbours; k-NN by ``torch.cdist`` +
-  ``topk``, no compiled point ops) computes per-point features that are scattered (max) into the 3×3 pixel
-  neighbourhood of each point's position on an ``S × S`` grid spanning the view's x-y range; a light 2D block,
-  a cross-view fusion and a 1×1 conv to 3 channels, sigmoid and ImageNet normalisation give
-  ``(B·4, 3, S, S)``; the head concatenates the 4 views' features (``view_pool='concat'``).
+* ``p2p``: the published P2P projector (:mod:`.point_p2p`, 1.16 M parameters): point features on the canonical
+  cloud, a random pose (θ about up, tilt φ) in training and a fixed one at test, 4 published views, 3×3 sum-splat,
+  BasicBlock and transformer view fusion, RGB ``(B·4, 3, S, S)``; the head concatenates the 4 views' features.
+* ``p2p_light`` (faster, 10 k parameters): the cloud is rotated into 4 views at +30° elevation about the up axis;
+  a small point encoder (pointwise conv 3→8 + BN + GELU, k-NN edge features → 64 + BN + LeakyReLU, max over the
+  k neighbours) on each view's rotated points, features scattered (max) into the 3×3 pixel neighbourhood on an
+  ``S × S`` grid spanning the view's x-y range, a light 2D block, a mean-over-views fusion, then the same RGB output.
 
-Train-time augmentation (:meth:`PointAdapter.augment`): random rotation about the up axis, per-axis scale
-U(2/3, 3/2) and translation U(-0.2, 0.2) (the usual ``PointcloudScaleAndTranslate``). Note that ``encode``
-re-normalises each cloud (``normalize=True``) and the p2p grid spans each view's x-y range, so translation and the
-isotropic part of the scale are undone there; the rotation and the aspect-ratio change are what the views see.
-Test-time voting: :func:`vote_predict` averages softmax over fixed rotations about the up axis.
+k-NN everywhere is ``torch.cdist`` + ``topk`` (no compiled point ops).
+
+Train-time augmentation: ``depth`` and ``p2p_light`` (:meth:`PointAdapter.augment`): random rotation about the up
+axis, per-axis scale U(2/3, 3/2) and translation U(-0.2, 0.2) (the usual ``PointcloudScaleAndTranslate``), applied to
+the cloud; ``encode`` re-normalises it (``normalize=True``), so translation and the isotropic part of the scale are
+undone there. ``p2p`` (as published): the pose draw θ ~ U(0.04, 1.94)π, φ ~ U(-0.4, -0.2)π and the same per-axis
+scale / translation, applied in :meth:`PointAdapter.encode` to the projected copy only (the point features must see
+the un-augmented cloud, so ``augment`` leaves the batch alone in this mode).
+
+Test time: :func:`vote_predict` averages softmax over fixed rotations about the up axis; :func:`predict_poses` runs a
+``p2p`` model at given poses (the published protocol: :func:`~.point_p2p.published_test_poses`, accuracy over all
+8·N predictions, no voting).
 
 Axes: ``up_axis`` (default ``'y'``, the convention of the PointNet/PointNet++ ModelNet40 files; the raw-OFF
 reader in :mod:`unimodal.data.modelnet` rotates the z-up meshes to y-up by default).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Iterator, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-from ..models.reparam import fuse_conv_bn
 from .base import Adapter, register_adapter
+from .point_ops import (AXES, edge_features, fold_bn_into_conv, knn_indices, normalize_unit_sphere,
+                        random_scale_translate, rotate_batch, rotation_about_axis, split_normals, to_y_up)
+from .point_p2p import (PUBLISHED_FRAME, TRAIN_PHI, TRAIN_THETA, P2PProjector, pose_matrix, published_test_poses,
+                        sample_poses)
 
 _logger = logging.getLogger(__name__)
 
 __all__ = [
-    'PointAdapter', 'P2PProjector', 'DepthProjector', 'vote_predict', 'normalize_unit_sphere',
-    'view_rotations', 'rotation_about_axis', 'knn_indices',
+    'PointAdapter', 'P2PProjector', 'P2PLightProjector', 'DepthProjector', 'vote_predict', 'predict_poses',
+    'published_test_poses', 'normalize_unit_sphere', 'view_rotations', 'rotation_about_axis', 'knn_indices',
 ]
 
-_MODES = ('depth', 'p2p')
-_AXES = {'x': 0, 'y': 1, 'z': 2}
-
-
-def normalize_unit_sphere(xyz: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Centre each cloud ``(B, N, 3)`` at its centroid and divide by its largest point norm."""
-    xyz = xyz - xyz.mean(dim=1, keepdim=True)
-    scale = xyz.norm(dim=-1).amax(dim=1).clamp_min(eps)
-    return xyz / scale[:, None, None]
-
-
-def rotation_about_axis(angle: torch.Tensor, axis: str = 'y') -> torch.Tensor:
-    """Right-handed rotation matrices ``(..., 3, 3)`` by ``angle`` (radians, any shape) about ``axis``."""
-    if axis not in _AXES:
-        raise ValueError(f"axis must be one of 'x', 'y', 'z', got {axis!r}")
-    c, s = torch.cos(angle), torch.sin(angle)
-    one, zero = torch.ones_like(angle), torch.zeros_like(angle)
-    if axis == 'x':
-        rows = [[one, zero, zero], [zero, c, -s], [zero, s, c]]
-    elif axis == 'y':
-        rows = [[c, zero, s], [zero, one, zero], [-s, zero, c]]
-    else:
-        rows = [[c, -s, zero], [s, c, zero], [zero, zero, one]]
-    return torch.stack([torch.stack(r, dim=-1) for r in rows], dim=-2)
-
-
-def _to_y_up(up_axis: str) -> torch.Tensor:
-    """Rotation taking ``up_axis`` to +y (the camera frame's up)."""
-    if up_axis == 'y':
-        return torch.eye(3)
-    if up_axis == 'z':  # rotate -90 deg about x: z -> y
-        return rotation_about_axis(torch.tensor(-math.pi / 2), 'x')
-    if up_axis == 'x':  # rotate +90 deg about z: x -> y
-        return rotation_about_axis(torch.tensor(math.pi / 2), 'z')
-    raise ValueError(f"up_axis must be one of 'x', 'y', 'z', got {up_axis!r}")
+_MODES = ('depth', 'p2p', 'p2p_light')
 
 
 def view_rotations(num_views: int, up_axis: str = 'y', elevation: float = 0.,
@@ -91,7 +69,7 @@ def view_rotations(num_views: int, up_axis: str = 'y', elevation: float = 0.,
     """
     if num_views < 1:
         raise ValueError(f'num_views must be >= 1, got {num_views}')
-    up = _to_y_up(up_axis)
+    up = to_y_up(up_axis)
     mats = []
     num_side = num_views - 2 if (top_bottom and num_views >= 6) else num_views
     for i in range(num_side):
@@ -102,26 +80,6 @@ def view_rotations(num_views: int, up_axis: str = 'y', elevation: float = 0.,
         for el in (math.pi / 2, -math.pi / 2):  # top (up axis towards the camera), then bottom
             mats.append(rotation_about_axis(torch.tensor(el), 'x') @ up)
     return torch.stack(mats).float()
-
-
-def _split_normals(x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    return x[..., :3], (x[..., 3:6] if x.shape[-1] >= 6 else None)
-
-
-def _rotate_batch(x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
-    """Rotate xyz (and normals, if present) of ``(B, N, 3|6)`` by ``rot`` ``(B, 3, 3)`` or ``(3, 3)``."""
-    xyz, normals = _split_normals(x)
-    rt = rot.transpose(-1, -2).to(x.dtype)
-    out = [xyz @ rt]
-    if normals is not None:
-        out.append(normals @ rt)
-    return torch.cat(out, dim=-1)
-
-
-def knn_indices(xyz: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices ``(B, N, k)`` of each point's k nearest neighbours (itself included) by ``torch.cdist`` + ``topk``."""
-    dist = torch.cdist(xyz, xyz)
-    return dist.topk(min(k, xyz.shape[1]), dim=-1, largest=False).indices
 
 
 class DepthProjector(nn.Module):
@@ -173,12 +131,12 @@ class DepthProjector(nn.Module):
         return img[..., :-1].reshape(b, v, s, s).to(xyz.dtype)
 
 
-class P2PProjector(nn.Module):
-    """Learned point-to-pixel projection (after P2P): ``(B, N, 3|6)`` → ``(B·V, 3, S, S)``.
+class P2PLightProjector(nn.Module):
+    """Light learned point-to-pixel projection (``mode='p2p_light'``): ``(B, N, 3|6)`` → ``(B·V, 3, S, S)``.
 
     Args:
-        num_views: V fixed views (4 as published).
-        image_size: S (224 as published).
+        num_views: V fixed views (4).
+        image_size: S (224).
         k: neighbours of the edge features (32).
         use_normals: feed rotated normals to the point encoder (input ``(B, N, 6)``).
         up_axis: the clouds' up axis.
@@ -215,12 +173,7 @@ class P2PProjector(nn.Module):
     def point_features(self, pts: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """Per-point features ``(B', C, N)`` of ``pts`` ``(B', N, 3|6)``; ``idx`` ``(B', N, k)`` are neighbours."""
         f = F.gelu(self.point_bn(self.point_conv(pts.transpose(1, 2))))  # (B', E, N)
-        bv, e, n = f.shape
-        kk = idx.shape[-1]
-        nbr = torch.gather(f, 2, idx.reshape(bv, 1, n * kk).expand(bv, e, n * kk)).reshape(bv, e, n, kk)
-        centre = f.unsqueeze(-1).expand(bv, e, n, kk)
-        edge = torch.cat([nbr - centre, centre], dim=1)  # (B', 2E, N, k)
-        edge = F.leaky_relu(self.edge_bn(self.edge_conv(edge)), 0.2)
+        edge = F.leaky_relu(self.edge_bn(self.edge_conv(edge_features(f, idx))), 0.2)
         return edge.amax(dim=-1)  # (B', C, N)
 
     def scatter(self, feats: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
@@ -250,7 +203,7 @@ class P2PProjector(nn.Module):
         v = self.num_views
         pts = x if self.use_normals else x[..., :3]
         idx = knn_indices(pts[..., :3], self.k)  # rotation invariant: one graph for all views
-        views = torch.stack([_rotate_batch(pts, self.rotations[i]) for i in range(v)], dim=1)  # (B, V, N, C)
+        views = torch.stack([rotate_batch(pts, self.rotations[i]) for i in range(v)], dim=1)  # (B, V, N, C)
         views = views.reshape(b * v, n, -1)
         feats = self.point_features(views, idx.repeat_interleave(v, dim=0))
         grid = self.scatter(feats, views[..., :2])  # (B·V, C, S, S)
@@ -268,13 +221,7 @@ class P2PProjector(nn.Module):
             conv, bn = getattr(self, conv_name), getattr(self, bn_name)
             if isinstance(bn, nn.Identity):
                 continue
-            w = conv.weight if conv.weight.dim() == 4 else conv.weight.unsqueeze(-1)
-            kernel, bias = fuse_conv_bn(w, bn, conv.bias)
-            fused = type(conv)(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
-                               padding=conv.padding, groups=conv.groups, bias=True).to(conv.weight)
-            fused.weight.copy_(kernel.reshape_as(conv.weight))
-            fused.bias.copy_(bias)
-            setattr(self, conv_name, fused)
+            setattr(self, conv_name, fold_bn_into_conv(conv, bn))
             setattr(self, bn_name, nn.Identity())
 
 
@@ -283,18 +230,25 @@ class PointAdapter(Adapter):
     """Point clouds ``(B, N, 3)`` or ``(B, N, 6)`` (xyz + normals) → trunk input.
 
     Args:
-        mode: ``'depth'`` (default; ``(B, V, S, S)`` depth views as channels, one trunk pass) or ``'p2p'``
-            (published learned projection; ``(B·4, 3, S, S)``, views concatenated in the head).
-        image_size: S; default 64 for ``depth`` and 224 (as published) for ``p2p``.
+        mode: ``'depth'`` (default; ``(B, V, S, S)`` depth views as channels, one trunk pass), ``'p2p'`` (the
+            published projector; ``(B·4, 3, S, S)``, views concatenated in the head) or ``'p2p_light'`` (faster
+            light projector, same output layout).
+        image_size: S; default 64 for ``depth`` and 224 (as published) for the p2p modes.
         num_depth_views: V of ``depth`` mode (6: four side views, top and bottom).
         splat: ``depth`` mode pixel radius of each point (1 → 3×3).
-        k: ``p2p`` neighbours of the edge features.
-        use_normals: ``p2p`` only: feed the normals (input must be ``(B, N, 6)``). ``depth`` ignores normals.
+        k: p2p modes: neighbours of the edge features.
+        use_normals: ``p2p_light`` only: feed the normals (input must be ``(B, N, 6)``). ``depth`` and ``p2p``
+            ignore normals.
         normalize: normalise each cloud to the unit sphere inside :meth:`encode`.
-        up_axis: the clouds' up axis (rotation augmentation, voting and view directions).
-        augment_rotate: random rotation about the up axis in training.
+        up_axis: the clouds' up axis (augmentation, voting and view directions).
+        augment_rotate: training: random rotation about the up axis (``p2p``: the published pose draw, θ in
+            ``train_theta`` and tilt φ in ``train_phi``; without it training uses ``eval_pose``).
         augment_scale: per-axis scale range in training (``None`` to disable).
         augment_translate: per-axis translation bound in training (0 to disable).
+        train_theta: ``p2p``: range of the training azimuth θ, in units of π (published ``(0.04, 1.94)``).
+        train_phi: ``p2p``: range of the training tilt φ, in units of π (published ``(-0.4, -0.2)``).
+        eval_pose: ``p2p``: the ``(θ, φ)`` pose, in units of π, of a plain evaluation pass (default the first
+            published test pose ``(0.1, -0.35)``; :func:`predict_poses` runs any set of poses).
     """
 
     head_kind = 'classification'
@@ -304,16 +258,22 @@ class PointAdapter(Adapter):
                  splat: int = 1, k: int = 32, use_normals: bool = False, normalize: bool = True,
                  up_axis: str = 'y', augment_rotate: bool = True,
                  augment_scale: Optional[Sequence[float]] = (2. / 3., 3. / 2.),
-                 augment_translate: float = 0.2) -> None:
+                 augment_translate: float = 0.2, train_theta: Sequence[float] = TRAIN_THETA,
+                 train_phi: Sequence[float] = TRAIN_PHI, eval_pose: Sequence[float] = (0.1, -0.35)) -> None:
         super().__init__()
         if mode not in _MODES:
             raise ValueError(f'point adapter mode must be one of {_MODES}, got {mode!r}')
-        if up_axis not in _AXES:
+        if up_axis not in AXES:
             raise ValueError(f"up_axis must be one of 'x', 'y', 'z', got {up_axis!r}")
-        if use_normals and mode != 'p2p':
-            raise ValueError("use_normals applies to mode='p2p' only (depth views ignore normals)")
+        if use_normals and mode != 'p2p_light':
+            raise ValueError(f"use_normals applies to mode='p2p_light' only ({mode!r} ignores normals)")
         if augment_scale is not None and (len(augment_scale) != 2 or not 0 < augment_scale[0] <= augment_scale[1]):
             raise ValueError(f'augment_scale must be (low, high) with 0 < low <= high, got {augment_scale!r}')
+        for name, pair in (('train_theta', train_theta), ('train_phi', train_phi)):
+            if len(pair) != 2 or not pair[0] <= pair[1]:
+                raise ValueError(f'{name} must be (low, high) in units of pi with low <= high, got {pair!r}')
+        if len(eval_pose) != 2:
+            raise ValueError(f'eval_pose must be (theta, phi) in units of pi, got {eval_pose!r}')
         self.mode = mode
         self.up_axis = up_axis
         self.normalize = normalize
@@ -321,18 +281,26 @@ class PointAdapter(Adapter):
         self.augment_rotate = augment_rotate
         self.augment_scale = tuple(augment_scale) if augment_scale is not None else None
         self.augment_translate = float(augment_translate)
+        self.train_theta, self.train_phi = tuple(train_theta), tuple(train_phi)
+        self.eval_pose = tuple(eval_pose)
+        self._pose_override: Optional[torch.Tensor] = None
         if mode == 'depth':
             self.image_size = image_size or 64
             self.projector = DepthProjector(num_depth_views, self.image_size, splat=splat, up_axis=up_axis)
             self.out_chans = num_depth_views
             self.num_views = 1
             self.view_pool = 'mean'
+            return
+        self.image_size = image_size or 224
+        if mode == 'p2p':
+            self.projector = P2PProjector(self.image_size, k=k)
+            # input frame -> the published canonical frame (z up)
+            self.register_buffer('frame', PUBLISHED_FRAME @ to_y_up(up_axis), persistent=False)
         else:
-            self.image_size = image_size or 224
-            self.projector = P2PProjector(4, self.image_size, k=k, use_normals=use_normals, up_axis=up_axis)
-            self.out_chans = 3
-            self.num_views = 4
-            self.view_pool = 'concat'
+            self.projector = P2PLightProjector(4, self.image_size, k=k, use_normals=use_normals, up_axis=up_axis)
+        self.out_chans = 3
+        self.num_views = 4
+        self.view_pool = 'concat'
 
     def check_input(self, x: torch.Tensor) -> None:
         super().check_input(x)
@@ -350,35 +318,109 @@ class PointAdapter(Adapter):
             raise self.shape_error(x, 'contains NaN or infinite coordinates')
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
-        """Random rotation about the up axis, per-axis scale and translation, per sample."""
+        """Random rotation about the up axis, per-axis scale and translation, per sample (``depth``, ``p2p_light``).
+
+        ``p2p`` returns ``x`` unchanged: its published augmentation moves only the projected copy while the point
+        features see the un-augmented cloud, so it is applied inside :meth:`encode` in training mode.
+        """
+        if self.mode == 'p2p':
+            return x
         b = x.shape[0]
         if self.augment_rotate:
             angle = torch.rand(b, device=x.device) * (2 * math.pi)
-            x = _rotate_batch(x, rotation_about_axis(angle, self.up_axis))
-        xyz, normals = _split_normals(x)
-        if self.augment_scale is not None:
-            lo, hi = self.augment_scale
-            scale = torch.empty(b, 1, 3, device=x.device, dtype=x.dtype).uniform_(lo, hi)
-            xyz = xyz * scale
-            if normals is not None:  # normals transform by the inverse transpose
-                normals = F.normalize(normals / scale, dim=-1)
-        if self.augment_translate > 0:
-            t = self.augment_translate
-            xyz = xyz + torch.empty(b, 1, 3, device=x.device, dtype=x.dtype).uniform_(-t, t)
+            x = rotate_batch(x, rotation_about_axis(angle, self.up_axis))
+        xyz, normals = split_normals(x)
+        xyz, scale = random_scale_translate(xyz, self.augment_scale, self.augment_translate)
+        if normals is not None and scale is not None:  # normals transform by the inverse transpose
+            normals = F.normalize(normals / scale, dim=-1)
         return xyz if normals is None else torch.cat([xyz, normals], dim=-1)
 
+    def poses(self, batch: int, device: Optional[torch.device] = None) -> torch.Tensor:
+        """``p2p`` poses ``(batch, 2)`` = ``(θ, φ)`` in radians for this pass: a :meth:`fixed_pose` if one is set,
+        else random draws in training (``augment_rotate``), else ``eval_pose``."""
+        if self._pose_override is not None:
+            return self._pose_override.to(device).expand(batch, 2)
+        if self.training and self.augment_rotate:
+            return sample_poses(batch, self.train_theta, self.train_phi, device=device)
+        return (torch.tensor(self.eval_pose, device=device) * math.pi).expand(batch, 2)
+
+    @contextlib.contextmanager
+    def fixed_pose(self, pose: torch.Tensor) -> Iterator[None]:
+        """Within the block every ``p2p`` pass uses ``pose`` = ``(θ, φ)`` radians (a tensor of 2)."""
+        if self.mode != 'p2p':
+            raise ValueError(f"fixed_pose needs mode='p2p', this adapter is {self.mode!r}")
+        previous, self._pose_override = self._pose_override, torch.as_tensor(pose, dtype=torch.float32).reshape(2)
+        try:
+            yield
+        finally:
+            self._pose_override = previous
+
+    def p2p_clouds(self, xyz: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(canonical, posed)`` clouds of ``(B, N, 3)`` for the ``p2p`` projector.
+
+        ``canonical = p @ F.T`` (the published z-up frame); ``posed = canonical @ R(θ, φ).T`` and, in training, per
+        axis ``posed * s + t`` (scale and translation touch the projected copy only, as published). At least float32,
+        also under autocast.
+        """
+        dtype = torch.promote_types(xyz.dtype, torch.float32)
+        with torch.autocast(xyz.device.type, enabled=False):  # geometry in float32 (bf16 would blur the grid)
+            canonical = xyz.to(dtype) @ self.frame.T.to(dtype)
+            rot = pose_matrix(self.poses(xyz.shape[0], xyz.device)).to(dtype)
+            posed = canonical @ rot.transpose(-1, -2)
+            if self.training:
+                posed, _ = random_scale_translate(posed, self.augment_scale, self.augment_translate)
+        return canonical, posed
+
+    def camera_matrices(self, poses: torch.Tensor) -> torch.Tensor:
+        """``p2p`` cameras ``(P, 4, 3, 3)`` of ``poses`` ``(P, 2)`` radians: an input-frame point ``p`` lands at
+        ``E_k R(θ, φ) F p`` in view ``k`` (image = x, y; the camera sits on +z)."""
+        poses = torch.as_tensor(poses, dtype=torch.float32, device=self.frame.device)
+        return self.projector.views @ pose_matrix(poses).unsqueeze(1) @ self.frame
+
     def encode(self, x: torch.Tensor) -> Tuple[torch.Tensor, Any]:
-        xyz, normals = _split_normals(x)
+        xyz, normals = split_normals(x)
         if self.normalize:
             xyz = normalize_unit_sphere(xyz)
         if self.mode == 'depth':
             return self.projector(xyz), None
+        if self.mode == 'p2p':
+            return self.projector(*self.p2p_clouds(xyz)), None
         pts = torch.cat([xyz, normals], dim=-1) if (self.use_normals and normals is not None) else xyz
         return self.projector(pts), None
 
     def reparameterize(self) -> None:
-        if self.mode == 'p2p':
+        if self.mode != 'depth':
             self.projector.reparameterize()
+
+
+@torch.no_grad()
+def predict_poses(model: nn.Module, points: torch.Tensor, poses: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Logits ``(P, B, num_classes)`` of a ``p2p`` model at each pose (default: the 8 published test poses).
+
+    The published protocol scores all ``P·B`` predictions (``(logits.argmax(-1) == labels).float().mean()``), no
+    voting. The model runs in eval mode; its mode is restored afterwards.
+
+    Args:
+        model: a task model whose ``adapter`` is a :class:`PointAdapter` in ``mode='p2p'``.
+        points: ``(B, N, 3|6)`` clouds.
+        poses: ``(P, 2)`` = ``(θ, φ)`` in radians.
+    """
+    adapter = getattr(model, 'adapter', None)
+    if not isinstance(adapter, PointAdapter) or adapter.mode != 'p2p':
+        raise ValueError("predict_poses needs a model whose adapter is PointAdapter(mode='p2p')")
+    poses = published_test_poses() if poses is None else torch.as_tensor(poses, dtype=torch.float32)
+    if poses.dim() != 2 or poses.shape[-1] != 2:
+        raise ValueError(f'poses must be (P, 2) = (theta, phi) radians, got shape {tuple(poses.shape)}')
+    was_training = model.training
+    model.eval()
+    try:
+        out = []
+        for pose in poses:
+            with adapter.fixed_pose(pose):
+                out.append(model(points))
+        return torch.stack(out)
+    finally:
+        model.train(was_training)
 
 
 @torch.no_grad()
@@ -408,7 +450,7 @@ def vote_predict(model: nn.Module, points: torch.Tensor, num_votes: int = 12, up
         count = 0
         for i in range(num_votes):
             angle = torch.tensor(2 * math.pi * i / num_votes, device=points.device)
-            rotated = _rotate_batch(points, rotation_about_axis(angle, up_axis).to(points.device))
+            rotated = rotate_batch(points, rotation_about_axis(angle, up_axis).to(points.device))
             for s in (scales or (1.0,)):
                 batch = rotated if s == 1.0 else torch.cat([rotated[..., :3] * s, rotated[..., 3:]], dim=-1)
                 p = model(batch).float().softmax(dim=-1)

@@ -6,7 +6,7 @@ undoes the normalisation, so forecasts ``(B, H, N)`` come back in the input's sc
 
 Two layouts:
 
-* ``paper`` (published UniRepLKNet weather set-up): every series is its own view. A circular Conv1d token
+* ``paper`` (the published UniRepLKNet Global Temp/Wind set-up): every series is its own view. A circular Conv1d token
   embedding over time (plus a fixed sinusoidal position embedding and an optional learned per-series
   embedding standing in for the geo-position embedding) gives ``(L, D)`` per series, raw-reshaped to a square
   single-channel map ``(B·N, 1, S, S)`` (published: 48 steps × 768 → 192 × 192). Each series' own pooled
@@ -36,7 +36,7 @@ from .base import Adapter, register_adapter
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ['TimeSeriesAdapter', 'TimeSeriesAliasAdapter', 'RevIN', 'sinusoidal_position_embedding', 'paper_embed_dim']
+__all__ = ['TimeSeriesAdapter', 'WeatherAdapter', 'RevIN', 'sinusoidal_position_embedding', 'paper_embed_dim']
 
 _MODES = ('paper', 'grid')
 _AFFINE = ('series', 'shared', 'none')
@@ -107,7 +107,7 @@ class RevIN(nn.Module):
         return y * std + mean
 
 
-@register_adapter('weather')
+@register_adapter('timeseries')
 class TimeSeriesAdapter(Adapter):
     """Forecasting windows ``(B, L, N)`` → trunk grids; forecasts decoded back to the input's scale.
 
@@ -131,7 +131,7 @@ class TimeSeriesAdapter(Adapter):
         eps: RevIN variance epsilon.
     """
 
-    name = 'weather'
+    name = 'timeseries'
     head_kind = 'forecast'
     input_desc = '(B, L, N) float windows (L = input_len steps, N = num_series series)'
 
@@ -255,8 +255,8 @@ class TimeSeriesAdapter(Adapter):
         return self.revin.denormalize(y, state)
 
 
-@register_adapter('timeseries')
-class TimeSeriesAliasAdapter(TimeSeriesAdapter):
-    """The time-series adapter under its generic name ``'timeseries'`` (same options as ``'weather'``)."""
+@register_adapter('weather')
+class WeatherAdapter(TimeSeriesAdapter):
+    """The time-series adapter under its first name ``'weather'`` (checkpoints saved under that name keep loading)."""
 
-    name = 'timeseries'
+    name = 'weather'

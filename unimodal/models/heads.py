@@ -94,15 +94,7 @@ class ForecastHead(nn.Module):
 def create_head(kind: str, in_features: int, *, num_classes: int | None = None, horizon: int | None = None,
                 num_views: int = 1, view_pool: str = 'mean', series_per_view: int = 1,
                 drop_rate: float = 0.) -> nn.Module:
-    """Build the shared head of ``kind`` (``'classification'`` or ``'forecast'``)."""
-    if kind == 'classification':
-        if num_classes is None:
-            raise TypeError('a classification head needs num_classes')
-        return ClassificationHead(in_features, num_classes, num_views=num_views, view_pool=view_pool,
-                                  drop_rate=drop_rate)
-    if kind == 'forecast':
-        if horizon is None:
-            raise TypeError('a forecast head needs horizon')
-        return ForecastHead(in_features, horizon, num_views=num_views, series_per_view=series_per_view,
-                            drop_rate=drop_rate)
-    raise ValueError(f"unknown head kind {kind!r}; expected 'classification' or 'forecast'")
+    """Build the shared head of ``kind`` (``'classification'`` or ``'forecast'``; the kind object builds it)."""
+    from ..tasks.kinds import get_kind
+    return get_kind(kind).create_head(in_features, num_classes=num_classes, horizon=horizon, num_views=num_views,
+                                      view_pool=view_pool, series_per_view=series_per_view, drop_rate=drop_rate)

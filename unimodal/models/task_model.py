@@ -10,7 +10,6 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..modalities.base import Adapter, get_adapter_class
-from .heads import create_head
 
 _logger = logging.getLogger(__name__)
 
@@ -107,7 +106,7 @@ def create_model(task_or_adapter: Union[str, Adapter], variant: str = 'unireplkn
     """Build adapter → trunk → head for a modality.
 
     Args:
-        task_or_adapter: a registered adapter/task name (``'audio'``, ``'point'``, ``'video'``, ``'weather'``,
+        task_or_adapter: a registered adapter/task name (``'audio'``, ``'point'``, ``'video'``, ``'timeseries'``,
             ``'image'``), an entry-point name, ``'path/file.py:ClassName'``, or an Adapter instance.
         variant: trunk model name (``unireplknet_a`` … ``unireplknet_xl``, ``unireplknet_test``).
         num_classes: classes of a classification head.
@@ -121,7 +120,7 @@ def create_model(task_or_adapter: Union[str, Adapter], variant: str = 'unireplkn
 
     Examples:
         >>> create_model('audio', variant='unireplknet_a', num_classes=35)
-        >>> create_model('weather', input_len=48, horizon=24, num_series=3850)
+        >>> create_model('timeseries', input_len=48, horizon=24, num_series=3850)
     """
     if isinstance(task_or_adapter, Adapter):
         if adapter_kwargs:
@@ -132,14 +131,8 @@ def create_model(task_or_adapter: Union[str, Adapter], variant: str = 'unireplkn
         adapter = get_adapter_class(task_or_adapter)(**adapter_kwargs)
     trunk = create_trunk(variant, in_chans=adapter.out_chans, pretrained=pretrained,
                          drop_path_rate=drop_path_rate, **(trunk_kwargs or {}))
-    if adapter.head_kind == 'classification':
-        if horizon is not None:
-            raise TypeError(f'{adapter.name} is a classification adapter: horizon does not apply')
-        head = create_head('classification', trunk.num_features, num_classes=num_classes,
-                           num_views=adapter.num_views, view_pool=adapter.view_pool, drop_rate=drop_rate)
-    else:
-        if num_classes is not None:
-            raise TypeError(f'{adapter.name} is a forecasting adapter: num_classes does not apply')
-        head = create_head('forecast', trunk.num_features, horizon=horizon, num_views=adapter.num_views,
-                           series_per_view=adapter.series_per_view, drop_rate=drop_rate)
+    from ..tasks.kinds import get_kind
+    head = get_kind(adapter.head_kind).create_head(
+        trunk.num_features, num_classes=num_classes, horizon=horizon, num_views=adapter.num_views,
+        view_pool=adapter.view_pool, series_per_view=adapter.series_per_view, drop_rate=drop_rate, owner=adapter.name)
     return TaskModel(adapter, trunk, head, trunk_chunk=trunk_chunk)

@@ -1,2 +1,2 @@
 """Imports the built-in task modules so they register themselves."""
-from . import audio, image, point, video, weather  # noqa: F401
+from . import audio, image, point, timeseries, video  # noqa: F401

@@ -2,24 +2,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from torch.utils.data import Dataset
 
 from ..data.speech_commands import SpeechCommands, make_builtin_speech
 from .base import Task, register_task
 
-__all__ = ['AudioTask', 'PAPER_CONFIG']
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config.schema import TaskSettings
 
-#: The published Speech Commands V2-35 recipe (S-size trunk from scratch, AST features and augmentation),
-#: as overrides of the engine config. Not the default: it needs the real data set and a GPU.
-PAPER_CONFIG: Dict[str, Any] = {
-    'data': {'options': {'variant': 35}},
-    'model': {'variant': 'unireplknet_s', 'drop_path_rate': 0.4, 'adapter': {'mode': 'paper'}},
-    'train': {'epochs': 100, 'batch_size': 128, 'optimizer': 'adam', 'lr': 2.5e-4, 'weight_decay': 5e-7,
-              'betas': [0.95, 0.999], 'schedule': 'step', 'step_size': 1, 'gamma': 0.85, 'step_start': 5,
-              'loss': 'bce', 'mixup': 10.0, 'mixup_prob': 0.6},
-}
+__all__ = ['AudioTask']
 
 
 @register_task
@@ -46,7 +39,8 @@ class AudioTask(Task):
         # a whole synthetic word and slows the tiny model down. 30 epochs because the tiny model from scratch
         # sits near chance for a data-order-dependent 2-7 epochs before it picks the words up: with 16 epochs
         # the result swung between ~45 % and ~80 % with the shuffle order. lr 2e-3 with gradient clipping: at
-        # 3e-3 the loss spiked and went NaN once the model left chance. For the published recipe see PAPER_CONFIG.
+        # 3e-3 the loss spiked and went NaN once the model left chance. The published recipe is the shipped
+        # configs/audio_speechcommands35.yaml (`--config audio_speechcommands35`).
         return {
             'data': {'options': {'variant': 35}},
             'model': {'variant': 'unireplknet_test', 'adapter': {'mode': 'paper', 'spec_augment': False}},
@@ -62,5 +56,5 @@ class AudioTask(Task):
         return {split: SpeechCommands(root, split=split, skip_bad=skip_bad, **(options or {}))
                 for split in (splits or ['train', 'val', 'test'])}
 
-    def model_kwargs(self, cfg: Dict[str, Any], train_set: Dataset) -> Dict[str, Any]:
+    def model_kwargs(self, settings: 'TaskSettings', train_set: Dataset) -> Dict[str, Any]:
         return {'num_classes': len(train_set.classes)}

@@ -1,4 +1,4 @@
-"""Tasks bundle an adapter, a data reader, a head, a loss, metrics and a default config.
+"""Tasks bundle an adapter, a data reader, a kind (head, loss, metrics: :mod:`.kinds`) and a default config.
 
 A task is what `unimodal train --task NAME` runs. Each built-in modality defines one :class:`Task`
 subclass in ``unimodal/tasks/<name>.py`` and registers it with :func:`register_task`.
@@ -7,28 +7,34 @@ from __future__ import annotations
 
 import abc
 from pathlib import Path
-from typing import Any, ClassVar, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, ClassVar, Dict, List, Optional, Tuple
 
 from torch.utils.data import Dataset
 
-__all__ = ['Task', 'register_task', 'get_task', 'list_tasks']
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config.schema import TaskSettings
+
+__all__ = ['Task', 'register_task', 'get_task', 'list_tasks', 'canonical_task_name']
 
 _TASKS: Dict[str, 'Task'] = {}
+_ALIASES: Dict[str, str] = {}
 
 
 class Task(abc.ABC):
     """One benchmark task.
 
     Class attributes:
-        name: task name on the command line (``audio``, ``point``, ``video``, ``weather``, ``image``).
+        name: task name on the command line (``audio``, ``point``, ``video``, ``timeseries``, ``image``).
+        aliases: older names that still select the task (``weather`` for ``timeseries``).
         adapter: registry name of the adapter the model uses.
-        kind: ``'classification'`` or ``'forecast'``.
+        kind: ``'classification'`` or ``'forecast'`` (see :func:`unimodal.tasks.kinds.get_kind`).
         description: one line for ``unimodal tasks``.
         real_data: where the real data set comes from and the on-disk layout expected (shown when the built-in
             data is used and when a data directory is wrong).
     """
 
     name: ClassVar[str] = ''
+    aliases: ClassVar[Tuple[str, ...]] = ()
     adapter: ClassVar[str] = ''
     kind: ClassVar[str] = 'classification'
     description: ClassVar[str] = ''
@@ -58,9 +64,9 @@ class Task(abc.ABC):
         """
 
     @abc.abstractmethod
-    def model_kwargs(self, cfg: Dict[str, Any], train_set: Dataset) -> Dict[str, Any]:
+    def model_kwargs(self, settings: 'TaskSettings', train_set: Dataset) -> Dict[str, Any]:
         """Keyword arguments for :func:`unimodal.create_model` derived from the data (``num_classes`` or
-        ``horizon``/``num_series``/``input_len``), merged with ``cfg['model']['adapter']`` by the engine."""
+        ``horizon``/``num_series``/``input_len``), merged with ``settings.model.adapter`` by the engine."""
 
     def metric_info(self, dataset: Dataset) -> Dict[str, Any]:
         """Extra facts the metrics need, e.g. ``{'classes': [...]}`` or ``{'scale': 10.0, 'period': 24}``."""
@@ -73,10 +79,12 @@ class Task(abc.ABC):
 
 
 def register_task(cls: type) -> type:
-    """Class decorator registering a :class:`Task` subclass (one instance per name)."""
+    """Class decorator registering a :class:`Task` subclass (one instance per name, reachable by its aliases)."""
     if not cls.name:
         raise ValueError(f'{cls.__name__} has no name')
     _TASKS[cls.name] = cls()
+    for alias in cls.aliases:
+        _ALIASES[alias] = cls.name
     return cls
 
 
@@ -85,9 +93,15 @@ def list_tasks() -> List[str]:
     return sorted(_TASKS)
 
 
-def get_task(name: str) -> Task:
-    """Look up a task by name; the error lists the known tasks."""
+def canonical_task_name(name: str) -> str:
+    """A task's current name for an old one (``weather`` -> ``timeseries``); other names as they are."""
     from . import _load_builtin  # noqa: F401
+    return _ALIASES.get(name, name) if name not in _TASKS else name
+
+
+def get_task(name: str) -> Task:
+    """Look up a task by name or alias; the error lists the known tasks."""
+    name = canonical_task_name(name)
     if name not in _TASKS:
         raise KeyError(f'unknown task {name!r}; known tasks: {", ".join(sorted(_TASKS))}')
     return _TASKS[name]

@@ -9,7 +9,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Union
 
 import torch
 from torch import nn
@@ -17,6 +17,9 @@ from torch.utils.data import Dataset
 
 from ..data.images import READER_DEFAULTS_FILE, ImageFolderDataset, make_builtin_images
 from .base import Task, register_task
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config.schema import TaskSettings
 
 _logger = logging.getLogger(__name__)
 
@@ -92,7 +95,7 @@ class ImageTask(Task):
                                             skip_bad=skip_bad, **options)
         return out
 
-    def model_kwargs(self, cfg: Dict[str, Any], train_set: Dataset) -> Dict[str, Any]:
+    def model_kwargs(self, settings: 'TaskSettings', train_set: Dataset) -> Dict[str, Any]:
         return {'num_classes': len(train_set.classes)}
 
     def eval_views(self, dataset: Dataset) -> Optional[str]:
@@ -128,12 +131,12 @@ def load_released_classifier(task_model: nn.Module, path: Union[str, os.PathLike
             should be loaded with ``create_model(..., pretrained=path)`` instead).
         ValueError: the classifier size differs from ``task_model``'s.
     """
-    from ..models.unireplknet import _clean_state_dict, _unwrap_state_dict, load_checkpoint, read_checkpoint
+    from ..models.unireplknet_checkpoint import load_checkpoint, read_checkpoint, unwrap_state_dict
     if isinstance(path, (str, os.PathLike)):
         state_dict = read_checkpoint(path, use_ema=use_ema)
         where = os.fspath(path)
     else:
-        state_dict = _clean_state_dict(_unwrap_state_dict(path, use_ema=use_ema))
+        state_dict = unwrap_state_dict(path, use_ema=use_ema)
         where = 'state dict'
     head = getattr(task_model, 'head', None)
     fc = getattr(head, 'fc', None)

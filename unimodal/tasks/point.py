@@ -4,12 +4,15 @@ from __future__ import annotations
 import inspect
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from torch.utils.data import Dataset
 
 from ..data.modelnet import ModelNet40, make_builtin_modelnet
 from .base import Task, register_task
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config.schema import TaskSettings
 
 _logger = logging.getLogger(__name__)
 
@@ -68,7 +71,7 @@ class PointTask(Task):
             out[split] = ModelNet40(Path(root), split, skip_bad=skip_bad, **options)
         return out
 
-    def model_kwargs(self, cfg: Dict[str, Any], train_set: Dataset) -> Dict[str, Any]:
+    def model_kwargs(self, settings: 'TaskSettings', train_set: Dataset) -> Dict[str, Any]:
         return {'num_classes': len(train_set.classes)}
 
     def eval_views(self, dataset: Dataset) -> Optional[str]:

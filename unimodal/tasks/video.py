@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from torch.utils.data import Dataset
 
 from .base import Task, register_task
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config.schema import TaskSettings
 
 _logger = logging.getLogger(__name__)
 
@@ -94,9 +97,9 @@ class VideoTask(Task):
             out[split] = ds
         return out
 
-    def model_kwargs(self, cfg: Dict[str, Any], train_set: Dataset) -> Dict[str, Any]:
+    def model_kwargs(self, settings: 'TaskSettings', train_set: Dataset) -> Dict[str, Any]:
         kwargs: Dict[str, Any] = {'num_classes': len(train_set.classes)}
-        adapter_cfg = (cfg.get('model') or {}).get('adapter') or {}
+        adapter_cfg = settings.model.adapter
         for key in ('num_frames', 'image_size'):
             data_value = getattr(train_set, key)
             if key not in adapter_cfg:

@@ -1,28 +1,35 @@
-"""Weather / time-series forecasting task: ``(B, L, N)`` windows → ``(B, H, N)`` forecasts, MSE loss."""
+"""Time-series forecasting task (weather stations, TSLib CSVs): ``(B, L, N)`` windows → ``(B, H, N)``, MSE loss.
+
+Named ``timeseries``; ``weather``, its first name, still selects it (and old checkpoints keep evaluating).
+"""
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from torch.utils.data import Dataset
 
-from ..data.timeseries import build_weather_datasets, make_builtin_weather
+from ..data.timeseries import build_timeseries_datasets, make_builtin_timeseries
 from .base import Task, register_task
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config.schema import TaskSettings
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ['WeatherTask']
+__all__ = ['TimeSeriesTask', 'WeatherTask']
 
 
 @register_task
-class WeatherTask(Task):
-    """Multi-station weather forecasting (Global Temp/Wind, Time-Series-Library CSVs, any time-indexed CSV)."""
+class TimeSeriesTask(Task):
+    """Multi-series forecasting (Global Temp/Wind weather stations, Time-Series-Library CSVs, any time-indexed CSV)."""
 
-    name = 'weather'
-    adapter = 'weather'
+    name = 'timeseries'
+    aliases = ('weather',)
+    adapter = 'timeseries'
     kind = 'forecast'
-    description = 'multi-series weather forecasting: (B, L, N) windows -> (B, H, N) (Global Temp/Wind, TSLib CSVs)'
+    description = 'multi-series forecasting: (B, L, N) windows -> (B, H, N) (Global Temp/Wind, TSLib CSVs)'
     real_data = (
         'Global Temp / Global Wind (Corrformer, Nature Machine Intelligence 2023; hourly NCEI data of 3,850 '
         'stations, 2019-2020; from the Corrformer release, no direct download): a folder holding '
@@ -54,14 +61,14 @@ class WeatherTask(Task):
 
     def make_builtin(self, cache_dir: Path) -> Path:
         root = Path(cache_dir) / 'weather'
-        make_builtin_weather(root)
+        make_builtin_timeseries(root)
         return root
 
     def build_datasets(self, root: Path, options: Dict[str, Any], skip_bad: bool = False,
                        splits: Optional[List[str]] = None) -> Dict[str, Dataset]:
-        return build_weather_datasets(root, skip_bad=skip_bad, splits=splits, **(options or {}))
+        return build_timeseries_datasets(root, skip_bad=skip_bad, splits=splits, **(options or {}))
 
-    def model_kwargs(self, cfg: Dict[str, Any], train_set: Dataset) -> Dict[str, Any]:
+    def model_kwargs(self, settings: 'TaskSettings', train_set: Dataset) -> Dict[str, Any]:
         return {'horizon': train_set.horizon, 'input_len': train_set.input_len, 'num_series': train_set.num_series}
 
     def metric_info(self, dataset: Dataset) -> Dict[str, Any]:
@@ -71,3 +78,7 @@ class WeatherTask(Task):
     def eval_views(self, dataset: Dataset) -> Optional[str]:
         return (f'every {dataset.input_len}->{dataset.horizon} window (stride 1, last partial batch kept); '
                 f'metrics on {dataset.value_desc}')
+
+
+#: The task's first name.
+WeatherTask = TimeSeriesTask

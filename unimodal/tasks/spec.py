@@ -1,0 +1,106 @@
+"""The task spec: everything needed to rebuild a task's adapter and head and to score it, stored in checkpoints."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional
+
+import torch
+
+from ..config.errors import ConfigError
+from .kinds import TaskKind, get_kind
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch.utils.data import Dataset
+
+    from ..config.schema import TaskSettings
+    from .base import Task
+
+__all__ = ['TaskSpec', 'make_task_spec']
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task as a trained model knows it.
+
+    Attributes:
+        name: task name (the model's ``adapters.<name>`` / ``heads.<name>``).
+        kind: ``'classification'`` or ``'forecast'`` (:attr:`task_kind` is the behaviour).
+        adapter: adapter registry name or ``/abs/file.py:Class``.
+        adapter_kwargs: the adapter's constructor arguments.
+        head_kwargs: ``{'num_classes': C}`` or ``{'horizon': H}``.
+        classes: class names (classification), else ``None``.
+        metric_info: what the meter needs (classes; physical scale, period, units).
+        input_shape, input_dtype: one sample (for example inputs: reparam checks, ONNX export).
+        loss: the resolved loss (``ce``, ``bce`` or ``mse``).
+        plugin: a plug-in adapter that brings its own data (no registered task).
+    """
+    name: str
+    kind: str
+    adapter: str
+    adapter_kwargs: Dict[str, Any] = field(default_factory=dict)
+    head_kwargs: Dict[str, Any] = field(default_factory=dict)
+    classes: Optional[List[str]] = None
+    metric_info: Dict[str, Any] = field(default_factory=dict)
+    input_shape: List[int] = field(default_factory=list)
+    input_dtype: str = 'float32'
+    loss: str = ''
+    plugin: bool = False
+
+    @property
+    def task_kind(self) -> TaskKind:
+        return get_kind(self.kind)
+
+    def replace(self, **changes: Any) -> 'TaskSpec':
+        return dataclasses.replace(self, **changes)
+
+    def with_metric_info(self, info: Mapping[str, Any]) -> 'TaskSpec':
+        """This spec with ``info`` (a split's facts, e.g. its classes or scale) over its metric info."""
+        return self.replace(metric_info={**self.metric_info, **info})
+
+    def example_input(self, batch: int = 2) -> torch.Tensor:
+        """A deterministic batch of the input shape and dtype (reparam checks, ONNX export)."""
+        shape = [batch, *self.input_shape]
+        dtype = getattr(torch, self.input_dtype or 'float32')
+        g = torch.Generator().manual_seed(0)
+        if dtype.is_floating_point:
+            return torch.randn(shape, generator=g).to(dtype)
+        return torch.randint(0, 2, shape, generator=g).to(dtype)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain containers (a checkpoint entry loadable with ``weights_only=True``)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], name: Optional[str] = None) -> 'TaskSpec':
+        """A spec from a checkpoint entry (this version's or an older one's dict; unknown entries are ignored)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if name is not None:
+            values['name'] = name
+        values['classes'] = list(values['classes']) if values.get('classes') is not None else None
+        values['input_shape'] = list(values.get('input_shape') or [])
+        return cls(**values)
+
+
+def make_task_spec(task: 'Task', settings: 'TaskSettings', sets: Mapping[str, 'Dataset']) -> TaskSpec:
+    """A task's spec from its settings and data (the head's size, the adapter's options, the metric facts)."""
+    from .plugin import PluginTask, absolute_adapter_spec
+    kind = get_kind(task.kind)
+    train_set = sets['train']
+    try:
+        kwargs = dict(task.model_kwargs(settings, train_set))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f'task {task.name}: {e}') from None
+    head_kwargs = {k: kwargs.pop(k) for k in kind.head_keys if k in kwargs}
+    adapter_kwargs = {**kwargs, **settings.model.adapter}
+    adapter = absolute_adapter_spec(settings.model.adapter_class) or task.adapter
+    eval_split = next((s for s in ('val', 'test') if s in sets), 'train')
+    info = task.metric_info(sets[eval_split])
+    classes = info.get('classes', getattr(train_set, 'classes', None))
+    x, _ = train_set[0]
+    x = torch.as_tensor(x)
+    return TaskSpec(name=task.name, kind=kind.name, adapter=adapter, adapter_kwargs=adapter_kwargs,
+                    head_kwargs=head_kwargs, classes=list(classes) if classes is not None else None,
+                    metric_info=info, input_shape=list(x.shape), input_dtype=str(x.dtype).replace('torch.', ''),
+                    loss=kind.resolve_loss(settings.train.loss), plugin=isinstance(task, PluginTask))
