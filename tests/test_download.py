@@ -310,26 +310,27 @@ def test_unknown_name(tmp_path):
         download_dataset('speech_command', tmp_path)
 
 
-def test_incomplete_download_keeps_part_for_resume(tmp_path, monkeypatch):
-    class Short(_Handler):
-        files = {}
-        log = []
+class _Short(_Handler):
+    def do_GET(self):  # noqa: N802  (claims 1000 bytes, sends 10, closes)
+        self.send_response(200)
+        self.send_header('Content-Length', '1000')
+        self.end_headers()
+        self.wfile.write(b'0123456789')
 
-        def do_GET(self):  # noqa: N802  (claims 1000 bytes, sends 10, closes)
-            type(self).log.append((self.path, self.headers.get('Range')))
-            self.send_response(200)
-            self.send_header('Content-Length', '1000')
-            self.end_headers()
-            self.wfile.write(b'0123456789')
 
-    httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Short)
+@pytest.fixture()
+def short_server():
+    """A server whose every answer stops after 10 of the 1000 bytes it announced; yields its base URL."""
+    httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _Short)
     threading.Thread(target=httpd.serve_forever, kwargs={'poll_interval': 0.05}, daemon=True).start()
-    try:
-        with pytest.raises(DownloadError, match='incomplete'):
-            dl.download_file(f'http://127.0.0.1:{httpd.server_address[1]}/x', tmp_path / 'x.bin', timeout=5)
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    yield f'http://127.0.0.1:{httpd.server_address[1]}'
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_incomplete_download_keeps_part_for_resume(tmp_path, short_server):
+    with pytest.raises(DownloadError, match='incomplete'):
+        dl.download_file(short_server + '/x', tmp_path / 'x.bin', timeout=5)
     assert (tmp_path / 'x.bin.part').read_bytes() == b'0123456789'
     assert not (tmp_path / 'x.bin').exists()
 
@@ -405,22 +406,8 @@ def test_cli_download_network_faults_name_the_url(server, tmp_path, run_cli, mon
         silent.close()
 
 
-def test_cli_truncated_transfer_is_one_line(tmp_path, run_cli):
-    class Short(_Handler):
-        def do_GET(self):  # noqa: N802  (claims 1000 bytes, sends 10, closes)
-            self.send_response(200)
-            self.send_header('Content-Length', '1000')
-            self.end_headers()
-            self.wfile.write(b'0123456789')
-
-    httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Short)
-    threading.Thread(target=httpd.serve_forever, kwargs={'poll_interval': 0.05}, daemon=True).start()
-    try:
-        code, out, err = run_cli('data', 'download', 'speech_commands', '--root', tmp_path,
-                                 '--url', f'http://127.0.0.1:{httpd.server_address[1]}/x')
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+def test_cli_truncated_transfer_is_one_line(tmp_path, run_cli, short_server):
+    code, out, err = run_cli('data', 'download', 'speech_commands', '--root', tmp_path, '--url', short_server + '/x')
     errors = [line for line in err.splitlines() if line.startswith('unimodal data: error:')]
     assert code == 2 and 'Traceback' not in err and len(errors) == 1, err
     assert 'incomplete (10 of 1000 bytes)' in errors[0] and 'speech_commands_v0.02.tar.gz.part' in errors[0]

@@ -294,3 +294,17 @@ def test_video_task_and_workers(tmp_path):
     # one decord reader per worker: two worker processes read the whole split
     batches = list(DataLoader(sets['train'], batch_size=4, num_workers=2))
     assert sum(len(y) for _, y in batches) == 8
+
+
+def test_a_list_serving_val_and_test_is_read_once(tmp_path, monkeypatch):
+    from unimodal.data import kinetics_index
+    from unimodal.tasks import get_task
+    root = make_builtin_kinetics(tmp_path / 'bi', per_class=(1, 1, 1), frames=12, size=32)
+    (root / 'test.txt').unlink()
+    reads = []
+    real = kinetics_index.read_list_lines
+    monkeypatch.setattr(kinetics_index, 'read_list_lines', lambda path, *a: reads.append(path.name) or real(path, *a))
+    sets = get_task('video').build_datasets(root, dict(num_frames=4, stride=2, image_size=32, flip=False),
+                                            splits=['val', 'test'])
+    assert len(sets['val']) == len(sets['test']) == 8
+    assert reads.count('val.txt') == 1

@@ -38,9 +38,9 @@ _WARP_FROM = 384
 def load_image(path: Union[str, Path], mode: str = 'RGB'):
     """Open and fully decode an image with PIL; any failure becomes a :class:`DataError` naming the file."""
     from PIL import Image, UnidentifiedImageError
-    path = Path(path)
+    path = os.fspath(path)  # a str, not a Path: see _load
     try:
-        if path.stat().st_size == 0:
+        if os.stat(path).st_size == 0:
             raise DataError(path, 'zero-byte image file')
         with Image.open(path) as img:
             img.load()  # decode now: a truncated file fails here, not later in a worker
@@ -184,30 +184,32 @@ class ImageFolderDataset(Dataset):
         if not self.classes:
             raise DataError(self.root, 'no class sub-folders found (expected <class>/<image> folders)')
 
-        rels: List[str] = []
-        labels: List[int] = []
-        for folder in folders:
-            if folder not in self.class_to_idx:
-                err = DataError(self.root / folder, f'class folder {folder!r} is not in the class list '
-                                                    f'({len(self.classes)} classes from the training split)',
-                                reason='unknown class')
-                if not skip_bad:
-                    raise err
-                self.skip_report.add(err)
-                continue
-            found = _walk_images(self.root / folder, folder)
-            rels.extend(found)
-            labels.extend([self.class_to_idx[folder]] * len(found))
+        labels: List[np.ndarray] = []
+
+        def class_folders():  # one folder's paths at a time, so no list of every path is ever built
+            for folder in folders:
+                if folder not in self.class_to_idx:
+                    err = DataError(self.root / folder, f'class folder {folder!r} is not in the class list '
+                                                        f'({len(self.classes)} classes from the training split)',
+                                    reason='unknown class')
+                    if not skip_bad:
+                        raise err
+                    self.skip_report.add(err)
+                    continue
+                found = _walk_images(self.root / folder, folder)
+                labels.append(np.full(len(found), self.class_to_idx[folder], dtype=np.int64))
+                yield found
+
         # compact index: a path buffer and a label array, no Python object per image (see unimodal.data.index)
-        self._rel = StringTable.from_strings(rels)
-        self._labels = np.asarray(labels, dtype=np.int64)
-        del rels, labels
+        self._root_s = str(self.root)
+        self._rel = StringTable.from_chunks(class_folders())
+        self._labels = np.concatenate(labels) if labels else np.zeros(0, np.int64)
         self.skip_report.total = len(self._labels)
         if verify:
             good = np.ones(len(self._labels), dtype=bool)
             for i in range(len(good)):
                 try:
-                    load_image(self.root / self._rel[i])
+                    load_image(os.path.join(self._root_s, self._rel[i]))
                 except DataError as e:
                     if not skip_bad:
                         raise
@@ -239,7 +241,9 @@ class ImageFolderDataset(Dataset):
         return hash((self.seed, torch.initial_seed(), index, self._calls)) & 0x7FFF_FFFF_FFFF_FFFF
 
     def _load(self, index: int) -> torch.Tensor:
-        img = load_image(self.root / self._rel[index])
+        # a str path: a pathlib.Path per sample interns its parts, which grows each worker by ~20 MB per 200k
+        # distinct files over an epoch (measured in benchmarks/bench_scale.py)
+        img = load_image(os.path.join(self._root_s, self._rel[index]))
         if not self.train:
             return self._transform(img)
         with torch.random.fork_rng(devices=[]):  # torchvision draws from torch's global generator

@@ -46,6 +46,15 @@ class StringTable:
         ends = np.cumsum(np.fromiter((len(b) for b in encoded), dtype=np.int64, count=len(encoded)))
         return cls(np.frombuffer(b''.join(encoded), dtype=np.uint8), ends)
 
+    @classmethod
+    def from_chunks(cls, chunks: Iterable[Iterable[str]]) -> 'StringTable':
+        """One table from successive chunks of strings (e.g. one folder at a time): only one chunk is ever held
+        as Python objects, so building the index of 1.28M files does not first make 1.28M strings."""
+        parts = [cls.from_strings(chunk) for chunk in chunks]
+        offsets = np.cumsum([0] + [len(p.blob) for p in parts[:-1]], dtype=np.int64)
+        return cls(np.concatenate([p.blob for p in parts]) if parts else np.zeros(0, np.uint8),
+                   np.concatenate([p.ends + o for p, o in zip(parts, offsets)]) if parts else np.zeros(0, np.int64))
+
     def __len__(self) -> int:
         return len(self.ends)
 

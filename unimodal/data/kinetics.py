@@ -59,7 +59,7 @@ _LIST_PATTERNS = ('{s}.txt', '{s}_list.txt', 'kinetics400_{s}_list_videos.txt', 
 PathLike = Union[str, Path]
 
 
-def _open_video(path: Path):
+def _open_video(path: str):
     """A fresh decord reader (never shared: one per call, hence one per DataLoader worker)."""
     import decord  # lazy: heavy optional dependency
     try:
@@ -85,7 +85,7 @@ class _Samples(_SequenceABC):
     def __getitem__(self, i: int) -> Tuple[Path, int]:  # type: ignore[override]
         if not -len(self._ds) <= i < len(self._ds):
             raise IndexError(i)
-        return self._ds._path(i), int(self._ds._labels[i])
+        return Path(self._ds._path(i)), int(self._ds._labels[i])
 
 
 class Kinetics(Dataset):
@@ -213,7 +213,7 @@ class Kinetics(Dataset):
         """Open every video (``check_decode``): the ones that do not decode join ``errors``."""
         def probe(i: int) -> Optional[DataError]:
             try:
-                _open_video(Path(index.paths[i]))
+                _open_video(index.paths[i])
             except DataError as e:
                 return e
             return None
@@ -223,8 +223,9 @@ class Kinetics(Dataset):
         bad = [e for e in found if e is not None]
         return rows[np.array([e is None for e in found], dtype=bool)], errors + bad
 
-    def _path(self, i: int) -> Path:
-        return Path(self._index.paths[int(self._rows[i])])
+    def _path(self, i: int) -> str:
+        # a str: a pathlib.Path per sample interns its parts and grows every worker over an epoch
+        return self._index.paths[int(self._rows[i])]
 
     # ------------------------------------------------------------------ sampling
     def __len__(self) -> int:
@@ -259,7 +260,7 @@ class Kinetics(Dataset):
             return [room // 2]
         return [round(room * i / (self.num_clips - 1)) for i in range(self.num_clips)]
 
-    def _decode(self, path: Path) -> torch.Tensor:
+    def _decode(self, path: str) -> torch.Tensor:
         """Frames of all clips of a video as ``(clips, T, H, W, 3)`` uint8 (one fresh reader per call)."""
         vr, n = _open_video(path)
         starts = self._starts(n)

@@ -195,6 +195,7 @@ class ModelNet40(Dataset):
             raise ValueError("val_fraction=0 holds out no validation files; use val_fraction > 0 or val_from='test'")
         if self.format in ('off', 'text'):
             self.cache_dir = reader_cache_dir(cache_dir, 'modelnet40')
+            self._cache_s, self._root_s = str(self.cache_dir), str(self.root)
             self._real_root = os.path.realpath(self.root)
             rels, labels = self._list_off(src_split) if self.format == 'off' else self._list_text(src_split)
         else:
@@ -342,23 +343,25 @@ class ModelNet40(Dataset):
 
     # ----------------------------------------------------------------------------------------- caching
 
-    def _cache_files(self, rel: str) -> Tuple[Path, Path, Path]:
-        """``(file, cached points, bad-file marker)`` of a per-file sample (one ``stat`` of the file)."""
-        path = self.root / rel
+    def _cache_files(self, rel: str) -> Tuple[str, str, str]:
+        """``(file, cached points, bad-file marker)`` of a per-file sample (one ``stat`` of the file).
+
+        Plain strings: a pathlib.Path per sample interns its parts and grows every worker over an epoch."""
+        path = os.path.join(self._root_s, rel)
         try:
             size, mtime = file_stamp(path)
         except OSError as e:
             raise DataError(path, f'unreadable file ({e.strerror or e})', reason='missing') from None
         key = stable_key(self._real_root, rel, size, mtime, self.num_points, self.surface_samples, self.sampling,
                          self.off_up_axis if self.format == 'off' else None, self.seed, self.format, _CACHE_VERSION)
-        stem = f'{Path(rel).stem}-{key}'
-        return path, self.cache_dir / f'{stem}.npz', self.cache_dir / f'{stem}.bad.json'
+        stem = os.path.join(self._cache_s, f'{os.path.splitext(os.path.basename(rel))[0]}-{key}')
+        return path, f'{stem}.npz', f'{stem}.bad.json'
 
-    def _compute(self, path: Path) -> np.ndarray:
+    def _compute(self, path: str) -> np.ndarray:
         """Read one per-file sample and reduce it to ``(num_points, 6)`` (xyz + normals), normalised."""
         if self.format == 'off':
             verts, faces = read_off(path)
-            rng = np.random.default_rng(_stable_seed('modelnet-surface', self.seed, path.name))
+            rng = np.random.default_rng(_stable_seed('modelnet-surface', self.seed, os.path.basename(path)))
             try:
                 dense = sample_surface(verts, faces, self.surface_samples, rng)
             except ValueError as e:
@@ -393,13 +396,14 @@ class ModelNet40(Dataset):
             body = json.dumps({'problem': e.problem, 'reason': e.reason}).encode()
             atomic_write(marker, lambda f: f.write(body))
             raise
-        write_npz(cache, pts)
+        write_npz(Path(cache), pts)
         return pts
 
     @staticmethod
-    def _known_bad(marker: Path) -> Optional[dict]:
+    def _known_bad(marker: str) -> Optional[dict]:
         try:
-            return json.loads(marker.read_text())
+            with open(marker, 'rb') as f:
+                return json.loads(f.read())
         except (OSError, ValueError):
             return None
 
@@ -435,7 +439,7 @@ class ModelNet40(Dataset):
             _, cache, marker = self._cache_files(self._paths[index])
         except DataError:
             return True  # unreadable now: reported when read
-        return cache.is_file() or marker.is_file()
+        return os.path.isfile(cache) or os.path.isfile(marker)
 
     def _drop_known_bad(self) -> None:
         good = np.ones(len(self), dtype=bool)

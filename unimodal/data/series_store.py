@@ -22,7 +22,8 @@ import numpy as np
 __all__ = ['NpyRows', 'MissingScan', 'scan_missing', 'convert_npy', 'fill_frame', 'fill_npy', 'save_rows']
 
 PathLike = Union[str, Path]
-_CHUNK_BYTES = 32 << 20
+_CHUNK_BYTES = 8 << 20  # a scan holds two chunks at once (the one read and the next): a 16 MB peak
+_FILL_BYTES = 64 << 20  # the one-time fill works on blocks of columns over all rows
 
 
 class NpyRows:
@@ -90,7 +91,7 @@ class NpyRows:
         return out
 
     def chunks(self, max_bytes: Optional[int] = None) -> Iterator[Tuple[int, np.ndarray]]:
-        """``(first row, rows)`` over the whole array, ``max_bytes`` (default 32 MB) at a time."""
+        """``(first row, rows)`` over the whole array, ``max_bytes`` (default 8 MB) at a time."""
         step = max(1, (max_bytes or _CHUNK_BYTES) // max(1, self.shape[1] * self.dtype.itemsize))
         for a in range(0, self.shape[0], step):
             yield a, self.read(a, a + step)
@@ -187,7 +188,7 @@ def fill_npy(src: NpyRows, dest: Path, fill: str) -> NpyRows:
     """The filled copy (:func:`fill_frame`) of ``src`` at ``dest``, computed on blocks of columns (all rows each)."""
     out, tmp = _new_npy(dest, src.shape)
     try:
-        width = max(1, _CHUNK_BYTES // max(1, src.shape[0] * 8))
+        width = max(1, _FILL_BYTES // max(1, src.shape[0] * 8))
         for j in range(0, src.shape[1], width):
             out[:, j:j + width] = fill_frame(np.concatenate([rows[:, j:j + width] for _, rows in src.chunks()]), fill)
         return _finish(out, tmp, dest)

@@ -133,6 +133,7 @@ class SpeechCommands(Dataset):
         if classes is not None and variant != 35:
             raise ValueError('classes applies to variant 35 only (variant 12 has a fixed class list)')
         self.root = Path(root)
+        self._root_s = str(self.root)
         self.split = split
         self.variant = variant
         self.skip_bad = skip_bad
@@ -308,20 +309,24 @@ class SpeechCommands(Dataset):
         return _Samples(self)
 
     def _load(self, index: int) -> torch.Tensor:
-        it = self.samples[index]
-        want = min(it.frames, frames_needed(self.clip_samples, it.sample_rate, self.sample_rate))
-        if it.silence:
-            data, sr = read_audio(it.path, start=it.offset, frames=want)
+        # a str path, not the samples view's Path: a pathlib.Path per sample interns its parts and grows every
+        # worker over an epoch
+        path = os.path.join(self._root_s, self._rel[index])
+        frames, rate = int(self._frames[index]), int(self._rates[index])
+        want = min(frames, frames_needed(self.clip_samples, rate, self.sample_rate))
+        silence = bool(self._silence[index])
+        if silence:
+            data, sr = read_audio(path, start=int(self._offsets[index]), frames=want)
         else:
-            data, sr = read_audio(it.path, frames=want)
+            data, sr = read_audio(path, frames=want)
             if data.shape[0] < want:
-                raise DataError(it.path, f'truncated audio: the header declares {it.frames} frames, '
-                                         f'{data.shape[0]} could be decoded', reason='truncated')
+                raise DataError(path, f'truncated audio: the header declares {frames} frames, '
+                                      f'{data.shape[0]} could be decoded', reason='truncated')
         wav = torch.from_numpy(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0])
         if sr != self.sample_rate:
             wav = resample(wav, sr, self.sample_rate)
-        if it.silence:
-            wav = wav * it.gain
+        if silence:
+            wav = wav * float(self._gains[index])
         n = wav.shape[0]
         if n < self.clip_samples:
             wav = torch.nn.functional.pad(wav, (0, self.clip_samples - n))
