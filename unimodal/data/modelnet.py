@@ -28,10 +28,18 @@ its own shard), and nothing is sampled before step 1. A file found bad is rememb
 cache ahead of time (parallel, sharded by rank, with a progress callback): ``unimodal data prepare`` runs it.
 Writes are atomic, so concurrent writers of one entry are safe.
 
+Normalisation to the unit sphere happens once per stored cloud, never after a read's reduction or re-draw:
+``off``/``text`` clouds after their cached FPS reduction (as Point-BERT's text reader), ``hdf5``/``dat`` clouds over
+all their points (Point-BERT normalises the ``.dat``'s 8192 points, then samples).
+
 Splits: ModelNet40 ships ``train`` and ``test`` only (and the field reports test accuracy). By default
 (``val_from='train'``) ``val`` is a deterministic, per-class stratified ``val_fraction`` of the train files (seeded
 by ``seed``) and ``train`` is the rest, so model selection never sees the test set. ``val_from='test'`` follows the
 common practice instead: ``train`` is the whole train split and ``val`` is the test split.
+
+Re-drawn training clouds (``redraw_from``, the published P2P recipe): every read of a ``train`` sample draws a new
+cloud from the stored one, farthest point sampling of ``redraw_from`` points from a random start and then a random
+``num_points`` of those; ``val`` and ``test`` keep their fixed clouds (the first ``num_points`` of the FPS order).
 """
 from __future__ import annotations
 
@@ -70,6 +78,9 @@ ProgressFn = Callable[[int, int], None]
 
 _SPLITS = ('train', 'val', 'test')
 _CACHE_VERSION = 1
+#: Points kept per cloud of the ``text``/``off`` formats as the source of re-drawn training clouds: the 8192 of the
+#: Point-BERT ``.dat`` files (FPS-first 8192 of each shape), which the published recipe draws from.
+REDRAW_SOURCE_POINTS = 8192
 
 
 def _stable_seed(*parts: Any) -> int:
@@ -131,7 +142,14 @@ class ModelNet40(Dataset):
         sampling: how clouds that already are point sets are reduced to ``num_points``: ``'fps'`` or ``'first'``
             (default: ``'fps'`` for ``text``, ``'first'`` for ``hdf5``/``dat``, whose points are stored FPS-ordered
             resp. as published). OFF meshes are always surface-sampled, then FPS-reduced.
-        surface_samples: OFF only: uniform surface samples before FPS (default ``max(8192, 8 * num_points)``).
+        redraw_from: ``train`` split only: every read draws a new cloud, farthest point sampling of ``redraw_from``
+            points from a random start over the stored cloud, then a random ``num_points`` of them without
+            replacement (the published P2P recipe: 4800 then 4096, from the ``.dat``'s 8192 points). Stored clouds:
+            ``dat``/``hdf5`` keep every point of the file; ``text``/``off`` cache the FPS-first
+            ``max(REDRAW_SOURCE_POINTS, redraw_from)``. A cloud with fewer than ``redraw_from`` points is bad input.
+            ``None`` (default): fixed clouds.
+        surface_samples: OFF only: uniform surface samples before FPS (default ``max(8192, 8 * num_points)``, and
+            at least the points a re-drawn cloud is drawn from).
         cache_dir: the cache folder (``<cache_dir>/modelnet40`` holds the ``off``/``text`` samples); default
             ``$UNIMODAL_CACHE``, else ``~/.cache/unimodal`` (see :mod:`unimodal.data.cache`).
         val_fraction: fraction of each class's train files held out as ``val`` (``val_from='train'``).
@@ -146,8 +164,8 @@ class ModelNet40(Dataset):
     """
 
     def __init__(self, root: PathLike, split: str = 'train', *, format: str = 'auto', num_points: int = 1024,
-                 use_normals: bool = False, sampling: Optional[str] = None, surface_samples: Optional[int] = None,
-                 cache_dir: Optional[PathLike] = None, val_fraction: float = 0.1, val_from: str = 'train',
+                 use_normals: bool = False, sampling: Optional[str] = None, redraw_from: Optional[int] = None,
+                 surface_samples: Optional[int] = None, cache_dir: Optional[PathLike] = None, val_fraction: float = 0.1, val_from: str = 'train',
                  off_up_axis: Optional[str] = 'z', list_prefix: str = 'modelnet40',
                  seed: int = 0, skip_bad: bool = False, prepare: bool = False, workers: int = 0) -> None:
         if split not in _SPLITS:
@@ -162,6 +180,9 @@ class ModelNet40(Dataset):
             raise ValueError(f'val_fraction must be in [0, 1), got {val_fraction}')
         if num_points < 1:
             raise ValueError(f'num_points must be >= 1, got {num_points}')
+        if redraw_from is not None and (isinstance(redraw_from, bool) or not isinstance(redraw_from, int)
+                                        or redraw_from < num_points):
+            raise ValueError(f'redraw_from must be an integer >= num_points ({num_points}), got {redraw_from!r}')
         if off_up_axis not in (None, 'x', 'y', 'z'):
             raise ValueError(f"off_up_axis must be 'x', 'y', 'z' or None, got {off_up_axis!r}")
         root = Path(root)
@@ -175,7 +196,12 @@ class ModelNet40(Dataset):
         self.num_points = num_points
         self.use_normals = use_normals
         self.sampling = sampling or ('fps' if self.format == 'text' else 'first')
-        self.surface_samples = surface_samples or max(8192, 8 * num_points)
+        self.redraw_from = redraw_from
+        # the split's clouds are re-drawn on every read from stored clouds of _stored_points points
+        self._redraw = redraw_from if split == 'train' else None
+        self._stored_points = max(REDRAW_SOURCE_POINTS, redraw_from) if self._redraw else num_points
+        self._calls = 0
+        self.surface_samples = surface_samples or max(8192, 8 * num_points, self._stored_points)
         self.val_fraction = val_fraction
         self.val_from = val_from
         self.off_up_axis = off_up_axis
@@ -284,8 +310,14 @@ class ModelNet40(Dataset):
                                              f'({"all" if bad.all() else "first at point " + str(int(bad.argmax()))})',
                                      reason='non-finite'))
                 continue
-            keep = pts if self.sampling == 'fps' else pts[:self.num_points]  # bound memory for 'first'
-            kept.append(np.ascontiguousarray(keep[:, :6], dtype=np.float32))
+            if self._redraw and len(pts) < self._redraw:
+                self._fail(DataError(source, f'{where}: {len(pts)} points, fewer than redraw_from={self._redraw}',
+                                     reason='too few points'))
+                continue
+            # normalised over all its stored points, then reduced on read without re-normalising (as the
+            # published readers do); 'first' keeps only what a read uses (bounded memory)
+            cloud = normalize_unit_sphere(np.asarray(pts[:, :6], dtype=np.float32))
+            kept.append(cloud if (self.sampling == 'fps' or self._redraw) else cloud[:self.num_points])
             out_labels.append(y)
         if kept:
             width = min(a.shape[1] for a in kept)
@@ -352,27 +384,31 @@ class ModelNet40(Dataset):
             size, mtime = file_stamp(path)
         except OSError as e:
             raise DataError(path, f'unreadable file ({e.strerror or e})', reason='missing') from None
-        key = stable_key(self._real_root, rel, size, mtime, self.num_points, self.surface_samples, self.sampling,
+        key = stable_key(self._real_root, rel, size, mtime, self._stored_points, self.surface_samples, self.sampling,
                          self.off_up_axis if self.format == 'off' else None, self.seed, self.format, _CACHE_VERSION)
         stem = os.path.join(self._cache_s, f'{os.path.splitext(os.path.basename(rel))[0]}-{key}')
         return path, f'{stem}.npz', f'{stem}.bad.json'
 
     def _compute(self, path: str) -> np.ndarray:
-        """Read one per-file sample and reduce it to ``(num_points, 6)`` (xyz + normals), normalised."""
+        """Read one per-file sample and reduce it to its stored ``(points, 6)`` (xyz + normals), normalised."""
         if self.format == 'off':
             verts, faces = read_off(path)
             rng = np.random.default_rng(_stable_seed('modelnet-surface', self.seed, os.path.basename(path)))
             try:
-                dense = sample_surface(verts, faces, self.surface_samples, rng)
+                source = sample_surface(verts, faces, self.surface_samples, rng)
             except ValueError as e:
                 raise DataError(path, f'cannot sample the mesh surface: {e}', reason='degenerate mesh') from e
-            pts = dense[farthest_point_sample(dense, self.num_points)]
-            pts = rotate_up_to_y(pts, self.off_up_axis)
+            fps = True
         else:
-            arr = read_point_text(path)
-            idx = farthest_point_sample(arr, self.num_points) if self.sampling == 'fps' \
-                else np.resize(np.arange(min(self.num_points, len(arr))), self.num_points)
-            pts = arr[idx]
+            source, fps = read_point_text(path), self.sampling == 'fps'
+        n = self._stored_points
+        if self._redraw:  # the source of re-draws is never padded with repeats
+            n = min(n, len(source))
+            if n < self._redraw:
+                raise DataError(path, f'{n} points, fewer than redraw_from={self._redraw}', reason='too few points')
+        pts = source[farthest_point_sample(source, n) if fps else np.resize(np.arange(min(n, len(source))), n)]
+        if self.format == 'off':
+            pts = rotate_up_to_y(pts, self.off_up_axis)
         if not np.isfinite(pts).all():
             raise DataError(path, 'non-finite coordinates', reason='non-finite')
         return normalize_unit_sphere(pts)
@@ -471,16 +507,29 @@ class ModelNet40(Dataset):
         """The sample files (per-file formats), in index order."""
         return [self.root / rel for rel in self._paths] if self._paths is not None else []
 
+    def _draw(self, cloud: np.ndarray, index: int) -> np.ndarray:
+        """A re-drawn training cloud: FPS of ``redraw_from`` points of ``cloud`` from a random start, then a random
+        ``num_points`` of them without replacement."""
+        # a fresh generator per read: new draws every epoch and in every worker (torch seeds each worker from the
+        # loader's per-epoch base seed), reproducible under a fixed seed
+        self._calls += 1
+        rng = np.random.default_rng([self.seed, torch.initial_seed(), index, self._calls])
+        pool = farthest_point_sample(cloud, self._redraw, start=int(rng.integers(len(cloud))))
+        return cloud[pool[rng.choice(self._redraw, self.num_points, replace=False)]]
+
     def _item(self, index: int) -> Tuple[torch.Tensor, int]:
         if self._paths is not None:
             pts = self._file_points(index)
+            if self._redraw and len(pts) < self._redraw:  # a cache written for a smaller redraw_from
+                raise DataError(self.root / self._paths[index], f'{len(pts)} points, fewer than '
+                                                                 f'redraw_from={self._redraw}', reason='too few points')
         else:
-            arr = self._points[self._offsets[index]:self._offsets[index + 1]]
-            if self.sampling == 'fps':
-                arr = arr[farthest_point_sample(arr, self.num_points)]
-            else:
-                arr = arr[np.resize(np.arange(min(self.num_points, len(arr))), self.num_points)]
-            pts = normalize_unit_sphere(arr)
+            pts = self._points[self._offsets[index]:self._offsets[index + 1]]
+            if not self._redraw:
+                pts = pts[farthest_point_sample(pts, self.num_points) if self.sampling == 'fps'
+                          else np.resize(np.arange(min(self.num_points, len(pts))), self.num_points)]
+        if self._redraw:
+            pts = self._draw(pts, index)
         cols = 6 if self.use_normals else 3
         if pts.shape[1] < cols:
             where = self.root / self._paths[index] if self._paths is not None else self.root
@@ -492,4 +541,5 @@ class ModelNet40(Dataset):
 
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, format={self.format!r}, '
-                f'samples={len(self)}, classes={len(self.classes)}, num_points={self.num_points})')
+                f'samples={len(self)}, classes={len(self.classes)}, num_points={self.num_points}'
+                + (f', redraw_from={self._redraw}' if self._redraw else '') + ')')

@@ -26,7 +26,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -36,19 +36,22 @@ from .builtin import build_once
 from .cache import atomic_write, file_stamp, reader_cache_dir, stable_key
 from .errors import DataError, SkipReport
 from .series_store import MissingScan, NpyRows, convert_npy, fill_frame, fill_npy, save_rows, scan_missing
+from .timeseries_covariates import load_time_stamps, read_station_coords, time_features
 
 _logger = logging.getLogger(__name__)
 
 __all__ = [
     'ForecastWindows', 'read_csv_series', 'read_global_npy', 'split_borders', 'build_timeseries_datasets',
     'make_builtin_timeseries', 'build_weather_datasets', 'make_builtin_weather', 'detect_format', 'FILL_POLICIES',
-    'BUILTIN_FILE',
+    'BUILTIN_FILE', 'COORDS_FILE',
 ]
 
 FILL_POLICIES = ('error', 'ffill', 'interpolate', 'zero')
 SPLITS = ('train', 'val', 'test')
 BUILTIN_FILE = 'weather_synthetic.csv'
-_BUILTIN_VERSION = 1
+#: The station coordinates file of the Corrformer release (stations x 3), also written into the built-in set.
+COORDS_FILE = 'stations_sorted.npy'
+_BUILTIN_VERSION = 2
 _GLOBAL_VARIABLES = {'temp': '°C', 'wind': 'm/s'}
 _CACHE_VERSION = 1
 _DAY_NS = 86_400 * 10**9
@@ -60,7 +63,10 @@ class ForecastWindows(Dataset):
     """Sliding ``(input, target)`` windows over a ``(T, N)`` series (an array, or :class:`NpyRows` read on demand).
 
     Window ``i`` starts at ``starts[i]``: ``x = values[s : s + L]``, ``y = values[s + L : s + L + H]``, each
-    standardised as ``(v - mean) / std`` when ``mean``/``std`` are given (in float64, then float32).
+    standardised as ``(v - mean) / std`` when ``mean``/``std`` are given (in float64, then float32). With calendar
+    ``marks`` and/or station ``coords`` the input is structured: ``x = (values[s : s + L], marks[s : s + L + H],
+    coords)`` (the parts present, in that order). The marks cover the horizon too: a forecaster knows the calendar of
+    the steps it forecasts (the published decoder reads them), never their values.
 
     Attributes:
         num_series, input_len, horizon: N, L, H.
@@ -70,6 +76,8 @@ class ForecastWindows(Dataset):
         value_desc: what the model-space values are (e.g. ``'z-scored with train statistics'``).
         columns: series names; times: ``(T,)`` datetime64 array or ``None``; path, split: provenance.
         skip_report: :class:`SkipReport` of windows skipped for missing values (``skip_bad``), else ``None``.
+        marks, coords: ``(T, F)`` calendar features and ``(N, C)`` standardised station coordinates (float32
+            tensors) or ``None``; mark_dim, coord_dim: F and C (0 when absent).
     """
 
     def __init__(self, values: Union[np.ndarray, NpyRows], input_len: int, horizon: int, *, stride: int = 1,
@@ -78,7 +86,8 @@ class ForecastWindows(Dataset):
                  units: str = 'data units', value_desc: str = 'raw values', columns: Optional[List[str]] = None,
                  times: Optional[np.ndarray] = None, path: PathLike = '', split: str = '',
                  skip_report: Optional[SkipReport] = None, mean: Optional[np.ndarray] = None,
-                 std: Optional[np.ndarray] = None) -> None:
+                 std: Optional[np.ndarray] = None, marks: Optional[np.ndarray] = None,
+                 coords: Optional[np.ndarray] = None) -> None:
         if len(values.shape) != 2:
             raise ValueError(f'values must be (T, N), got shape {values.shape}')
         if input_len < 1 or horizon < 1 or stride < 1:
@@ -99,6 +108,14 @@ class ForecastWindows(Dataset):
         self.skip_report = skip_report
         self._mean = None if mean is None else np.asarray(mean, dtype=np.float64)
         self._std = None if std is None else np.asarray(std, dtype=np.float64)
+        if marks is not None and (marks.ndim != 2 or len(marks) != values.shape[0]):
+            raise ValueError(f'marks must be (T, F) with T = {values.shape[0]}, got shape {marks.shape}')
+        if coords is not None and (coords.ndim != 2 or len(coords) != self.num_series):
+            raise ValueError(f'coords must be (N, C) with N = {self.num_series}, got shape {coords.shape}')
+        self.marks = None if marks is None else torch.from_numpy(np.ascontiguousarray(marks, dtype=np.float32))
+        self.coords = None if coords is None else torch.from_numpy(np.ascontiguousarray(coords, dtype=np.float32))
+        self.mark_dim = 0 if marks is None else int(marks.shape[1])
+        self.coord_dim = 0 if coords is None else int(coords.shape[1])
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -108,13 +125,21 @@ class ForecastWindows(Dataset):
             return self.values.read(start, stop)
         return self.values[start:stop]
 
-    def __getitem__(self, index: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> Tuple[Any, torch.Tensor]:
         s = int(self.starts[index])
         block = self._rows(s, s + self.input_len + self.horizon)
         if self._mean is not None:
             block = (block - self._mean) / self._std
         t = torch.from_numpy(np.array(block, dtype=np.float32))
-        return t[:self.input_len], t[self.input_len:]
+        x, y = t[:self.input_len], t[self.input_len:]
+        if self.marks is None and self.coords is None:
+            return x, y
+        parts = [x]
+        if self.marks is not None:
+            parts.append(self.marks[s:s + self.input_len + self.horizon].clone())
+        if self.coords is not None:
+            parts.append(self.coords.clone())
+        return tuple(parts), y
 
     def to_physical(self, values: torch.Tensor) -> torch.Tensor:
         """Model-space values ``(..., N)`` → physical units."""
@@ -260,7 +285,7 @@ def _filled(rows: NpyRows, source: Path, fill: str, cache_dir: Optional[PathLike
 
 
 def _open_global(folder: Path, variable: str, split: str, fill: Optional[str], cache_dir: Optional[PathLike],
-                 ) -> Tuple[NpyRows, Optional[np.ndarray], Path, Optional[MissingScan]]:
+                 require_times: bool = False) -> Tuple[NpyRows, Optional[np.ndarray], Path, Optional[MissingScan]]:
     path = folder / f'{variable}_global_hourly_{split}.npy'
     if not path.is_file():
         raise FileNotFoundError(f'{path}: not found (Global {variable.title()} layout: '
@@ -280,17 +305,20 @@ def _open_global(folder: Path, variable: str, split: str, fill: Optional[str], c
     tpath = folder / f'data_time_{split}.npy'
     if tpath.is_file():
         try:
-            t = np.load(tpath, allow_pickle=False)
-            times = t.astype('datetime64[ns]') if len(t) == len(rows) else None
-            if times is None:
-                _logger.warning('%s: %d time stamps for %d steps; ignored', tpath, len(t), len(rows))
-        except (ValueError, TypeError) as e:
-            _logger.warning('%s: unusable time stamps (%s); ignored', tpath, e)
+            times = load_time_stamps(tpath, len(rows))
+        except DataError as e:
+            if require_times:
+                raise
+            _logger.warning('%s; time stamps ignored', e)
+    elif require_times:
+        raise FileNotFoundError(f'{tpath}: not found (calendar features need the time stamps of every step: '
+                                f'data_time_{{train,val,test}}.npy of the Global Temp/Wind release)')
     return rows, times, path, scan
 
 
 def read_global_npy(root: PathLike, variable: str = 'temp', split: str = 'train', *, fill: Optional[str] = 'error',
-                    cache_dir: Optional[PathLike] = None) -> Tuple[NpyRows, Optional[np.ndarray], Path]:
+                    require_times: bool = False, cache_dir: Optional[PathLike] = None,
+                    ) -> Tuple[NpyRows, Optional[np.ndarray], Path]:
     """Open one split of the Corrformer Global Temp/Wind release (rows are read on demand, see :class:`NpyRows`).
 
     Args:
@@ -300,6 +328,8 @@ def read_global_npy(root: PathLike, variable: str = 'temp', split: str = 'train'
         split: ``'train'``, ``'val'`` or ``'test'``.
         fill: missing-value policy (see :func:`read_csv_series`; the "column" is the station index). A filled copy
             (and a float32 copy of a file of another dtype) is written once into the cache folder.
+        require_times: ``data_time_{split}.npy`` must exist and be readable (calendar features need it); otherwise
+            a missing or unusable file only logs a warning and ``times`` is ``None``.
         cache_dir: the cache folder (default ``$UNIMODAL_CACHE``, else ``~/.cache/unimodal``).
 
     Returns:
@@ -308,7 +338,7 @@ def read_global_npy(root: PathLike, variable: str = 'temp', split: str = 'train'
     if variable not in _GLOBAL_VARIABLES:
         raise ValueError(f'variable must be one of {sorted(_GLOBAL_VARIABLES)}, got {variable!r}')
     folder, _ = _find_global_dir(Path(root), variable)
-    return _open_global(folder, variable, split, fill, cache_dir)[:3]
+    return _open_global(folder, variable, split, fill, cache_dir, require_times)[:3]
 
 
 def _csv_rows(path: Path, time_column: Optional[str], columns: Optional[Sequence[str]], require_first: bool,
@@ -445,8 +475,8 @@ def build_timeseries_datasets(root: PathLike, *, format: str = 'auto', variable:
                               fill: str = 'error', time_column: Optional[str] = 'date',
                               columns: Optional[Sequence[str]] = None, scale: bool = True, borders: str = 'auto',
                               train_ratio: float = 0.7, test_ratio: float = 0.2, period: Optional[int] = None,
-                              skip_bad: bool = False, splits: Optional[Sequence[str]] = None,
-                              cache_dir: Optional[PathLike] = None,
+                              skip_bad: bool = False, splits: Optional[Sequence[str]] = None, marks: bool = False,
+                              freq: str = 'h', coords: Optional[str] = None, cache_dir: Optional[PathLike] = None,
                               ) -> Dict[str, ForecastWindows]:
     """Train/val/test forecasting windows from a weather / time-series data root.
 
@@ -467,6 +497,13 @@ def build_timeseries_datasets(root: PathLike, *, format: str = 'auto', variable:
         skip_bad: with ``fill='error'``, skip windows touching missing values and record them in each split's
             ``skip_report`` instead of failing.
         splits: which splits to build (default all three).
+        marks: give every window the calendar features of its steps (input and horizon; TSLib ``timeF`` at
+            ``freq``, see :func:`~unimodal.data.timeseries_covariates.time_features`): samples become
+            ``((window, marks), target)``. Needs time stamps (the CSV time column; Global: ``data_time_{split}.npy``).
+        freq: the calendar features' frequency (``'h'``: hour, weekday, day, day of year, as published).
+        coords: station coordinates file (relative to the data folder, or absolute; e.g. ``stations_sorted.npy``
+            of the Global release): one row per series, standardised over the stations, appended to every sample's
+            input (see :func:`~unimodal.data.timeseries_covariates.read_station_coords`).
         cache_dir: the cache folder of converted/filled arrays and parsed CSVs (the config's ``data.cache_dir``;
             default ``$UNIMODAL_CACHE``, else ``~/.cache/unimodal``).
     """
@@ -480,7 +517,20 @@ def build_timeseries_datasets(root: PathLike, *, format: str = 'auto', variable:
         raise ValueError(f"format must be 'auto', 'global_npy', 'tslib' or 'csv', got {format!r}")
     keep_missing = skip_bad and fill == 'error'
     read_fill = None if keep_missing else fill
+    if marks:
+        from .timeseries_covariates import time_feature_names
+        if not time_feature_names(freq):
+            raise ValueError(f'freq {freq!r} has no calendar features; marks need a finer frequency')
     detected, path = detect_format(root, file)
+    # the folder holding the series files: relative side files (coordinates) are found there
+    data_dir = _find_global_dir(path, variable)[0] if detected == 'global_npy' else path.parent
+
+    def coords_for(num_series: int) -> Optional[np.ndarray]:
+        if coords is None:
+            return None
+        cpath = Path(coords).expanduser()
+        return read_station_coords(cpath if cpath.is_absolute() else data_dir / cpath, num_series)
+
     if format == 'global_npy' and detected != 'global_npy':
         raise DataError(root, 'no {temp,wind}_global_hourly_train.npy found (Global Temp/Wind layout)')
     if format in ('tslib', 'csv') and detected != 'csv':
@@ -490,8 +540,11 @@ def build_timeseries_datasets(root: PathLike, *, format: str = 'auto', variable:
 
     if detected == 'global_npy':
         folder, var = _find_global_dir(Path(root), variable)
+        station_coords = None
         for split in splits:
-            values, times, fpath, scan = _open_global(folder, var, split, read_fill, cache_dir)
+            values, times, fpath, scan = _open_global(folder, var, split, read_fill, cache_dir, require_times=marks)
+            if station_coords is None:
+                station_coords = coords_for(values.shape[1])
             if values.shape[0] < window:
                 raise DataError(fpath, f'{values.shape[0]} time steps < input_len + horizon = {window}')
             names = [f'station {i}' for i in range(values.shape[1])]
@@ -502,10 +555,14 @@ def build_timeseries_datasets(root: PathLike, *, format: str = 'auto', variable:
                 values, input_len, horizon, starts=starts, period=period or _infer_period(times),
                 phys_scale=0.1, phys_offset=0.0, units=_GLOBAL_VARIABLES[var],
                 value_desc='stored x10 (Corrformer release): MSE/100 and MAE/10 are physical', columns=names,
-                times=times, path=fpath, split=split, skip_report=report)
+                times=times, path=fpath, split=split, skip_report=report,
+                marks=time_features(times, freq) if marks else None, coords=station_coords)
         return out
 
     values, names, times = _csv_rows(path, time_column, columns, format == 'tslib', cache_dir)
+    if marks and times is None:
+        raise DataError(path, 'marks=true needs time stamps, but time_column is None; name the time column')
+    station_coords = coords_for(values.shape[1])
 
     def row_desc(i: int) -> str:
         return f'row {i} (line {i + 2})'
@@ -538,7 +595,7 @@ def build_timeseries_datasets(root: PathLike, *, format: str = 'auto', variable:
             values.rows(b1, b2), input_len, horizon, starts=starts, period=per, phys_scale=phys_scale,
             phys_offset=phys_offset, units='data units', value_desc=desc, columns=names,
             times=times[b1:b2] if times is not None else None, path=path, split=split, skip_report=report,
-            mean=mean, std=std)
+            mean=mean, std=std, marks=time_features(times[b1:b2], freq) if marks else None, coords=station_coords)
     if scale:
         for ds in out.values():
             ds.scaler_mean, ds.scaler_std = mean, std
@@ -546,13 +603,16 @@ def build_timeseries_datasets(root: PathLike, *, format: str = 'auto', variable:
 
 
 # ------------------------------------------------------------------------------------------------ built-in
-def _synthetic_weather(seed: int, num_hours: int, num_stations: int) -> np.ndarray:
-    """Temperature-like ``(T, N)`` field: daily cycles, seasonal drift, moving fronts, AR noise."""
+def _synthetic_weather(seed: int, num_hours: int, num_stations: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Temperature-like ``(T, N)`` field (daily cycles, seasonal drift, moving fronts, AR noise) and the stations'
+    ``(N, 3)`` coordinates: latitude, longitude (degrees) and elevation (m)."""
     rng = np.random.default_rng(seed)
     t = np.arange(num_hours, dtype=np.float64)[:, None]
     lon, lat = rng.uniform(0, 1, num_stations), rng.uniform(0, 1, num_stations)
-    # climate: colder to the north, a station-specific offset
-    base = 18.0 - 10.0 * lat + rng.normal(0, 1.5, num_stations)
+    # climate: colder to the north, a station-specific offset (read as altitude: 6.5 °C colder per km)
+    offset = rng.normal(0, 1.5, num_stations)
+    base = 18.0 - 10.0 * lat + offset
+    coords = np.stack([40.0 + 10.0 * lat, -5.0 + 15.0 * lon, 500.0 - offset / 6.5e-3], 1)
     # daily cycle: local solar time shifts the peak with longitude; continental stations swing more
     amp = 3.0 + 5.0 * (1 - lat) * rng.uniform(0.6, 1.4, num_stations)
     peak = 14.0 + 4.0 * (lon - 0.5) + rng.normal(0, 0.5, num_stations)
@@ -584,7 +644,7 @@ def _synthetic_weather(seed: int, num_hours: int, num_stations: int) -> np.ndarr
         reg = 0.95 * reg + e_reg[i]
         loc = 0.8 * loc + e_loc[i]
         noise[i] = reg + loc
-    return (base + daily + seasonal + fronts + noise).astype(np.float64)
+    return (base + daily + seasonal + fronts + noise).astype(np.float64), coords
 
 
 def make_builtin_timeseries(root: PathLike, seed: int = 0, num_hours: int = 24 * 150,
@@ -594,15 +654,18 @@ def make_builtin_timeseries(root: PathLike, seed: int = 0, num_hours: int = 24 *
     ``root/weather_synthetic.csv``: a ``date`` column (hourly from 2021-01-01) and ``num_stations`` columns
     ``st00, st01, ...`` of temperature-like values (°C) with station-specific daily cycles, a slow trend, weather
     fronts that reach the stations with position-dependent lags (cross-series structure matters), and AR noise.
+    ``root/stations_sorted.npy``: the stations' latitude, longitude and elevation ``(N, 3)`` float64, in the layout of
+    the Global Temp/Wind release (read with the option ``coords=stations_sorted.npy``).
     Deterministic for a seed; written and reused as :func:`unimodal.data.builtin.build_once` describes.
     """
     import pandas as pd
 
     def write(out: Path) -> None:
-        values = _synthetic_weather(seed, num_hours, num_stations)
+        values, coords = _synthetic_weather(seed, num_hours, num_stations)
         df = pd.DataFrame(np.round(values, 2), columns=[f'st{i:02d}' for i in range(num_stations)])
         df.insert(0, 'date', pd.date_range('2021-01-01', periods=num_hours, freq='h').strftime('%Y-%m-%d %H:%M:%S'))
         df.to_csv(out / BUILTIN_FILE, index=False, float_format='%.2f')
+        np.save(out / COORDS_FILE, np.round(coords, 4))
 
     # legacy: earlier versions wrote the CSV alone (no marker); such a folder is rebuilt
     root = build_once(root, generator='weather', version=_BUILTIN_VERSION, write=write, legacy=(BUILTIN_FILE,),

@@ -138,6 +138,10 @@ class Classification(TaskKind):
     def create_mixer(self, spec: 'TaskSpec', train: 'TaskTrainConfig') -> Any:
         if train.mixup <= 0 and train.cutmix <= 0:
             return None
+        if spec.structured:
+            raise ConfigError(f'task {spec.name}: train.mixup / train.cutmix mix whole input tensors, but this task\'s '
+                              f'samples are structured ({len(spec.input_shape)} tensors); use the reader\'s own '
+                              f'mixing option, or set train.mixup=0 and train.cutmix=0')
         from ..engine.mixup import MixupCutmix
         return MixupCutmix(spec.head_kwargs['num_classes'], mixup_alpha=train.mixup, cutmix_alpha=train.cutmix,
                            prob=train.mixup_prob, switch_prob=train.mixup_switch_prob,

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 
 from ..config.errors import ConfigError
+from ..data.inputs import describe
 from .kinds import TaskKind, get_kind
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -42,8 +43,8 @@ class TaskSpec:
     head_kwargs: Dict[str, Any] = field(default_factory=dict)
     classes: Optional[List[str]] = None
     metric_info: Dict[str, Any] = field(default_factory=dict)
-    input_shape: List[int] = field(default_factory=list)
-    input_dtype: str = 'float32'
+    input_shape: List[Any] = field(default_factory=list)
+    input_dtype: Union[str, List[str]] = 'float32'
     loss: str = ''
     plugin: bool = False
 
@@ -58,14 +59,27 @@ class TaskSpec:
         """This spec with ``info`` (a split's facts, e.g. its classes or scale) over its metric info."""
         return self.replace(metric_info={**self.metric_info, **info})
 
-    def example_input(self, batch: int = 2) -> torch.Tensor:
-        """A deterministic batch of the input shape and dtype (reparam checks, ONNX export)."""
-        shape = [batch, *self.input_shape]
-        dtype = getattr(torch, self.input_dtype or 'float32')
+    @property
+    def structured(self) -> bool:
+        """The input is a tuple of tensors (see :mod:`unimodal.data.inputs`)."""
+        return bool(self.input_shape) and isinstance(self.input_shape[0], (list, tuple))
+
+    def example_input(self, batch: int = 2) -> Any:
+        """A deterministic batch of the input shape(s) and dtype(s) (reparam checks, ONNX export); a structured
+        input is a tuple (integer parts are 1: valid as lengths or indices)."""
         g = torch.Generator().manual_seed(0)
-        if dtype.is_floating_point:
-            return torch.randn(shape, generator=g).to(dtype)
-        return torch.randint(0, 2, shape, generator=g).to(dtype)
+
+        def one(shape: Sequence[int], dtype_name: str) -> torch.Tensor:
+            dtype = getattr(torch, dtype_name or 'float32')
+            if dtype.is_floating_point:
+                return torch.randn([batch, *shape], generator=g).to(dtype)
+            if self.structured:
+                return torch.ones([batch, *shape], dtype=dtype)
+            return torch.randint(0, 2, [batch, *shape], generator=g).to(dtype)
+        if self.structured:
+            dtypes = self.input_dtype if isinstance(self.input_dtype, list) else [self.input_dtype] * len(self.input_shape)
+            return tuple(one(s, d) for s, d in zip(self.input_shape, dtypes))
+        return one(self.input_shape, self.input_dtype)
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain containers (a checkpoint entry loadable with ``weights_only=True``)."""
@@ -99,8 +113,8 @@ def make_task_spec(task: 'Task', settings: 'TaskSettings', sets: Mapping[str, 'D
     info = task.metric_info(sets[eval_split])
     classes = info.get('classes', getattr(train_set, 'classes', None))
     x, _ = train_set[0]
-    x = torch.as_tensor(x)
+    input_shape, input_dtype = describe(x)
     return TaskSpec(name=task.name, kind=kind.name, adapter=adapter, adapter_kwargs=adapter_kwargs,
                     head_kwargs=head_kwargs, classes=list(classes) if classes is not None else None,
-                    metric_info=info, input_shape=list(x.shape), input_dtype=str(x.dtype).replace('torch.', ''),
+                    metric_info=info, input_shape=input_shape, input_dtype=input_dtype,
                     loss=kind.resolve_loss(settings.train.loss), plugin=isinstance(task, PluginTask))
