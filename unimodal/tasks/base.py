@@ -59,6 +59,10 @@ class Task(abc.ABC):
         """
         return {}
 
+    #: the task's reader takes ``cache_dir`` (index caches, sampled clouds, converted arrays): the engine passes the
+    #: run's cache folder (``data.cache_dir`` by the one cache rule) unless ``data.options`` names one
+    reader_cache: ClassVar[bool] = False
+
     @abc.abstractmethod
     def make_builtin(self, cache_dir: Path) -> Path:
         """Write (once) the built-in synthetic data set in the task's real on-disk format; return its root."""
