@@ -295,8 +295,10 @@ class _Run:
                 raise ConfigError(f'--resume {self.resume}: checkpoint holds task(s) {", ".join(ckpt.specs)}, '
                                   f'this run trains {", ".join(specs)}')
             load_weights(model, ckpt.raw['model'], f'--resume {self.resume}')
-            # the optimizer state carries each group's lr scale: a run cannot resume with other groups
-            for section, key, now, default in (('train', 'layer_decay', tcfg.layer_decay, TrainConfig().layer_decay),
+            # the optimizer state carries each group's lr scale and its own kind of moments: a run cannot resume
+            # with other groups or another optimizer
+            for section, key, now, default in (('train', 'optimizer', tcfg.optimizer, TrainConfig().optimizer),
+                                               ('train', 'layer_decay', tcfg.layer_decay, TrainConfig().layer_decay),
                                                ('model', 'freeze_trunk', cfg.model.freeze_trunk,
                                                 ModelConfig().freeze_trunk)):
                 was = _stored(ckpt.config, section, key, default)

@@ -115,7 +115,7 @@ class VideoAdapter(Adapter):
         mode = self.option('mode', mode, str, choices=VIDEO_MODES)
         num_frames = self.option('num_frames', num_frames, int, lo=1)
         image_size = self.option('image_size', image_size, Optional[int], lo=1)
-        grid = self.option('grid', grid, Optional[List[int]], length=2, expects='[rows, cols] or null')
+        grid = self.option('grid', grid, Optional[List[int]], length=2, expects='[rows, cols]')
         if grid is not None and mode != 'mosaic':
             raise ValueError(f"grid applies to mode='mosaic' only (mode={mode!r})")
         self.mode = mode

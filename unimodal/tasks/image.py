@@ -152,6 +152,9 @@ def load_released_classifier(task_model: nn.Module, path: Union[str, os.PathLike
                               f'ImageNet classifier; load the trunk only with create_model(..., pretrained=<file>) '
                               f'or train with --pretrained <file>')
     weight, bias = state_dict['head.weight'], state_dict['head.bias']
+    if weight.dim() == 2 and weight.shape[0] == fc.out_features and weight.shape[1] != fc.in_features:
+        raise CheckpointError(f'{where}: the classifier takes {weight.shape[1]} features, this model\'s trunk gives '
+                              f'{fc.in_features}: a checkpoint of another variant (or other trunk options)?')
     if tuple(weight.shape) != tuple(fc.weight.shape):
         raise CheckpointError(f'{where}: classifier head.weight has shape {tuple(weight.shape)}, the model\'s '
                               f'head.fc {tuple(fc.weight.shape)}; build the model with num_classes={weight.shape[0]}')
