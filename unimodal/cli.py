@@ -324,9 +324,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         for line in _metrics_table({k: v for k, v in result['metrics'].items() if not k.endswith('_per_step')}):
             print(line)
         if args.json:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            from .engine.checkpoint import to_plain
-            Path(args.json).write_text(json.dumps(to_plain(result), indent=2))
+            from .engine.checkpoint import to_plain, write_text_atomic
+            write_text_atomic(args.json, json.dumps(to_plain(result), indent=2))
             print(f'wrote {args.json}')
     return 0
 
