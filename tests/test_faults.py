@@ -16,7 +16,6 @@ import pytest
 import timm
 import torch
 from safetensors.torch import save_file
-from torch import nn
 from torch.utils.data import Dataset
 
 import unimodal
@@ -26,9 +25,9 @@ from unimodal.engine.checkpoint import WriteError, load_checkpoint, save_checkpo
 from unimodal.engine.finite import NonFiniteError
 from unimodal.engine.rundir import LOCK_NAME, RunDirError, RunDirLock, read_metrics_log
 from unimodal.engine.trainer import train
-from unimodal.modalities.base import Adapter, register_adapter
 from unimodal.tasks import get_kind
 from unimodal.tasks.base import Task, register_task
+from test_engine import FakeGridAdapter  # noqa: F401  (registers the adapter 'fake_grid')
 
 RUN = ['--set', 'train.device=cpu', '--no-progress']
 
@@ -60,26 +59,10 @@ class Blobs(Dataset):
         return f'blobs{self.seed}/{i:03d}.npy'
 
 
-@register_adapter('fault_grid')
-class FaultGridAdapter(Adapter):
-    name = 'fault_grid'
-    head_kind = 'classification'
-    input_desc = '(B, 2, 8, 8)'
-
-    def __init__(self, scale: float = 1.0) -> None:
-        super().__init__()
-        scale = self.option('scale', scale, float, lo=0, lo_open=True)
-        self.out_chans = 2
-        self.scale = nn.Parameter(torch.tensor(scale))
-
-    def encode(self, x):
-        return x * self.scale, None
-
-
 @register_task
 class FaultTask(Task):
     name = 'fault_blobs'
-    adapter = 'fault_grid'
+    adapter = 'fake_grid'  # test_engine's: (B, 2, H, W) grids as they are
     kind = 'classification'
     description = 'test-only task of the fault tests'
     real_data = 'none (test task)'
