@@ -285,8 +285,10 @@ def test_a_locked_run_directory_is_refused_naming_the_holder(tmp_path):
         with pytest.raises(RunDirError, match=rf'run directory {re.escape(str(out))} is in use by another unimodal '
                                               rf'run \(pid {os.getpid()} on '):
             train(cfg('train.epochs=1'), out_dir=out)
-    assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]  # the refused run wrote nothing
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]  # the refused run wrote nothing
+    assert list(out.iterdir()) == []  # the holder removed its lock file
     train(cfg('train.epochs=1'), out_dir=out)  # free again once the holder is gone
+    assert not (out / LOCK_NAME).exists()
 
 
 def test_two_runs_at_once_on_one_directory(tmp_path):

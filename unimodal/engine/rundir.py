@@ -1,8 +1,8 @@
 """The run directory: who may write it, what a new run may find in it, and its metrics log.
 
 * One run at a time: :class:`RunDirLock` holds an exclusive ``flock`` on ``<run>/.unimodal.lock`` for the run's
-  life (the kernel drops it when the process dies, even by ``kill -9``, so a lock is never stale); a second run
-  gets a :class:`RunDirError` naming the directory and the holder's pid.
+  life (the kernel drops it when the process dies, even by ``kill -9``, so a lock is never stale; the file is
+  removed when the run ends); a second run gets a :class:`RunDirError` naming the directory and the holder's pid.
 * Nothing replaced by accident: :func:`check_run_dir` refuses a directory that already holds a run (its
   checkpoints or results) or other files unless the run resumes it or ``overwrite`` is given.
 * Nothing left behind: temporary files of interrupted atomic writes (``.last.pt.<random>.tmp``) are removed when
@@ -124,17 +124,23 @@ class RunDirLock:
             _logger.debug('no fcntl: %s is not locked against concurrent runs', self.out)
             self.acquired_at = time.time()
             return self
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise WriteError(self.path, e.strerror or str(e), e.errno) from e
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.read(fd, 512).decode('utf-8', 'replace').strip() or 'unknown'
-            os.close(fd)
-            raise RunDirError(f'run directory {self.out} is in use by another unimodal run ({holder}); wait for it '
-                              f'to finish or choose another --out') from None
+        for _ in range(10):
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise WriteError(self.path, e.strerror or str(e), e.errno) from e
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.read(fd, 512).decode('utf-8', 'replace').strip() or 'unknown'
+                os.close(fd)
+                raise RunDirError(f'run directory {self.out} is in use by another unimodal run ({holder}); wait for '
+                                  f'it to finish or choose another --out') from None
+            if self._same_file(fd):
+                break
+            os.close(fd)  # the holder removed the file between our open and our lock: lock the new one
+        else:  # pragma: no cover
+            raise RunDirError(f'could not lock {self.path}: it keeps being replaced')
         self.acquired_at = time.time()
         stamp = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(self.acquired_at))
         os.ftruncate(fd, 0)
@@ -142,8 +148,20 @@ class RunDirLock:
         self._fd = fd
         return self
 
+    def _same_file(self, fd: int) -> bool:
+        try:
+            return os.stat(self.path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            return False
+
     def release(self) -> None:
+        """Remove the lock file and drop the lock (in this order: a run that opened the file meanwhile finds it
+        replaced or gone once it holds the lock, and tries again)."""
         if self._fd is not None:
+            try:
+                self.path.unlink()
+            except FileNotFoundError:
+                pass
             os.close(self._fd)  # closing the descriptor drops the flock
             self._fd = None
 
