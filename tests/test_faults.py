@@ -423,7 +423,7 @@ def test_eval_refuses_nan_inputs_and_outputs(finished, tmp_path, run_cli):
     ('timeseries', {'embed_dim': -4}, 'timeseries adapter option embed_dim must be a positive integer or null'),
     ('timeseries', {'image_size': [0, 32]}, 'image_size must hold positive sizes'),
     ('timeseries', {'eps': 0}, 'eps must be a positive number'),
-    ('timeseries', {'affine': 'bogus'}, "affine must be one of series, shared, none, got 'bogus'"),
+    ('timeseries', {'affine': 'bogus'}, "affine must be one of series, group, shared, none or null, got 'bogus'"),
     ('video', {'num_frames': 0}, 'video adapter option num_frames must be a positive integer'),
     ('video', {'grid': [4]}, 'grid must be [rows, cols] or null'),
     ('video', {'image_size': -2}, 'image_size must be a positive integer or null'),
