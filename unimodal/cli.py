@@ -1,7 +1,7 @@
 """The ``unimodal`` command line: train, eval, reparam, export, bench, models, tasks, data.
 
-Exit codes: 0 success; 2 usage, config or data errors (one line naming the problem, no traceback);
-1 anything unexpected (with the traceback).
+Exit codes: 0 success; 2 usage, config, data, checkpoint or run-directory errors, a failed write (disk full) and
+NaN/inf losses or outputs (one line naming the problem, no traceback); 1 anything unexpected (with the traceback).
 """
 from __future__ import annotations
 
@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument('--lr', type=float)
     t.add_argument('--device', help='auto | cpu | cuda | cuda:N')
     t.add_argument('--out', help='run directory (default runs/<task>-<timestamp>)')
+    t.add_argument('--overwrite', action='store_true', help='replace the run already in --out (else refused)')
     t.add_argument('--adapter', help='adapter replacing the task\'s: registry name or path/file.py:ClassName '
                                      '(without --task the adapter class brings its own data: make_datasets(root))')
     t.add_argument('--resume', help='"auto" (the last run in --out, or the newest runs/<task>-*) or a checkpoint path')
@@ -247,7 +248,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             if not resume_path.is_file():
                 raise UsageError(f'--resume {args.resume}: no such checkpoint')
         if resume_path is not None:
-            base = load_run_checkpoint(resume_path).config
+            ckpt = load_run_checkpoint(resume_path)
+            ckpt.check_tasks(task_names(sets.get('task') or cli.get('task') or file_cfg.get('task')))
+            base = ckpt.config
             out = out or resume_path.parent
     cfg = resolve_run_config(file_cfg, cli, sets, base=base, file_origin=str(args.config or 'config file'))
     builtin = [n for n in cfg.task_names if cfg.task_settings(n).data.root is None]
@@ -255,7 +258,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f'unimodal: no --data given: training {", ".join(builtin)} on the BUILT-IN SYNTHETIC data set '
               f'(pass --data DIR for the real data; `unimodal tasks` and the log say what layout is expected)',
               file=sys.stderr)
-    results = train(cfg, out_dir=out, resume=resume_path, progress=_progress(not args.no_progress))
+    results = train(cfg, out_dir=out, resume=resume_path, progress=_progress(not args.no_progress),
+                    overwrite=args.overwrite)
     if _is_main():
         run_dir = Path(results['run_dir'])
         print(f'\nrun directory: {run_dir}')
@@ -298,6 +302,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         cfg = resolve_run_config(None, {**flags, 'task': 'image'}, sets)
     else:
         ckpt = RunCheckpoint.from_raw(raw, args.checkpoint)
+        if args.model and args.model != ckpt.meta.get('variant'):
+            raise UsageError(f'--model {args.model}: {args.checkpoint} is a run checkpoint with a '
+                             f'{ckpt.meta.get("variant")} trunk (--model names the variant of released files only)')
         cfg = resolve_run_config(None, flags, sets, base=ckpt.config)
     dist_info = init_distributed(args.device or (sets.get('train') or {}).get('device') or 'auto')
     progress = _progress(not args.no_progress)
@@ -317,9 +324,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         for line in _metrics_table({k: v for k, v in result['metrics'].items() if not k.endswith('_per_step')}):
             print(line)
         if args.json:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            from .engine.checkpoint import to_plain
-            Path(args.json).write_text(json.dumps(to_plain(result), indent=2))
+            from .engine.checkpoint import to_plain, write_text_atomic
+            write_text_atomic(args.json, json.dumps(to_plain(result), indent=2))
             print(f'wrote {args.json}')
     return 0
 
@@ -556,12 +562,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     _setup_logging(args.verbose)
     from .config import ConfigError
     from .data.errors import DataError
-    from .engine.checkpoint import CheckpointError
+    from .engine.checkpoint import CheckpointError, WriteError
+    from .engine.finite import NonFiniteError
     from .modalities.base import InputShapeError
     try:
         return _COMMANDS[args.command](args) or 0
-    except (UsageError, ConfigError, DataError, InputShapeError, CheckpointError, FileNotFoundError,
-            NotADirectoryError) as e:
+    except (UsageError, ConfigError, DataError, InputShapeError, CheckpointError, WriteError, NonFiniteError,
+            FileNotFoundError, NotADirectoryError) as e:
         msg = ' '.join(str(e).split())  # one line
         if isinstance(e, FileNotFoundError) and e.filename and str(e.filename) not in msg:
             msg = f'{e.filename}: {msg}'

@@ -28,7 +28,7 @@ from .errors import ConfigError, short_repr, suggest, unknown_key
 __all__ = [
     'setting', 'DEFAULTS_CHOICES', 'DataConfig', 'TaskModelConfig', 'ModelConfig', 'TaskTrainConfig', 'TrainConfig', 'TaskEvalConfig',
     'EvalConfig', 'JointConfig', 'TaskSettings', 'RunConfig', 'SECTIONS', 'TASK_SECTIONS', 'section_keys',
-    'is_free_form', 'joint_rule', 'task_names', 'check_value', 'build_run_config',
+    'is_free_form', 'joint_rule', 'task_names', 'check_value', 'check_option', 'build_run_config',
 ]
 
 
@@ -395,6 +395,15 @@ def check_value(key: str, value: Any, tp: Any, md: Mapping[str, Any]) -> Any:
     elif isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f'{key} must be a finite number, got {value!r}')
     raise ConfigError(f'{key} must be {_requirement(tp, md)}, got {short_repr(value)}{hint}')
+
+
+def check_option(key: str, value: Any, tp: Any, *, lo: Optional[float] = None, hi: Optional[float] = None,
+                 lo_open: bool = False, choices: Optional[Sequence[str]] = None, length: Optional[int] = None,
+                 expects: str = '') -> Any:
+    """A free-form option (an adapter's, a reader's) checked like a schema key: :func:`check_value` with the limits
+    of :func:`setting`. ``key`` names it in the error, e.g. ``'data.options.input_len'``."""
+    md = {'lo': lo, 'hi': hi, 'lo_open': lo_open, 'choices': choices, 'length': length, 'expects': expects}
+    return check_value(key, value, tp, md)
 
 
 def _build_section(cls: type, data: Any, path: str) -> Any:

@@ -16,6 +16,7 @@ from ..config.errors import ConfigError
 from ..config.schema import DataConfig, ModelConfig
 from ..data.cache import resolve_cache_dir
 from ..modalities.base import Adapter
+from ..models.unireplknet_checkpoint import CheckpointError
 from ..tasks.base import Task
 from ..tasks.plugin import PluginTask, adapter_class
 from ..tasks.spec import TaskSpec
@@ -25,7 +26,7 @@ from .multitask import MultiTaskModel
 _logger = logging.getLogger(__name__)
 
 __all__ = ['cache_dir', 'data_root', 'build_task_datasets', 'EvenSubset', 'train_loader', 'eval_loader',
-           'build_model']
+           'check_variant', 'build_model']
 
 
 def cache_dir(data: DataConfig) -> Path:
@@ -68,6 +69,10 @@ class EvenSubset(Dataset):
 
     def __getitem__(self, i: int) -> Any:
         return self.base[self.indices[i]]
+
+    def sample_source(self, i: int) -> str:
+        from .finite import sample_source
+        return sample_source(self.base, self.indices[i])
 
     def __getattr__(self, name: str) -> Any:
         if name in ('base', 'indices'):
@@ -127,6 +132,16 @@ def eval_loader(ds: Dataset, batch_size: int, dist_info: DistInfo, num_workers: 
                       pin_memory=dist_info.device.type == 'cuda', worker_init_fn=_seed_worker)
 
 
+def check_variant(variant: str) -> None:
+    """Raise :class:`ConfigError` unless ``variant`` is a registered trunk."""
+    import timm
+
+    from ..models import unireplknet  # noqa: F401  (registers the variants)
+    if not timm.is_model(variant):
+        known = ', '.join(timm.list_models('unireplknet*'))
+        raise ConfigError(f'unknown model {variant!r}; known UniRepLKNet variants: {known}')
+
+
 def build_model(specs: Mapping[str, TaskSpec], model: ModelConfig, *, pretrained: Any = False,
                 deploy: bool = False) -> MultiTaskModel:
     """One trunk + an adapter and head per task spec, through :func:`unimodal.create_model`.
@@ -134,12 +149,8 @@ def build_model(specs: Mapping[str, TaskSpec], model: ModelConfig, *, pretrained
     Adapters whose natural channel counts differ are reconciled with ``Adapter.match_trunk_channels``
     (``model.trunk_chans``, default: the largest adapter channel count).
     """
-    import timm
-
     from ..models.task_model import create_model
-    if not timm.is_model(model.variant):
-        known = ', '.join(timm.list_models('unireplknet*'))
-        raise ConfigError(f'unknown model {model.variant!r}; known UniRepLKNet variants: {known}')
+    check_variant(model.variant)
     adapters: Dict[str, Adapter] = {}
     for name, spec in specs.items():
         cls = adapter_class(spec.adapter)
@@ -148,7 +159,7 @@ def build_model(specs: Mapping[str, TaskSpec], model: ModelConfig, *, pretrained
                               f'{spec.kind} task')
         try:
             adapters[name] = cls(**spec.adapter_kwargs)
-        except TypeError as e:
+        except (TypeError, ValueError) as e:  # an adapter's constructor refuses its options with these
             raise ConfigError(f'model.adapter for task {name} (adapter {spec.adapter}): {e}') from None
     chans = model.trunk_chans or max(a.out_chans for a in adapters.values())
     for name, adapter in adapters.items():
@@ -162,12 +173,11 @@ def build_model(specs: Mapping[str, TaskSpec], model: ModelConfig, *, pretrained
             tm = create_model(adapters[name], variant=model.variant, pretrained=pretrained if i == 0 else False,
                               drop_path_rate=model.drop_path_rate, drop_rate=model.drop_rate,
                               trunk_kwargs=dict(model.trunk), trunk_chunk=model.trunk_chunk, **spec.head_kwargs)
-        except RuntimeError as e:
-            if 'Unknown model' in str(e):
-                raise ConfigError(f'unknown model {model.variant!r}: {e}') from None
-            raise
-        except TypeError as e:
-            raise ConfigError(f'model options for task {name}: {e}') from None
+        except CheckpointError as e:
+            raise CheckpointError(f'model.pretrained: {e}') from None
+        except (TypeError, ValueError) as e:  # the trunk and head constructors refuse their options with these
+            raise ConfigError(f'model options for task {name} (trunk {model.variant}, model.trunk '
+                              f'{dict(model.trunk)}): {e}') from None
         trunk = tm.trunk if trunk is None else trunk
         heads[name] = tm.head
     multi = MultiTaskModel(trunk, adapters, heads, trunk_chunk=model.trunk_chunk, freeze_trunk=model.freeze_trunk)

@@ -16,18 +16,21 @@ A checkpoint is a dict of plain containers and tensors (loadable with ``torch.lo
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import IO, TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
 from ..config.errors import ConfigError
+from ..models.unireplknet_checkpoint import CheckpointError, load_failure_reason, state_dict_mismatch
 from ..tasks.base import canonical_task_name
 from ..tasks.spec import TaskSpec
 
@@ -37,40 +40,77 @@ if TYPE_CHECKING:  # pragma: no cover
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ['CHECKPOINT_FORMAT', 'CheckpointError', 'save_checkpoint', 'load_checkpoint', 'get_rng_state', 'set_rng_state',
-           'to_plain', 'is_engine_checkpoint', 'model_meta', 'RunCheckpoint', 'load_run_checkpoint']
+__all__ = ['CHECKPOINT_FORMAT', 'CheckpointError', 'WriteError', 'atomic_file', 'save_checkpoint', 'write_text_atomic',
+           'copy_atomic', 'load_checkpoint', 'get_rng_state', 'set_rng_state',
+           'to_plain', 'is_engine_checkpoint', 'model_meta', 'RunCheckpoint', 'load_run_checkpoint', 'load_weights']
 
 CHECKPOINT_FORMAT = 'unimodal-run'
+_RUN_KEYS = ('model', 'tasks', 'model_meta')
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file cannot be read (corrupt, not a torch file, or holding disallowed objects)."""
+class WriteError(OSError):
+    """A run file could not be written (disk full, read-only, no permission); the file's previous version, if any,
+    is intact. The message names the file; ``errno`` and ``filename`` are the failed write's."""
+
+    def __init__(self, path: Union[str, Path], reason: str, errno: Optional[int] = None) -> None:
+        super().__init__(errno, reason, str(path))
+        self.message = f'could not write {path}: {reason}'
+
+    def __str__(self) -> str:
+        return self.message
 
 
-def save_checkpoint(obj: Mapping[str, Any], path: Union[str, Path]) -> Path:
-    """Write ``obj`` to ``path`` atomically.
+@contextlib.contextmanager
+def atomic_file(path: Union[str, Path], mode: str = 'wb') -> Iterator[IO]:
+    """A file object whose contents replace ``path`` only when the block completes.
 
-    The data goes to a temporary file in the same directory, is flushed and fsync'ed, then ``os.replace``
+    The data goes to ``.<name>.<random>.tmp`` in the same directory, is flushed and fsync'ed, then ``os.replace``
     swaps it in: a crash at any point leaves either the old file or the new one, never a torn file, and the
-    temporary file is removed on failure.
+    temporary file is removed on failure (a ``kill -9`` leaves it behind: :func:`unimodal.engine.rundir` removes
+    such files when the next run takes the directory). An ``OSError`` becomes a :class:`WriteError` naming ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    tmp = None
     try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(dict(obj), f)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+        with os.fdopen(fd, mode) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+    except BaseException as err:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+        if isinstance(err, OSError) and not isinstance(err, WriteError):
+            kept = '; its previous version is unchanged' if path.exists() else ''
+            raise WriteError(path, f'{err.strerror or err}{kept}', err.errno) from err
         raise
-    return path
+
+
+def save_checkpoint(obj: Mapping[str, Any], path: Union[str, Path]) -> Path:
+    """Write ``obj`` to ``path`` atomically (:func:`atomic_file`)."""
+    with atomic_file(path) as f:
+        torch.save(dict(obj), f)
+    return Path(path)
+
+
+def write_text_atomic(path: Union[str, Path], text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (:func:`atomic_file`)."""
+    with atomic_file(path, 'w') as f:
+        f.write(text)
+    return Path(path)
+
+
+def copy_atomic(src: Union[str, Path], dst: Union[str, Path]) -> Path:
+    """Copy ``src`` to ``dst`` atomically (:func:`atomic_file`)."""
+    with open(src, 'rb') as fin, atomic_file(dst) as fout:
+        shutil.copyfileobj(fin, fout, 1 << 20)
+    return Path(dst)
 
 
 def _umask() -> int:
@@ -80,18 +120,17 @@ def _umask() -> int:
 
 
 def load_checkpoint(path: Union[str, Path], map_location: Union[str, torch.device] = 'cpu') -> Dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True`` (no arbitrary unpickling)."""
+    """Load a checkpoint with ``weights_only=True`` (no arbitrary unpickling), or a ``.safetensors`` file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f'checkpoint {path} does not exist')
     try:
+        if path.suffix == '.safetensors':
+            from safetensors.torch import load_file
+            return load_file(str(path), device=str(map_location))
         return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # a corrupt or non-torch file: say which file and why
-        # PyTorch's own message advises weights_only=False, i.e. executing the file: never pass that on
-        reason = ('corrupt, not a PyTorch checkpoint, or holding objects other than tensors and plain containers '
-                  '(refused: only weights_only loading is allowed)') if 'weights_only' in str(e) else \
-            f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}'
-        raise CheckpointError(f'{path}: not a loadable checkpoint ({reason})') from None
+    except Exception as e:  # noqa: BLE001  (a corrupt or non-torch file: say which file and why)
+        raise CheckpointError(f'{path}: not a loadable checkpoint ({load_failure_reason(e)})') from None
 
 
 def is_engine_checkpoint(ckpt: Any) -> bool:
@@ -188,9 +227,15 @@ class RunCheckpoint:
         if not is_engine_checkpoint(raw):
             raise CheckpointError(f'{path} is not a unimodal run checkpoint (no "format: {CHECKPOINT_FORMAT}" entry)')
         raw = dict(raw)
+        missing = [k for k in _RUN_KEYS if not isinstance(raw.get(k), dict)]
+        if missing:
+            raise CheckpointError(f'{path} is an incomplete unimodal run checkpoint (no {", ".join(missing)})')
         renames = {name: canonical_task_name(name) for name in raw['tasks'] if canonical_task_name(name) != name}
-        specs = {renames.get(name, name): TaskSpec.from_dict(spec, name=renames.get(name, name))
-                 for name, spec in raw['tasks'].items()}
+        try:
+            specs = {renames.get(name, name): TaskSpec.from_dict(spec, name=renames.get(name, name))
+                     for name, spec in raw['tasks'].items()}
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f'{path}: unreadable task specs ({type(e).__name__}: {e})') from None
         if renames:
             raw['model'] = _renamed_state(raw['model'], renames)
             raw['model_ema'] = _renamed_state(raw.get('model_ema'), renames)
@@ -222,6 +267,31 @@ class RunCheckpoint:
         if name not in self.specs:
             raise ConfigError(f'{self.path} was trained for task(s) {", ".join(self.specs)}, not {requested!r}')
         return name
+
+    def check_tasks(self, task_names: Sequence[str], flag: str = '--resume') -> None:
+        """Raise :class:`~unimodal.config.ConfigError` naming this checkpoint and its tasks when ``task_names`` (if
+        any; old spellings too) are not exactly its tasks."""
+        names = [canonical_task_name(n) for n in task_names]
+        if names and sorted(names) != sorted(self.specs):
+            raise ConfigError(f'{flag} {self.path}: that checkpoint is a run of task(s) {", ".join(self.specs)}, '
+                              f'this run trains {", ".join(names)}; resume it without --task (or with --task '
+                              f'{",".join(self.specs)}), or start a new run')
+
+    def check_resumable(self, task_names: Sequence[str], model: 'ModelConfig') -> None:
+        """Raise :class:`~unimodal.config.ConfigError` naming this checkpoint when a run of ``task_names`` with the
+        trunk ``model`` cannot continue it (other tasks, another variant or other trunk options)."""
+        self.check_tasks(task_names)
+        if not self.raw.get('optimizer') or 'epoch' not in self.raw:
+            raise CheckpointError(f'--resume {self.path}: the checkpoint holds no training state (a reparam / '
+                                  f'deploy output?); resume from the run\'s last.pt')
+        was, now = self.meta.get('variant'), model.variant
+        if was != now:
+            raise ConfigError(f'--resume {self.path}: the checkpoint holds a {was} trunk, this run asks for {now} '
+                              f'(--model / model.variant); resume without --model, or start a new run')
+        trunk_was = dict(self.meta.get('trunk') or {})
+        if trunk_was != dict(model.trunk):
+            raise ConfigError(f'--resume {self.path}: the checkpoint was trained with model.trunk={trunk_was}, this '
+                              f'run sets {dict(model.trunk)}; resume with the same trunk options')
 
     def eval_state(self) -> Tuple[Dict[str, torch.Tensor], str]:
         """The weights the run is evaluated with (EMA when it kept one) and which they are."""
@@ -256,8 +326,17 @@ class RunCheckpoint:
         keep = tuple(p for n in names for p in (f'adapters.{n}.', f'heads.{n}.'))
         if len(names) != len(self.specs):
             state = {k: v for k, v in state.items() if k.startswith(('trunk.', *keep))}
-        model.load_state_dict(state, strict=True)
+        load_weights(model, state, f'{self.path} ({which})')
         return model.eval(), which
+
+
+def load_weights(module: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """``module.load_state_dict(state)`` (strict), or a one-line :class:`CheckpointError` naming ``source`` and the
+    first keys that differ (torch's own message lists every key: thousands of lines for a trunk)."""
+    problem = state_dict_mismatch(state, module.state_dict())
+    if problem:
+        raise CheckpointError(f'{source}: the weights do not fit the model ({problem})')
+    module.load_state_dict(state, strict=True)
 
 
 def load_run_checkpoint(path: Union[str, Path]) -> RunCheckpoint:

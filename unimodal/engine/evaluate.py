@@ -14,13 +14,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..config.errors import ConfigError
 from ..config.schema import RunConfig
+from ..data.inputs import primary, to_device
 from ..tasks.base import Predictor
 from ..tasks.plugin import absolute_adapter_spec, resolve_task
 from ..tasks.spec import TaskSpec
-from .build import build_task_datasets, data_root, eval_loader
+from .build import build_task_datasets, check_variant, data_root, eval_loader
 from .checkpoint import RunCheckpoint
 from .distributed import DistInfo, resolve_device
-from ..data.inputs import primary, to_device
+from .finite import check_eval_outputs, check_metrics
 from .results import describe_dataset, result_record
 
 _logger = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ def evaluate(model: nn.Module, loader: DataLoader, spec: TaskSpec, device: torch
     Every rank must call this (the metric state is all-reduced). Returns the metrics and, with
     ``keep_example``, the first batch's inputs/targets/predictions (forecast plots). ``predict``: the task's
     evaluation protocol (:meth:`~unimodal.tasks.Task.eval_predictor`; default one ``model(x)`` per sample).
+    NaN/inf outputs or metrics are a :class:`~unimodal.engine.finite.NonFiniteError` naming ``desc``, the batch and
+    its samples.
     """
     progress = progress or no_progress
     kind = spec.task_kind
@@ -61,19 +64,22 @@ def evaluate(model: nn.Module, loader: DataLoader, spec: TaskSpec, device: torch
     model.eval()
     example = None
     try:
-        for x, y in progress(loader, desc=desc, total=len(loader)):
+        for batch_no, (x, y) in enumerate(progress(loader, desc=desc, total=len(loader))):
             x = to_device(x, device, non_blocking=True)
             y = y.to(device, non_blocking=True)
             with autocast(device, amp):
                 out, y = (model(x), y) if predict is None else predict(model, x, y)
             out = out.float()
+            check_eval_outputs(desc, out, x, loader, batch_no)
             meter.update(out, y, kind.eval_loss_sum(spec.loss, out, y), x=kind.meter_input(primary(x)))
             if keep_example and example is None:
                 example = {'x': primary(x)[:4].float().cpu(), 'y': y[:4].cpu(), 'pred': out[:4].cpu()}
     finally:
         model.train(was_training)
     meter.reduce()
-    return meter.compute(), example
+    metrics = meter.compute()
+    check_metrics(desc, metrics)
+    return metrics, example
 
 
 def evaluate_dataset(model: nn.Module, ds: Dataset, spec: TaskSpec, batch_size: int, num_workers: int,
@@ -155,6 +161,7 @@ def evaluate_released_image(path: Path, state: Any, cfg: RunConfig, *, split: Op
     if variant is None:
         raise ConfigError(f'cannot tell the model variant from the file name {path.name}: give --model '
                           f'(e.g. unireplknet_a)')
+    check_variant(variant)
     if cfg.data.root is None:
         raise ConfigError('evaluating a released ImageNet checkpoint needs --data pointing at an ImageFolder '
                           '(DIR/val/<wnid>/*.JPEG)')
@@ -164,9 +171,9 @@ def evaluate_released_image(path: Path, state: Any, cfg: RunConfig, *, split: Op
     ds = build_task_datasets(task, cfg.data, root, splits=[split])[split]
     sd = state.get('model', state) if isinstance(state, dict) else state
     head_w = sd.get('head.weight') if isinstance(sd, dict) else None
-    num_classes = int(head_w.shape[0]) if head_w is not None else len(ds.classes)
+    num_classes = int(head_w.shape[0]) if torch.is_tensor(head_w) and head_w.dim() == 2 else len(ds.classes)
     model = create_model('image', variant=variant, num_classes=num_classes, **cfg.model.adapter)
-    load_released_classifier(model, state)
+    load_released_classifier(model, state, source=str(path))
     model.to(dist_info.device)
     info: Dict[str, Any] = {'classes': list(ds.classes) if len(ds.classes) == num_classes else None}
     if len(ds.classes) != num_classes:

@@ -5,12 +5,13 @@ switches the global backend (a notebook that calls ``train()`` keeps its own).
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import torch
+
+from .rundir import read_metrics_log
 
 _logger = logging.getLogger(__name__)
 
@@ -29,13 +30,6 @@ def _save(fig: Any, out: Path) -> Path:
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     return out
-
-
-def read_metrics_log(path: Path) -> List[Dict[str, Any]]:
-    """The per-epoch records of ``metrics.jsonl``."""
-    if not Path(path).is_file():
-        return []
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 def plot_curves(records: Sequence[Mapping[str, Any]], out: Path,

@@ -5,7 +5,8 @@ task). Each step takes one batch of one task; the tasks' batches are interleaved
 sampling (the same order on every rank). Per task: its kind's loss (:mod:`unimodal.tasks.kinds`), label smoothing,
 mixup/cutmix, loss weight. Shared: optimiser, per-step schedule with warm-up, AMP, gradient accumulation and clipping, EMA.
 
-The run directory (rank 0 writes it) holds ``config.yaml``, ``metrics.jsonl`` (one record per epoch),
+The run directory (rank 0 writes it, locked for the run's life: :mod:`unimodal.engine.rundir`) holds
+``config.yaml``, ``metrics.jsonl`` (one record per epoch, written before that epoch's checkpoints),
 ``last.pt``/``best.pt`` (atomic), ``results.json`` (test metrics of ``best.pt``) and PNG plots.
 """
 from __future__ import annotations
@@ -14,13 +15,12 @@ import json
 import logging
 import math
 import random
-import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -31,18 +31,22 @@ from torch.utils.data import DataLoader, Dataset
 from ..config.errors import ConfigError
 from ..config.files import dump_config
 from ..config.schema import JointConfig, ModelConfig, RunConfig, TaskSettings, TrainConfig
+from ..data.inputs import to_device
 from ..tasks.base import Task
 from ..tasks.plugin import resolve_task
 from ..tasks.spec import TaskSpec, make_task_spec
 from .build import build_model, build_task_datasets, data_root, eval_loader, train_loader
-from .checkpoint import (CHECKPOINT_FORMAT, RunCheckpoint, get_rng_state, is_engine_checkpoint, load_checkpoint,
-                         load_run_checkpoint, model_meta, save_checkpoint, set_rng_state, to_plain)
+from .checkpoint import (CHECKPOINT_FORMAT, CheckpointError, RunCheckpoint, copy_atomic, get_rng_state,
+                         is_engine_checkpoint, load_checkpoint, load_run_checkpoint, load_weights, model_meta,
+                         save_checkpoint, set_rng_state, to_plain, write_text_atomic)
 from .distributed import DistInfo, all_reduce_sum, barrier, broadcast_object, init_distributed
 from .evaluate import Progress, autocast, evaluate, evaluate_dataset, no_progress
-from ..data.inputs import to_device
+from .finite import non_finite_training_loss
 from .multitask import MultiTaskModel
 from .optim import create_ema, create_optimizer, create_schedule
 from .results import describe_dataset, result_record
+from .rundir import (RunDirError, RunDirLock, append_metrics, check_run_dir, remove_run_files,
+                     remove_stale_temp_files, truncate_metrics_log)
 
 _logger = logging.getLogger(__name__)
 
@@ -88,6 +92,7 @@ class TaskRun:
     batches: int = 0
     restarts: int = 0
     iterator: Optional[Iterator] = None
+    position: int = 0  # batches drawn from the current iterator (names a bad batch's samples)
     loss_weight: float = 1.0
     sample_weight: float = 1.0
 
@@ -113,24 +118,16 @@ def _next_batch(run: TaskRun, epoch: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """The next training batch of a task; a task whose loader ran out starts another pass (joint runs)."""
     if run.iterator is None:
         run.train_loader.sampler.set_epoch(epoch * 1000 + run.restarts)
-        run.iterator = iter(run.train_loader)
+        run.iterator, run.position = iter(run.train_loader), 0
     try:
-        return next(run.iterator)
+        batch = next(run.iterator)
     except StopIteration:
         run.restarts += 1
         run.train_loader.sampler.set_epoch(epoch * 1000 + run.restarts)
-        run.iterator = iter(run.train_loader)
-        return next(run.iterator)
-
-
-def _copy_atomic(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f'.{dst.name}.copy.tmp')
-    try:
-        shutil.copyfile(src, tmp)
-        tmp.replace(dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        run.iterator, run.position = iter(run.train_loader), 0
+        batch = next(run.iterator)
+    run.position += 1
+    return batch
 
 
 def _load_init_from(model: MultiTaskModel, path: str) -> None:
@@ -162,7 +159,7 @@ def _stored(stored: Mapping[str, Any], section: str, key: str, default: Any) -> 
 
 def train(cfg: RunConfig, *, out_dir: Optional[Path] = None, resume: Optional[Path] = None,
           progress: Optional[Progress] = None, stop_after_epochs: Optional[int] = None,
-          dist_info: Optional[DistInfo] = None) -> Dict[str, Any]:
+          dist_info: Optional[DistInfo] = None, overwrite: bool = False) -> Dict[str, Any]:
     """Train (or resume) a run and evaluate its best checkpoint; return the results dict (also in results.json).
 
     Args:
@@ -173,17 +170,22 @@ def train(cfg: RunConfig, *, out_dir: Optional[Path] = None, resume: Optional[Pa
         stop_after_epochs: stop (like a pre-emption) after this many epochs of this invocation, before the
             final test evaluation; ``last.pt`` allows resuming.
         dist_info: from :func:`init_distributed` (default: read the ``torchrun`` environment).
+        overwrite: replace the run in ``out_dir`` (its checkpoints, results, log and plots are removed); without
+            it a directory holding a run or other files is refused unless ``resume`` is a checkpoint in it
+            (:func:`unimodal.engine.rundir.check_run_dir`).
     """
     if not isinstance(cfg, RunConfig):
         raise TypeError(f'train() takes a RunConfig, got {type(cfg).__name__}: resolve a config mapping with '
                         f'unimodal.config.resolve_run_config(...) first')
-    return _Run(cfg, out_dir, resume, progress or no_progress, stop_after_epochs, dist_info).run()
+    return _Run(cfg, out_dir, resume, progress or no_progress, stop_after_epochs, dist_info, overwrite).run()
 
 
 class _Run:
     def __init__(self, cfg: RunConfig, out_dir: Optional[Path], resume: Optional[Path], progress: Progress,
-                 stop_after: Optional[int], dist_info: Optional[DistInfo]) -> None:
+                 stop_after: Optional[int], dist_info: Optional[DistInfo], overwrite: bool = False) -> None:
         self.cfg = cfg
+        self.overwrite = overwrite
+        self.lock: Optional[RunDirLock] = None
         self.progress = progress
         self.stop_after = stop_after
         self.resume = Path(resume) if resume else None
@@ -235,9 +237,22 @@ class _Run:
 
     # -------------------------------------------------------------------------------------------- main
     def run(self) -> Dict[str, Any]:
+        try:
+            return self._run()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+
+    def _run(self) -> Dict[str, Any]:
         cfg = self.cfg
         t0 = time.perf_counter()
         tcfg = cfg.train
+        ckpt = None
+        if self.resume is not None:  # checked before the data is read: a wrong checkpoint fails in seconds
+            ckpt = load_run_checkpoint(self.resume)
+            ckpt.check_resumable(self.names, cfg.model)
+        if '{label}' not in self.out_template:
+            self._main_only(check_run_dir, Path(self.out_template), resume=self.resume, overwrite=self.overwrite)
         _set_deterministic(tcfg.deterministic)
         seed_everything(tcfg.seed)
         runs = self._setup_tasks()
@@ -275,14 +290,15 @@ class _Run:
         ema = create_ema(model, tcfg.ema_decay) if tcfg.ema else None
 
         start_epoch, step, best = 0, 0, {'epoch': None, 'score': None, 'metrics': None}
-        if self.resume is not None:
-            ckpt = load_run_checkpoint(self.resume)
+        if ckpt is not None:
             if sorted(ckpt.specs) != sorted(specs):
                 raise ConfigError(f'--resume {self.resume}: checkpoint holds task(s) {", ".join(ckpt.specs)}, '
                                   f'this run trains {", ".join(specs)}')
-            model.load_state_dict(ckpt.raw['model'])
-            # the optimizer state carries each group's lr scale: a run cannot resume with other groups
-            for section, key, now, default in (('train', 'layer_decay', tcfg.layer_decay, TrainConfig().layer_decay),
+            load_weights(model, ckpt.raw['model'], f'--resume {self.resume}')
+            # the optimizer state carries each group's lr scale and its own kind of moments: a run cannot resume
+            # with other groups or another optimizer
+            for section, key, now, default in (('train', 'optimizer', tcfg.optimizer, TrainConfig().optimizer),
+                                               ('train', 'layer_decay', tcfg.layer_decay, TrainConfig().layer_decay),
                                                ('model', 'freeze_trunk', cfg.model.freeze_trunk,
                                                 ModelConfig().freeze_trunk)):
                 was = _stored(ckpt.config, section, key, default)
@@ -290,21 +306,25 @@ class _Run:
                     raise ConfigError(f'--resume {self.resume}: the run was trained with {section}.{key}={was!r}, '
                                       f'this run sets {now!r}; resume with the same value (or start a new run '
                                       f'with --init-from)')
-            optimizer.load_state_dict(ckpt.raw['optimizer'])
-            schedule.load_state_dict(ckpt.raw['scheduler'])
-            if scaler is not None and ckpt.raw.get('scaler'):
-                scaler.load_state_dict(ckpt.raw['scaler'])
+            try:
+                optimizer.load_state_dict(ckpt.raw['optimizer'])
+                schedule.load_state_dict(ckpt.raw['scheduler'])
+                if scaler is not None and ckpt.raw.get('scaler'):
+                    scaler.load_state_dict(ckpt.raw['scaler'])
+            except (KeyError, TypeError, ValueError, RuntimeError) as e:
+                raise CheckpointError(f'--resume {self.resume}: its optimizer / schedule state does not fit this run '
+                                      f'({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}); resume '
+                                      f'with the run\'s train.optimizer and train.schedule') from None
             if ema is not None and ckpt.raw.get('model_ema') is not None:
-                ema.module.load_state_dict(ckpt.raw['model_ema'])
+                load_weights(ema.module, ckpt.raw['model_ema'], f'--resume {self.resume} (model_ema)')
             set_rng_state(ckpt.raw.get('rng'))
-            start_epoch, step, best = int(ckpt.raw['epoch']), int(ckpt.raw['step']), dict(ckpt.raw['best'])
+            start_epoch, step = int(ckpt.raw['epoch']), int(ckpt.raw.get('step', 0))
+            best = dict(ckpt.raw.get('best') or best)
             if self.dist.is_main:
                 _logger.info('resumed %s at epoch %d (step %d)', self.resume, start_epoch, step)
-                self._truncate_log(start_epoch)
 
-        if self.dist.is_main:  # only now: a run that fails to set up leaves no directory behind
-            self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / 'config.yaml').write_text(dump_config(cfg))
+        # only now: a run that fails to set up leaves no directory behind
+        self._main_only(self._take_run_dir, ckpt, start_epoch)
         ddp_model = model
         if self.dist.distributed:
             ddp_model = DistributedDataParallel(
@@ -343,10 +363,10 @@ class _Run:
             else:
                 improved = False
             record['time_s'] = round(time.perf_counter() - ep_start, 3)
+            if self.dist.is_main:  # the log line first: a crash while checkpointing re-runs the epoch on resume
+                append_metrics(self.out, to_plain(record))
             self._save(model, ema, optimizer, schedule, scaler, epoch + 1, step, best, specs, improved)
             if self.dist.is_main:
-                with open(self.out / 'metrics.jsonl', 'a') as f:
-                    f.write(json.dumps(to_plain(record)) + '\n')
                 _logger.info('epoch %d/%d: %s', epoch + 1, epochs, _summary(record, runs))
             epochs_done_here += 1
             if self.stop_after is not None and epochs_done_here >= self.stop_after and not last_epoch:
@@ -375,7 +395,7 @@ class _Run:
         for i, name in enumerate(self.progress(plan, desc=f'epoch {epoch + 1}', total=len(plan))):
             run = by_name[name]
             x, y = _next_batch(run, epoch)
-            x = to_device(x, self.device, non_blocking=True)
+            x = x_in = to_device(x, self.device, non_blocking=True)
             y = y.to(self.device, non_blocking=True)
             soft = None
             if run.mixer is not None:
@@ -387,8 +407,9 @@ class _Run:
                     out = ddp_model(x, task=name)
                 loss = run.spec.task_kind.train_loss(run.spec, out, y, soft, run.settings.train.label_smoothing)
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(f'loss of task {name} is {loss.item()} at epoch {epoch + 1}, step {i}: '
-                                             f'lower train.lr or enable train.clip_grad')
+                    raise non_finite_training_loss(name, loss.item(), epoch=epoch + 1, step=i + 1, x=x_in,
+                                                   loader=run.train_loader, batch_no=run.position - 1,
+                                                   from_files=run.root is not None and not run.builtin)
                 scaled = loss * run.loss_weight / accum
                 if scaler is not None:
                     scaler.scale(scaled).backward()
@@ -443,15 +464,60 @@ class _Run:
             ckpt = self._checkpoint(model, ema, optimizer, schedule, scaler, epoch, step, best, specs)
             save_checkpoint(ckpt, self.out / 'last.pt')
             if improved:
-                _copy_atomic(self.out / 'last.pt', self.out / 'best.pt')
+                copy_atomic(self.out / 'last.pt', self.out / 'best.pt')
         barrier()
 
-    def _truncate_log(self, epoch: int) -> None:
-        path = self.out / 'metrics.jsonl'
-        if not path.is_file():
+    def _main_only(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """``fn`` on rank 0; its error is raised on every rank (no rank waits at a barrier for a failed one)."""
+        error = None
+        if self.dist.is_main:
+            try:
+                fn(*args, **kwargs)
+            except (ConfigError, OSError) as e:  # RunDirError, CheckpointError and WriteError among them
+                error = e
+        message = broadcast_object(None if error is None else str(error))
+        if error is not None:
+            raise error
+        if message is not None:
+            raise RunDirError(message)
+
+    def _take_run_dir(self, ckpt: Optional[RunCheckpoint], start_epoch: int) -> None:
+        """Create and lock the run directory, check (again, under the lock) that this run may write it, remove what
+        interrupted runs left behind, and write ``config.yaml``."""
+        out = self.out
+        check_run_dir(out, resume=self.resume, overwrite=self.overwrite)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RunDirError(f'cannot create the run directory {out}: {e.strerror or e}') from None
+        self.lock = RunDirLock(out).acquire()
+        check_run_dir(out, resume=self.resume, overwrite=self.overwrite)  # another run may have finished there
+        remove_stale_temp_files(out, self.lock.acquired_at)
+        same_dir = self.resume is not None and self.resume.resolve().parent == out.resolve()
+        if ckpt is None or (self.overwrite and not same_dir):
+            remove_run_files(out)  # --overwrite, or what a run that never saved a checkpoint left
+        if ckpt is not None:
+            truncate_metrics_log(out, start_epoch)
+            if same_dir:
+                self._repair_best(ckpt)
+        write_text_atomic(out / 'config.yaml', dump_config(self.cfg))
+
+    def _repair_best(self, ckpt: RunCheckpoint) -> None:
+        """``best.pt`` is copied from ``last.pt`` after ``last.pt`` is written: after a crash between the two,
+        ``last.pt`` names its own epoch the best while ``best.pt`` holds an older one. Redo the copy."""
+        epoch = int(ckpt.raw['epoch'])
+        if (ckpt.raw.get('best') or {}).get('epoch') != epoch:
             return
-        keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)['epoch'] <= epoch]
-        path.write_text(''.join(line + '\n' for line in keep))
+        best = self.out / 'best.pt'
+        if best.is_file():
+            try:
+                if int(torch.load(best, map_location='cpu', weights_only=True, mmap=True).get('epoch', -1)) == epoch:
+                    return
+            except Exception:  # noqa: BLE001  (a damaged best.pt is replaced as well)
+                pass
+        copy_atomic(ckpt.path, best)
+        _logger.warning('best.pt did not hold the best epoch %d that %s records (a run interrupted while copying '
+                        'it): copied it again', epoch, ckpt.path)
 
     # -------------------------------------------------------------------------------------------- end
     def _finish(self, model: MultiTaskModel, ema, runs: List[TaskRun], amp: str, best: Dict[str, Any], t0: float,
@@ -463,7 +529,7 @@ class _Run:
         eval_model = ema.module if ema is not None else model
         if which == 'model_ema' and ema is None:
             eval_model = model
-        eval_model.load_state_dict(state)
+        load_weights(eval_model, state, best_path)
         split = self.cfg.eval.split
         results: Dict[str, Any] = {
             'task': self.label, 'tasks': {}, 'split': split, 'run_dir': str(self.out), 'checkpoint': str(best_path),
@@ -506,7 +572,7 @@ class _Run:
             except Exception as e:
                 _logger.warning('plotting the curves failed: %s', e)
             results['plots'] = plot_files
-            (self.out / 'results.json').write_text(json.dumps(to_plain(results), indent=2))
+            write_text_atomic(self.out / 'results.json', json.dumps(to_plain(results), indent=2))
         barrier()
         return results
 

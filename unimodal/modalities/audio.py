@@ -65,12 +65,17 @@ class AudioAdapter(Adapter):
                  spec_augment: bool = True, freq_mask: int = 48, time_mask: int = 48, noise: bool = True,
                  sample_rate: int = 16000) -> None:
         super().__init__()
-        if mode not in _MODES:
-            raise ValueError(f'audio adapter mode must be one of {_MODES}, got {mode!r}')
-        if norm_std <= 0:
-            raise ValueError(f'norm_std must be > 0, got {norm_std}')
-        if target_frames < 1 or num_mel_bins < 1:
-            raise ValueError(f'target_frames and num_mel_bins must be >= 1, got {target_frames}, {num_mel_bins}')
+        mode = self.option('mode', mode, str, choices=_MODES)
+        target_frames = self.option('target_frames', target_frames, int, lo=1)
+        num_mel_bins = self.option('num_mel_bins', num_mel_bins, int, lo=1)
+        norm_mean = self.option('norm_mean', norm_mean, float)
+        norm_std = self.option('norm_std', norm_std, float, lo=0, lo_open=True)
+        spec_augment = self.option('spec_augment', spec_augment, bool)
+        freq_mask = self.option('freq_mask', freq_mask, int, lo=0)
+        time_mask = self.option('time_mask', time_mask, int, lo=0)
+        noise = self.option('noise', noise, bool)
+        # a 25 ms Kaldi window needs a few samples: below ~100 Hz the frame geometry degenerates
+        sample_rate = self.option('sample_rate', sample_rate, int, lo=100, expects='an integer >= 100 (Hz)')
         self.mode = mode
         self.target_frames = target_frames
         self.num_mel_bins = num_mel_bins

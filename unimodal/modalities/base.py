@@ -67,6 +67,15 @@ class Adapter(nn.Module, metaclass=abc.ABCMeta):
         self.view_pool: str = 'mean'
         self.series_per_view: int = 1
 
+    def option(self, name: str, value: Any, tp: Any, **limits: Any) -> Any:
+        """Constructor option ``name`` checked against its type ``tp`` (``int``, ``float``, ``bool``, ``str``,
+        ``Optional[...]``, ``List[float]`` ...) and ``limits`` (``lo``, ``hi``, ``lo_open``, ``choices``, ``length``,
+        ``expects``; floats must be finite), and returned in that type; a :class:`~unimodal.config.ConfigError`
+        (a ``ValueError``) naming the option otherwise. Adapters call it first thing in ``__init__``, so a bad
+        option fails there and not deep inside a layer with a library's message."""
+        from ..config.schema import check_option
+        return check_option(f'{self.name or type(self).__name__} adapter option {name}', value, tp, **limits)
+
     def check_input(self, x: torch.Tensor) -> None:
         """Raise :class:`InputShapeError` if ``x`` is not a batch this adapter consumes.
 

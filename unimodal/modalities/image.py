@@ -6,7 +6,7 @@ as the released checkpoints expect) and optionally flips at train time.
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
@@ -36,6 +36,10 @@ class ImageAdapter(Adapter):
     def __init__(self, in_chans: int = 3, mean: Optional[Sequence[float]] = None,
                  std: Optional[Sequence[float]] = None, hflip: float = 0.) -> None:
         super().__init__()
+        in_chans = self.option('in_chans', in_chans, int, lo=1)
+        hflip = self.option('hflip', hflip, float, lo=0, hi=1)
+        mean = self.option('mean', mean, Optional[List[float]])
+        std = self.option('std', std, Optional[List[float]])
         if mean is None:
             mean = IMAGENET_DEFAULT_MEAN if in_chans == 3 else (0.5,) * in_chans
         if std is None:
@@ -44,8 +48,6 @@ class ImageAdapter(Adapter):
             raise ValueError(f'mean and std need {in_chans} values (one per channel), got {len(mean)} and {len(std)}')
         if any(s <= 0 for s in std):
             raise ValueError(f'std must be positive, got {tuple(std)}')
-        if not 0. <= hflip <= 1.:
-            raise ValueError(f'hflip is a probability in [0, 1], got {hflip}')
         self.out_chans = in_chans
         self.hflip = hflip
         # Buffers (not parameters): they move with .to(device) and are saved, but are not trained.

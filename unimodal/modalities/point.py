@@ -36,7 +36,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from typing import Any, Iterator, Optional, Sequence, Tuple
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -261,19 +261,25 @@ class PointAdapter(Adapter):
                  augment_translate: float = 0.2, train_theta: Sequence[float] = TRAIN_THETA,
                  train_phi: Sequence[float] = TRAIN_PHI, eval_pose: Sequence[float] = (0.1, -0.35)) -> None:
         super().__init__()
-        if mode not in _MODES:
-            raise ValueError(f'point adapter mode must be one of {_MODES}, got {mode!r}')
-        if up_axis not in AXES:
-            raise ValueError(f"up_axis must be one of 'x', 'y', 'z', got {up_axis!r}")
+        mode = self.option('mode', mode, str, choices=_MODES)
+        up_axis = self.option('up_axis', up_axis, str, choices=tuple(AXES))
+        image_size = self.option('image_size', image_size, Optional[int], lo=1)
+        num_depth_views = self.option('num_depth_views', num_depth_views, int, lo=1)
+        splat = self.option('splat', splat, int, lo=0)
+        k = self.option('k', k, int, lo=1)
+        for name, flag in (('use_normals', use_normals), ('normalize', normalize), ('augment_rotate', augment_rotate)):
+            self.option(name, flag, bool)
+        augment_translate = self.option('augment_translate', augment_translate, float, lo=0)
+        augment_scale = self.option('augment_scale', augment_scale, Optional[List[float]], length=2)
+        train_theta, train_phi, eval_pose = (self.option(name, pair, List[float], length=2) for name, pair in (
+            ('train_theta', train_theta), ('train_phi', train_phi), ('eval_pose', eval_pose)))
         if use_normals and mode != 'p2p_light':
             raise ValueError(f"use_normals applies to mode='p2p_light' only ({mode!r} ignores normals)")
-        if augment_scale is not None and (len(augment_scale) != 2 or not 0 < augment_scale[0] <= augment_scale[1]):
+        if augment_scale is not None and not 0 < augment_scale[0] <= augment_scale[1]:
             raise ValueError(f'augment_scale must be (low, high) with 0 < low <= high, got {augment_scale!r}')
         for name, pair in (('train_theta', train_theta), ('train_phi', train_phi)):
-            if len(pair) != 2 or not pair[0] <= pair[1]:
+            if not pair[0] <= pair[1]:
                 raise ValueError(f'{name} must be (low, high) in units of pi with low <= high, got {pair!r}')
-        if len(eval_pose) != 2:
-            raise ValueError(f'eval_pose must be (theta, phi) in units of pi, got {eval_pose!r}')
         self.mode = mode
         self.up_axis = up_axis
         self.normalize = normalize

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -186,14 +186,30 @@ class TimeSeriesAdapter(Adapter):
                  embed_dropout: Optional[float] = None, forecaster: str = 'linear',
                  forecaster_options: Optional[Dict[str, Any]] = None) -> None:
         super().__init__()
-        if mode not in _MODES:
-            raise ValueError(f"time-series mode must be one of {_MODES}, got {mode!r}")
-        if input_len < 1 or num_series < 1:
-            raise ValueError(f'input_len and num_series must be >= 1, got {input_len} and {num_series}')
-        if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f'kernel_size must be odd and >= 1, got {kernel_size}')
-        if forecaster not in _FORECASTERS:
-            raise ValueError(f'forecaster must be one of {_FORECASTERS}, got {forecaster!r}')
+        mode = self.option('mode', mode, str, choices=_MODES)
+        input_len = self.option('input_len', input_len, int, lo=1)
+        num_series = self.option('num_series', num_series, int, lo=1)
+        embed_dim = self.option('embed_dim', embed_dim, Optional[int], lo=1)
+        image_size = self.option('image_size', image_size, Union[None, int, List[int]], lo=1,
+                                 expects='a positive integer or [rows, cols]')
+        if isinstance(image_size, list) and not all(v >= 1 for v in image_size):
+            raise ValueError(f'timeseries adapter option image_size must hold positive sizes, got {image_size!r}')
+        kernel_size = self.option('kernel_size', kernel_size, int, lo=1)
+        if kernel_size % 2 == 0:
+            raise ValueError(f'timeseries adapter option kernel_size must be odd, got {kernel_size}')
+        affine = self.option('affine', affine, Optional[str], choices=_AFFINE)
+        revin = self.option('revin', revin, bool)
+        series_embed = self.option('series_embed', series_embed, Optional[bool])
+        pos_embed = self.option('pos_embed', pos_embed, Optional[bool])
+        eps = self.option('eps', eps, float, lo=0, lo_open=True)
+        group_size = self.option('group_size', group_size, Optional[int], lo=1)
+        mark_dim = self.option('mark_dim', mark_dim, int, lo=0)
+        coord_dim = self.option('coord_dim', coord_dim, int, lo=0)
+        embed_dropout = self.option('embed_dropout', embed_dropout, Optional[float], lo=0, hi=1)
+        forecaster = self.option('forecaster', forecaster, str, choices=_FORECASTERS)
+        if forecaster_options is not None and not isinstance(forecaster_options, dict):
+            raise ValueError(f'timeseries adapter option forecaster_options must be a mapping of keyword arguments, '
+                             f'got {type(forecaster_options).__name__}')
         paper = mode == 'paper'
         if not paper:
             for key, value in (('group_size', group_size), ('forecaster_options', forecaster_options)):

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 
@@ -112,12 +112,10 @@ class VideoAdapter(Adapter):
     def __init__(self, mode: str = 'mosaic', num_frames: int = 16, image_size: Optional[int] = 224,
                  grid: Optional[Sequence[int]] = None) -> None:
         super().__init__()
-        if mode not in VIDEO_MODES:
-            raise ValueError(f'video mode must be one of {VIDEO_MODES}, got {mode!r}')
-        if num_frames < 1:
-            raise ValueError(f'num_frames must be >= 1, got {num_frames}')
-        if image_size is not None and image_size < 1:
-            raise ValueError(f'image_size must be >= 1 or None, got {image_size}')
+        mode = self.option('mode', mode, str, choices=VIDEO_MODES)
+        num_frames = self.option('num_frames', num_frames, int, lo=1)
+        image_size = self.option('image_size', image_size, Optional[int], lo=1)
+        grid = self.option('grid', grid, Optional[List[int]], length=2, expects='[rows, cols]')
         if grid is not None and mode != 'mosaic':
             raise ValueError(f"grid applies to mode='mosaic' only (mode={mode!r})")
         self.mode = mode

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import math
+import operator
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
@@ -177,6 +179,18 @@ class UniRepLKNetBlock(nn.Module):
         self.deploy = True
 
 
+def _int_tuple(name: str, values: Any, lo: int) -> Tuple[int, ...]:
+    """``values`` as a tuple of ints ``>= lo`` (a ``ValueError`` naming ``name`` otherwise)."""
+    try:
+        out = tuple(operator.index(v) for v in values if not isinstance(v, bool))
+        ok = len(out) == len(values) and all(v >= lo for v in out)
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ValueError(f'{name} must be a sequence of integers >= {lo}, got {values!r}')
+    return out
+
+
 def _resolve_kernel_sizes(
         depths: Sequence[int],
         kernel_sizes: Optional[Sequence[Union[int, Sequence[int]]]],
@@ -248,10 +262,16 @@ class UniRepLKNet(nn.Module):
                 close = difflib.get_close_matches(k, _INIT_ARGS, n=1)
                 hints.append(f'{k!r}' + (f' (did you mean {close[0]!r}?)' if close else ''))
             raise TypeError(f'UniRepLKNet got unexpected keyword argument(s): {", ".join(hints)}')
-        depths = tuple(int(d) for d in depths)
-        dims = tuple(int(d) for d in dims)
+        depths, dims = _int_tuple('depths', depths, 1), _int_tuple('dims', dims, 2)
         if len(depths) != 4 or len(dims) != 4:
             raise ValueError(f'depths and dims need 4 entries, got {depths} and {dims}')
+        for name, value in (('drop_rate', drop_rate), ('drop_path_rate', drop_path_rate)):
+            if not (isinstance(value, (int, float)) and 0 <= value <= 1):
+                raise ValueError(f'{name} must be a number in [0, 1], got {value!r}')
+        for name, value in (('layer_scale_init_value', layer_scale_init_value), ('head_init_scale', head_init_scale)):
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
+                raise ValueError(f'{name} must be a finite number{" or None" if name[0] == "l" else ""}, '
+                                 f'got {value!r}')
         if global_pool not in _POOLS:
             raise ValueError(f'global_pool must be one of {_POOLS}, got {global_pool!r}')
         kernel_sizes = _resolve_kernel_sizes(depths, kernel_sizes)

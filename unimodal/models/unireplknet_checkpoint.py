@@ -11,16 +11,18 @@ import logging
 import os
 import pickle
 import re
-from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
+from torch import nn
 from timm.models import clean_state_dict, load_state_dict
 from timm.models._manipulate import adapt_input_conv
 
 if TYPE_CHECKING:
     from .unireplknet import UniRepLKNet
 
-__all__ = ['read_checkpoint', 'unwrap_state_dict', 'adapt_state_dict', 'load_checkpoint', 'log_report']
+__all__ = ['CheckpointError', 'read_checkpoint', 'unwrap_state_dict', 'adapt_state_dict', 'load_checkpoint',
+           'log_report', 'load_failure_reason', 'state_dict_mismatch']
 
 _logger = logging.getLogger(__name__)
 
@@ -31,6 +33,57 @@ _DEPLOY_KEY = re.compile(r'^stages\.\d+\.\d+\.pwconv2\.0\.bias$')
 _TRAIN_KEY = re.compile(r'^stages\.\d+\.\d+\.(pwconv2\.2\.|gamma$|act\.1\.beta$)')
 _OLD_DEPLOY_DWCONV = re.compile(r'^(stages\.\d+\.\d+\.dwconv)\.(weight|bias)$')
 _STEM_KEY = 'downsample_layers.0.0.weight'
+_LIST = 3  # keys named in a mismatch message (a full list runs to thousands of lines)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file cannot be read (corrupt, not a torch/safetensors file, holding disallowed objects) or its
+    weights do not fit the model; the message names the file and what is wrong in one line."""
+
+
+def load_failure_reason(err: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` / safetensors refused a file, in one line.
+
+    PyTorch's own message for a file holding Python objects advises ``weights_only=False``, i.e. executing the
+    file: that advice is never passed on.
+    """
+    text = str(err)
+    if 'weights_only' in text or isinstance(err, pickle.UnpicklingError) or isinstance(
+            err.__cause__, pickle.UnpicklingError):
+        found = re.search(r'GLOBAL ([\w.]+)', f'{text} {err.__cause__ or ""}')
+        if found:
+            return (f'it holds a Python object ({found.group(1)}) besides tensors and plain containers: refused, '
+                    f'nothing in it was run (only weights_only loading is allowed)')
+        return ('corrupt, not a PyTorch checkpoint, or holding objects other than tensors and plain containers '
+                '(refused: only weights_only loading is allowed)')
+    first = text.strip().splitlines()[0] if text.strip() else ''
+    return f'{type(err).__name__}: {first}' if first else type(err).__name__
+
+
+def state_dict_mismatch(state_dict: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor],
+                        strict: bool = True) -> Optional[str]:
+    """What keeps ``state_dict`` from loading into a module whose state dict is ``expected``, in one line (the first
+    few keys of each kind and the counts), or ``None`` when it fits (``strict=False``: shapes only)."""
+    missing = [k for k in expected if k not in state_dict] if strict else []
+    unexpected = [k for k in state_dict if k not in expected] if strict else []
+    shapes = [k for k in state_dict if k in expected and hasattr(state_dict[k], 'shape')
+              and tuple(state_dict[k].shape) != tuple(expected[k].shape)]
+    if not (missing or unexpected or shapes):
+        return None
+
+    def listing(keys: Sequence[str], fmt: Any = str) -> str:
+        more = f', ... ({len(keys)} in all)' if len(keys) > _LIST else ''
+        return ', '.join(fmt(k) for k in keys[:_LIST]) + more
+
+    parts = []
+    if shapes:
+        parts.append('shapes differ: ' + listing(shapes, lambda k: f'{k} {tuple(state_dict[k].shape)} in the file, '
+                                                                   f'{tuple(expected[k].shape)} in the model'))
+    if missing:
+        parts.append(f'missing: {listing(missing)}')
+    if unexpected:
+        parts.append(f'unexpected: {listing(unexpected)}')
+    return '; '.join(parts)
 
 
 def _descend(obj: Any, use_ema: bool) -> Mapping[str, Any]:
@@ -84,20 +137,21 @@ def read_checkpoint(path: Union[str, os.PathLike], use_ema: bool = False) -> Dic
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file holds Python objects other than tensors/containers (refused, never unpickled).
+        CheckpointError: the file is corrupt, not a checkpoint, holds Python objects other than tensors and
+            containers (refused, never unpickled), or holds no state dict of tensors.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f'checkpoint not found: {path!r}')
     try:
         obj = load_state_dict(path, use_ema=use_ema, weights_only=True)
-    except RuntimeError as err:
-        if not isinstance(err.__cause__, pickle.UnpicklingError):
-            raise
-        raise ValueError(
-            f'refusing to load {path!r}: it contains Python objects other than tensors, so it cannot be '
-            f'loaded safely (torch.load(weights_only=True) failed: {str(err.__cause__).splitlines()[0]})') from err
-    return unwrap_state_dict(obj, use_ema=use_ema)
+    except Exception as err:  # noqa: BLE001  (any reader failure: name the file, one line)
+        raise CheckpointError(f'refusing to load {path}: not a loadable checkpoint ({load_failure_reason(err)})') \
+            from None
+    try:
+        return unwrap_state_dict(obj, use_ema=use_ema)
+    except TypeError as err:
+        raise CheckpointError(f'{path}: {err}') from None
 
 
 def _state_dict_form(state_dict: Mapping[str, torch.Tensor]) -> Optional[str]:
@@ -116,6 +170,7 @@ def _train_to_deploy(sd: Dict[str, torch.Tensor], model: 'UniRepLKNet',
     model_sd = model.state_dict()
     twin = type(model)(**model._arch_args, device='meta' if strict else None)
     twin_sd, report = adapt_state_dict(sd, twin, adapt_in_chans=True, strict=strict)
+    _check_fits(twin_sd, twin, strict)
     twin.load_state_dict(twin_sd, strict=strict, assign=strict)
     twin.eval()
     twin.reparameterize()
@@ -143,7 +198,7 @@ def adapt_state_dict(
     (see :func:`load_checkpoint`).
 
     Raises:
-        ValueError: a deploy-form state dict for a training-form model.
+        CheckpointError: a deploy-form state dict for a training-form model.
     """
     sd = unwrap_state_dict(state_dict)
     model_sd = model.state_dict()
@@ -152,7 +207,7 @@ def adapt_state_dict(
     file_form = _state_dict_form(sd)
     model_form = 'deploy' if model.deploy else 'train'
     if file_form == 'deploy' and model_form == 'train':
-        raise ValueError(
+        raise CheckpointError(
             'the checkpoint is in deploy (re-parameterized) form but the model is in training form; '
             'build the model with deploy=True to load it')
     if file_form == 'train' and model_form == 'deploy':
@@ -190,6 +245,14 @@ def adapt_state_dict(
         if k.endswith('num_batches_tracked') and k not in model_sd:
             del sd[k]
     return sd, report
+
+
+def _check_fits(state_dict: Mapping[str, torch.Tensor], model: nn.Module, strict: bool) -> None:
+    problem = state_dict_mismatch(state_dict, model.state_dict(), strict)
+    if problem:
+        arch = (getattr(model, 'pretrained_cfg', None) or {}).get('architecture') or type(model).__name__
+        raise CheckpointError(f'the weights do not fit the {arch} model (a checkpoint of another variant or '
+                              f'other trunk options?): {problem}')
 
 
 def log_report(report: Mapping[str, Any]) -> None:
@@ -230,13 +293,25 @@ def load_checkpoint(
     Returns:
         A report: ``adapted_in_chans`` ((file, model) or None), ``dropped``, ``kept_from_model``, ``renamed``,
         ``converted`` (``'train->deploy'`` or None), ``missing_keys``, ``unexpected_keys``.
+
+    Raises:
+        CheckpointError: the file cannot be read, or its weights do not fit ``model`` (the message names the file,
+            the model and the first differing keys).
     """
+    source = None
     if isinstance(path_or_state_dict, (str, os.PathLike)):
         sd = read_checkpoint(path_or_state_dict, use_ema=use_ema)
-        _logger.info('Loading checkpoint %s', os.fspath(path_or_state_dict))
+        source = os.fspath(path_or_state_dict)
+        _logger.info('Loading checkpoint %s', source)
     else:
         sd = unwrap_state_dict(path_or_state_dict, use_ema=use_ema)
-    sd, report = adapt_state_dict(sd, model, adapt_in_chans=True, strict=strict)
+    try:
+        sd, report = adapt_state_dict(sd, model, adapt_in_chans=True, strict=strict)
+        _check_fits(sd, model, strict)
+    except CheckpointError as err:
+        if source is None:
+            raise
+        raise CheckpointError(f'{source}: {err}') from None
     result = model.load_state_dict(sd, strict=strict)
     report['missing_keys'] = list(result.missing_keys)
     report['unexpected_keys'] = list(result.unexpected_keys)

@@ -107,7 +107,7 @@ class ImageTask(Task):
 
 
 def load_released_classifier(task_model: nn.Module, path: Union[str, os.PathLike, Mapping[str, Any]],
-                             use_ema: bool = False) -> Dict[str, Any]:
+                             use_ema: bool = False, source: Optional[str] = None) -> Dict[str, Any]:
     """Load a released ImageNet checkpoint (trunk + classifier) into an image task model.
 
     The released classifier is ``pool → norm → head``; the task model computes
@@ -122,39 +122,50 @@ def load_released_classifier(task_model: nn.Module, path: Union[str, os.PathLike
         path: a ``.pth``/``.pt``/``.safetensors`` file in the released layout (training or deploy form,
             optionally wrapped under ``model``), or such a state dict.
         use_ema: prefer EMA weights when the file has them.
+        source: the file a given state dict was read from (for messages).
 
     Returns:
         The trunk loader's report (see :func:`unimodal.models.unireplknet.load_checkpoint`).
 
     Raises:
-        KeyError: the checkpoint has no ``head.weight``/``head.bias`` (a headless or 22K-pretrain-only file
-            should be loaded with ``create_model(..., pretrained=path)`` instead).
-        ValueError: the classifier size differs from ``task_model``'s.
+        CheckpointError: the file cannot be read; it has no ``head.weight``/``head.bias`` (a headless or
+            22K-pretrain-only file should be loaded with ``create_model(..., pretrained=path)`` instead); the
+            classifier size differs from ``task_model``'s; or the weights do not fit the trunk.
     """
-    from ..models.unireplknet_checkpoint import load_checkpoint, read_checkpoint, unwrap_state_dict
+    from ..models.unireplknet_checkpoint import CheckpointError, load_checkpoint, read_checkpoint, unwrap_state_dict
     if isinstance(path, (str, os.PathLike)):
         state_dict = read_checkpoint(path, use_ema=use_ema)
         where = os.fspath(path)
     else:
-        state_dict = unwrap_state_dict(path, use_ema=use_ema)
-        where = 'state dict'
+        where = source or 'state dict'
+        try:
+            state_dict = unwrap_state_dict(path, use_ema=use_ema)
+        except TypeError as e:
+            raise CheckpointError(f'{where}: {e}') from None
     head = getattr(task_model, 'head', None)
     fc = getattr(head, 'fc', None)
     if not isinstance(fc, nn.Linear):
         raise TypeError('load_released_classifier expects a classification TaskModel (head.fc a Linear)')
     missing = [k for k in ('head.weight', 'head.bias') if k not in state_dict]
     if missing:
-        raise KeyError(f'{where}: no classifier ({", ".join(missing)} missing); load the trunk only with '
-                       f'create_model(..., pretrained=<file>)')
+        raise CheckpointError(f'{where}: no classifier ({", ".join(missing)} missing), so it is not a released '
+                              f'ImageNet classifier; load the trunk only with create_model(..., pretrained=<file>) '
+                              f'or train with --pretrained <file>')
     weight, bias = state_dict['head.weight'], state_dict['head.bias']
+    if weight.dim() == 2 and weight.shape[0] == fc.out_features and weight.shape[1] != fc.in_features:
+        raise CheckpointError(f'{where}: the classifier takes {weight.shape[1]} features, this model\'s trunk gives '
+                              f'{fc.in_features}: a checkpoint of another variant (or other trunk options)?')
     if tuple(weight.shape) != tuple(fc.weight.shape):
-        raise ValueError(f'{where}: classifier head.weight has shape {tuple(weight.shape)}, the model\'s head.fc '
-                         f'{tuple(fc.weight.shape)}; build the model with num_classes={weight.shape[0]}')
+        raise CheckpointError(f'{where}: classifier head.weight has shape {tuple(weight.shape)}, the model\'s '
+                              f'head.fc {tuple(fc.weight.shape)}; build the model with num_classes={weight.shape[0]}')
     if getattr(head, 'num_views', 1) != 1:
         raise ValueError('released image classifiers are single-view; the model\'s head pools several views')
-    report = load_checkpoint(task_model.trunk, state_dict)
+    try:
+        report = load_checkpoint(task_model.trunk, state_dict)
+    except CheckpointError as e:
+        raise CheckpointError(f'{where}: {e}') from None
     if 'norm.weight' in report.get('kept_from_model', []):
-        raise ValueError(f'{where}: no final norm (norm.weight) in the checkpoint, so the released classifier '
+        raise CheckpointError(f'{where}: no final norm (norm.weight) in the checkpoint, so the released classifier '
                          f'cannot be reproduced')
     with torch.no_grad():
         fc.weight.copy_(weight.to(fc.weight.dtype))
