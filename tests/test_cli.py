@@ -410,3 +410,22 @@ def test_eval_of_a_released_imagenet_layout_file(tmp_path, run_cli):
     assert res['num_samples'] == 12 and 0 <= res['metrics']['top1'] <= 100
     code, _, err = run_cli('eval', '--task', 'audio', '--checkpoint', path)
     assert code == 2 and 'not a unimodal run checkpoint' in err
+
+
+def test_skipped_samples_listed_in_a_file_and_summarised(tmp_path):
+    """--skip-bad: the results hold a compact summary; the full list of skipped files is a file of the run."""
+    from unimodal.config import resolve_run_config
+    from unimodal.engine.build import data_root
+    from unimodal.tasks import resolve_task
+    src = data_root(resolve_task('audio'), resolve_run_config({'task': 'audio'}).data)[0]
+    data = tmp_path / 'speech'
+    shutil.copytree(src, data)
+    test_list = (data / 'testing_list.txt').read_text().split()
+    for rel in test_list[:3]:
+        (data / rel).write_bytes(b'not a wav file')
+    out = tmp_path / 'run'
+    results = _train(out, '--task', 'audio', '--data', data, '--skip-bad', '--set', 'data.limit_eval=null')
+    report = results['tasks']['audio']['skip_report']['test']
+    assert report['skipped'] == 3 and report['full_list'] == str(out / 'skipped_audio_test.jsonl')
+    lines = [json.loads(line) for line in (out / 'skipped_audio_test.jsonl').read_text().splitlines()]
+    assert sorted(Path(e['path']).name for e in lines) == sorted(Path(r).name for r in test_list[:3])

@@ -34,7 +34,7 @@ METRICS_LOG = 'metrics.jsonl'
 #: What a run writes; a new run may find only REMNANTS (a run that stopped before its first checkpoint).
 _RESULTS = ('last.pt', 'best.pt', 'results.json')
 _REMNANTS = ('config.yaml', METRICS_LOG, LOCK_NAME)
-_PLOTS = ('curves.png', 'confusion_*.png', 'forecast_*.png')
+_PLOTS = ('curves.png', 'confusion_*.png', 'forecast_*.png', 'skipped_*.jsonl')
 #: Temporary files of :func:`~unimodal.engine.checkpoint.atomic_file` for the files above.
 _TEMPS = tuple(f'.{name}.*.tmp' for name in (*_RESULTS, 'config.yaml', METRICS_LOG))
 

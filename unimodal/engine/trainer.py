@@ -549,7 +549,8 @@ class _Run:
                                                 predict=r.task.eval_predictor(protocol))
             entry = result_record(spec, r.task, metrics, {'train': r.sets['train'], split: ds}, split=split,
                                   dataset=describe_dataset(r.root, r.builtin, r.name), builtin=r.builtin,
-                                  protocol=protocol, val_metrics=(best['metrics'] or {}).get(r.name))
+                                  protocol=protocol, val_metrics=(best['metrics'] or {}).get(r.name),
+                                  report_dir=self.out if self.dist.is_main else None)
             results['tasks'][r.name] = entry
             if self.dist.is_main:
                 try:  # a plot must never cost the results
