@@ -304,6 +304,8 @@ def _checked(merged: Mapping[str, Any], tasks: Mapping[str, Any]) -> RunConfig:
     """Build the RunConfig and check what needs the task objects: each task's loss fits its kind."""
     from ..tasks.kinds import get_kind
     cfg = build_run_config(merged)
+    if cfg.train.global_batch_size is not None and cfg.train.grad_accum is None:
+        cfg.grad_accum_steps(1)  # a total that no process count reaches fails now, not at the start of training
     for name, task in tasks.items():
         key = f'tasks.{name}.train.loss' if cfg.is_joint else 'train.loss'
         get_kind(task.kind).check_loss(cfg.task_settings(name).train.loss, key)

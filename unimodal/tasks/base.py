@@ -31,6 +31,8 @@ class Task(abc.ABC):
         description: one line for ``unimodal tasks``.
         real_data: where the real data set comes from and the on-disk layout expected (shown when the built-in
             data is used and when a data directory is wrong).
+        train_only_options: reader options that shape training samples only (mixing, repeated augmentation):
+            :meth:`split_options` passes them to the training split's reader alone.
     """
 
     name: ClassVar[str] = ''
@@ -39,6 +41,7 @@ class Task(abc.ABC):
     kind: ClassVar[str] = 'classification'
     description: ClassVar[str] = ''
     real_data: ClassVar[str] = ''
+    train_only_options: ClassVar[Tuple[str, ...]] = ()
 
     def default_config(self) -> Dict[str, Any]:
         """Overrides of the engine's default config for this task (nested dict, known keys only).
@@ -47,6 +50,13 @@ class Task(abc.ABC):
         passed as keyword arguments, so an unknown option fails there with the reader's/adapter's TypeError.
         """
         return {}
+
+    def split_options(self, options: Optional[Dict[str, Any]], split: str) -> Dict[str, Any]:
+        """The reader options of ``split``: all of ``options`` for train, less :attr:`train_only_options` else."""
+        options = dict(options or {})
+        if split == 'train':
+            return options
+        return {k: v for k, v in options.items() if k not in self.train_only_options}
 
     @abc.abstractmethod
     def make_builtin(self, cache_dir: Path) -> Path:
