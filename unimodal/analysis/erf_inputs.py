@@ -80,7 +80,7 @@ def noise_inputs(num: int, size: int = 224, seed: int = 0) -> ErfInputs:
 
 
 def task_inputs(task_name: str, num: int, data: Optional[Union[str, Path]] = None,
-                run_config: Optional[Mapping[str, Any]] = None, seed: int = 0) -> ErfInputs:
+                run_config: Optional[Any] = None, seed: int = 0) -> ErfInputs:
     """``num`` test-split samples of a task (evenly spaced, so classes are balanced) and the task's adapter.
 
     The data and adapter are built by the engine's own code, with the task's default settings, or with a run's
@@ -91,25 +91,26 @@ def task_inputs(task_name: str, num: int, data: Optional[Union[str, Path]] = Non
         task_name: a built-in task (``audio``, ``point``, ``video``, ``weather``, ``image``).
         num: samples to take.
         data: the data directory (default: the task's built-in synthetic data set).
-        run_config: a run's resolved config (single-task view), or ``None`` for the task defaults.
+        run_config: a run's resolved :class:`~unimodal.config.RunConfig`, or ``None`` for the task defaults.
         seed: seed of the adapter's random initialisation.
     """
     from torch.utils.data import default_collate
 
-    from ..config import merge_config, resolve_config, validate_config
-    from ..engine.build import EvenSubset, build_task_datasets, data_root, make_task_spec, resolve_task
+    from ..config import resolve_run_config
+    from ..engine.build import EvenSubset, build_task_datasets, data_root
     from ..modalities.base import get_adapter_class
+    from ..tasks import make_task_spec, resolve_task
     _check_num(num)
     task = resolve_task(task_name)
-    override = {'task': task_name, 'data': {'root': str(data) if data is not None else None}}
+    override = {'data': {'root': str(data) if data is not None else None}}
     if run_config is None:
-        cfg = resolve_config(task.default_config(), override)
+        cfg = resolve_run_config({'task': task.name}, override)
     else:
-        cfg = merge_config(dict(run_config), override, 'erf inputs')
-        validate_config(cfg)
-    root, builtin = data_root(task, cfg)
-    sets = build_task_datasets(task, cfg, root, splits=['train', 'test'])
-    spec = make_task_spec(task, cfg, sets)
+        cfg = resolve_run_config(None, override, base=run_config.to_dict())
+    settings = cfg.task_settings(task.name)
+    root, builtin = data_root(task, settings.data)
+    sets = build_task_datasets(task, settings.data, root, splits=['train', 'test'])
+    spec = make_task_spec(task, settings, sets)
     test = sets['test']
     if len(test) < num:
         raise ConfigError(f'the test split of task {task_name} ({root}) has {len(test)} samples, fewer than the '
@@ -118,8 +119,8 @@ def task_inputs(task_name: str, num: int, data: Optional[Union[str, Path]] = Non
     x = default_collate([subset[i][0] for i in range(num)])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        adapter = get_adapter_class(spec['adapter'])(**spec['adapter_kwargs'])
+        adapter = get_adapter_class(spec.adapter)(**spec.adapter_kwargs)
     where = f'built-in {task_name} data' if builtin else str(root)
     _logger.info('ERF inputs: %d test samples of %s; adapter %s', num, where, type(adapter).__name__)
-    return ErfInputs(x, adapter.eval(), f'{num} {task_name} test samples ({where}) through the {spec["adapter"]} '
+    return ErfInputs(x, adapter.eval(), f'{num} {task_name} test samples ({where}) through the {spec.adapter} '
                                         f'adapter', task=task_name)

@@ -132,38 +132,23 @@ def build_random_trunk(spec: str, in_chans: int = 3, init: str = 'fan_in', seed:
     return model.eval()
 
 
-def load_run_task_model(path: Union[str, Path], task: Optional[str] = None) -> Tuple[nn.Module, str, Dict[str, Any]]:
+def load_run_task_model(path: Union[str, Path], task: Optional[str] = None) -> Tuple[nn.Module, str, Any]:
     """The task model (adapter -> trunk -> head) of a unimodal run checkpoint, with its evaluation weights (EMA
-    when kept), in eval mode. The only place this tool reads a run checkpoint.
+    when kept), in eval mode, through the engine's one run-checkpoint loader.
 
     Args:
         path: ``best.pt`` / ``last.pt`` of a run (loaded with ``weights_only=True``).
         task: the task of a joint checkpoint (may be omitted when it holds one task).
 
     Returns:
-        ``(task_model, task_name, run_config)``.
+        ``(task_model, task_name, run_config)``: the run's resolved :class:`~unimodal.config.RunConfig`.
     """
-    from ..config import task_config
-    from ..engine.build import build_model
-    from ..engine.checkpoint import is_engine_checkpoint, load_checkpoint
-    from ..engine.evaluate import eval_weights, split_task_state
-    ckpt = load_checkpoint(Path(path))
-    if not is_engine_checkpoint(ckpt):
-        raise ConfigError(f'{path} is not a unimodal run checkpoint (best.pt / last.pt of `unimodal train`)')
-    tasks = ckpt['tasks']
-    if task is None:
-        if len(tasks) != 1:
-            raise ConfigError(f'{path} holds the tasks {", ".join(tasks)}: choose one with --task')
-        task = next(iter(tasks))
-    if task not in tasks:
-        raise ConfigError(f'{path} was trained for task(s) {", ".join(tasks)}, not {task!r}')
-    cfg = task_config(ckpt['config'], task)
-    meta = ckpt['model_meta']
-    model = build_model({task: tasks[task]}, {**cfg['model'], **meta, 'freeze_trunk': False},
-                        deploy=bool(meta.get('deploy')))
-    state, _ = eval_weights(ckpt)
-    model.load_state_dict(split_task_state(state, task), strict=True)
-    return model.task_model(task).eval(), task, cfg
+    from ..config import resolve_run_config
+    from ..engine.checkpoint import load_run_checkpoint
+    ckpt = load_run_checkpoint(Path(path))
+    name = ckpt.task_name(task)
+    model, _ = ckpt.build_model([name])
+    return model.task_model(name).eval(), name, resolve_run_config(base=ckpt.config)
 
 
 def measure_subjects(subjects: Sequence[ErfSubject], inputs: Any, adapter: Optional[nn.Module] = None, *,
