@@ -121,7 +121,7 @@ class TaskTrainConfig:
     label_smoothing: float = setting(0.0, 'classification label smoothing', lo=0, hi=1)
     mixup: float = setting(0.0, 'mixup Beta(alpha, alpha); 0 = off', lo=0)
     cutmix: float = setting(0.0, 'cutmix Beta(alpha, alpha) on the last two dims; 0 = off', lo=0)
-    mixup_prob: float = setting(1.0, 'probability a batch is mixed (audio recipe: 0.6)', lo=0, hi=1)
+    mixup_prob: float = setting(1.0, 'probability a batch is mixed', lo=0, hi=1)
     mixup_switch_prob: float = setting(0.5, 'with both on: probability of cutmix instead of mixup', lo=0, hi=1)
     loss_weight: float = setting(1.0, "joint runs: this task's loss multiplier", lo=0)
     sample_weight: Optional[float] = setting(None, 'joint runs, weighted sampling: relative draw weight; null = '
