@@ -77,6 +77,30 @@ def test_task_trains_and_evaluates_on_builtin_data(task, runs_dir, run_cli, tmp_
         assert {'top1', 'mean_class_acc'} <= set(got['metrics'])
 
 
+def test_point_published_8pose_protocol_end_to_end(run_cli, tmp_path):
+    """eval.protocol=published_8pose scores validation and test over 8 poses per cloud, the results say so, and
+    `unimodal eval` of the checkpoint repeats it (or runs the standard single pass with eval.protocol=null)."""
+    res = _train(tmp_path / 'run', '--task', 'point', '--set', 'model.adapter.mode=p2p', '--set',
+                 'model.adapter.image_size=28', '--set', 'model.adapter.k=8', '--set', 'data.options.num_points=64',
+                 '--set', 'eval.protocol=published_8pose')
+    entry = res['tasks']['point']
+    assert entry['num_samples'] == 64 and entry['eval_protocol'].startswith('published_8pose: the published')
+    assert '8 clouds at 8 fixed poses' in entry['eval_protocol'] and '64 predictions' in entry['eval_protocol']
+    record = json.loads((tmp_path / 'run' / 'metrics.jsonl').read_text().splitlines()[0])
+    assert record['val']['point']['num_samples'] == 64
+    code, out, err = run_cli('eval', '--checkpoint', tmp_path / 'run' / 'best.pt', '--json', tmp_path / 'e.json',
+                             '--no-progress')
+    assert code == 0, err
+    got = json.loads((tmp_path / 'e.json').read_text())
+    assert got['eval_protocol'] == entry['eval_protocol'] and 'protocol: published_8pose' in out
+    _same_metrics(entry['metrics'], got['metrics'])
+    code, _, err = run_cli('eval', '--checkpoint', tmp_path / 'run' / 'best.pt', '--set', 'eval.protocol=null',
+                           '--json', tmp_path / 'single.json', '--no-progress')
+    assert code == 0, err
+    single = json.loads((tmp_path / 'single.json').read_text())
+    assert single['num_samples'] == 8 and single['eval_protocol'].startswith('single pass')
+
+
 def test_builtin_data_is_announced(runs_dir, run_cli, tmp_path):
     code, out, err = run_cli('train', '--task', 'timeseries', *FAST, '--out', tmp_path / 'r')
     assert code == 0

@@ -244,6 +244,94 @@ def test_dat_malicious_pickle_is_refused(tmp_path, payload):
     assert len(ds) == 0 and ds.skip_report.count == 1
 
 
+# ----------------------------------------------------------------------------------------- re-drawn training clouds
+
+
+def _dat_pair(root: Path, n_pts=(300, 300, 300, 300), n_test=2, seed=0):
+    """A Point-BERT-style pair of .dat files: train clouds of ``n_pts`` points (labels 0, 1, 0, 1, ...); returns
+    the clouds written, by split."""
+    rng = np.random.default_rng(seed)
+    clouds = {}
+    for split, sizes in (('train', n_pts), ('test', (n_pts[0],) * n_test)):
+        clouds[split] = [(rng.normal(size=(n, 3)) * [1, 2, 3] + 5).astype(np.float32) for n in sizes]
+        labels = [np.array([i % 2], dtype=np.int32) for i in range(len(sizes))]
+        with open(root / f'modelnet40_{split}_8192pts_fps.dat', 'wb') as f:
+            pickle.dump((clouds[split], labels), f, protocol=4)
+    return clouds
+
+
+def _rows(a: np.ndarray) -> set:
+    return {tuple(r) for r in np.round(a, 5)}
+
+
+def test_redraw_draws_fps_pool_then_random_subset_every_read(tmp_path, monkeypatch):
+    """Published P2P training draw: FPS of redraw_from points of the stored cloud (normalised over all its points)
+    from a random start, then num_points of those without replacement, new on every read, not re-normalised; val
+    and test clouds stay fixed: the first points of the cloud normalised over all its points."""
+    root, clouds = tmp_path, _dat_pair(tmp_path)
+    calls = []
+    fps = mn.farthest_point_sample
+
+    def recording_fps(points, num, start=0):
+        idx = fps(points, num, start=start)
+        calls.append((num, start, idx))
+        return idx
+    monkeypatch.setattr(mn, 'farthest_point_sample', recording_fps)
+    torch.manual_seed(0)
+    ds = ModelNet40(root, 'train', num_points=100, redraw_from=120, val_fraction=0)
+    assert 'redraw_from=120' in repr(ds)
+    source = mn.normalize_unit_sphere(clouds['train'][1])
+    draws = [ds[1][0].numpy() for _ in range(3)]
+    starts = [start for _, start, _ in calls]
+    assert [num for num, _, _ in calls] == [120] * 3 and len(set(starts)) == 3  # a random start every read
+    for x, (_, _, pool) in zip(draws, calls):
+        assert x.shape == (100, 3) and len(_rows(x)) == 100  # without replacement
+        assert _rows(x) <= _rows(source[pool])  # a subset of this read's FPS pool of the normalised cloud
+    assert not np.allclose(draws[0], draws[1])
+    # reproducible under a fixed torch seed (a fresh reader replays the same draws)
+    torch.manual_seed(0)
+    again = ModelNet40(root, 'train', num_points=100, redraw_from=120, val_fraction=0)
+    assert np.array_equal(again[1][0].numpy(), draws[0])
+    # test (and val) clouds: the fixed first num_points of the stored FPS order, the same on every read
+    test = ModelNet40(root, 'test', num_points=100, redraw_from=120)
+    assert np.allclose(test[0][0].numpy(), mn.normalize_unit_sphere(clouds['test'][0])[:100], atol=1e-6)
+    assert test._arrays[test._entries[0][0]].shape[0] == 100  # only what a read uses is kept
+    assert np.array_equal(test[0][0].numpy(), test[0][0].numpy())
+    val = ModelNet40(root, 'val', num_points=100, redraw_from=120, val_fraction=0.5)
+    assert np.array_equal(val[0][0].numpy(), val[0][0].numpy())
+
+
+def test_redraw_bad_values_and_too_small_clouds(tmp_path):
+    root = tmp_path
+    _dat_pair(root, n_pts=(300, 90, 300, 300))
+    for bad in (50, 2.5, True):
+        with pytest.raises(ValueError, match='redraw_from must be an integer >= num_points'):
+            ModelNet40(root, 'train', num_points=64, redraw_from=bad)
+    with pytest.raises(DataError, match=r'modelnet40_train_8192pts_fps\.dat.*sample 1: 90 points, fewer than '
+                                        r'redraw_from=120'):
+        ModelNet40(root, 'train', num_points=100, redraw_from=120, val_fraction=0)
+    ds = ModelNet40(root, 'train', num_points=100, redraw_from=120, val_fraction=0, skip_bad=True)
+    assert len(ds) == 3 and ds.skip_report.count == 1
+    assert len(ModelNet40(root, 'test', num_points=100, redraw_from=120)) == 2  # fixed clouds: no pool needed
+
+
+def test_redraw_from_text_files_caches_the_source_cloud(tmp_path):
+    root = _text_tree(tmp_path / 'r', n_pts=60)
+    torch.manual_seed(0)
+    ds = ModelNet40(root, 'train', num_points=20, redraw_from=30, val_fraction=0)
+    cached = np.load(ds._cache[2])['points']
+    assert cached.shape == (60, 6)  # every point of the file (fewer than 8192): the source of the draws
+    a, b = ds[2][0].numpy(), ds[2][0].numpy()
+    assert a.shape == (20, 3) and not np.allclose(a, b)
+    assert _rows(a) <= _rows(cached[:, :3]) and _rows(b) <= _rows(cached[:, :3])
+    fixed = ModelNet40(root, 'train', num_points=20, val_fraction=0)
+    assert np.load(fixed._cache[2])['points'].shape == (20, 6)  # fixed clouds keep their own cache entry
+    with pytest.raises(DataError, match=r'bed_0001\.txt.*60 points, fewer than redraw_from=70'):
+        ModelNet40(root, 'train', num_points=20, redraw_from=70, val_fraction=0)[2]  # the cached source, at read
+    with pytest.raises(DataError, match=r'airplane_0001\.txt: 60 points, fewer than redraw_from=70'):
+        ModelNet40(root, 'train', num_points=20, redraw_from=70, val_fraction=0, cache_dir=tmp_path / 'c2')
+
+
 # ----------------------------------------------------------------------------------------- detection, task
 
 

@@ -284,6 +284,54 @@ def test_predict_poses_is_the_published_protocol(p2p_model):
         predict_poses(depth, x)
 
 
+def test_published_8pose_protocol_scores_all_8n_predictions(p2p_model):
+    """eval.protocol=published_8pose through the engine's evaluate: top-1 and mean per-class accuracy over all 8·N
+    predictions of predict_poses (no voting), and the results text names the protocol."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from unimodal.engine.evaluate import evaluate
+    from unimodal.engine.results import result_record
+    from unimodal.tasks import get_task
+    from unimodal.tasks.spec import TaskSpec
+    model = p2p_model.eval()
+    x, y = _clouds(6, 64, seed=8), torch.tensor([0, 1, 2, 3, 4, 0])
+    task = get_task('point')
+    predict = task.eval_predictor('published_8pose')
+    spec = TaskSpec(name='point', kind='classification', adapter='point', head_kwargs={'num_classes': 5}, loss='ce')
+    loader = DataLoader(TensorDataset(x, y), batch_size=4)
+    metrics, _ = evaluate(model, loader, spec, torch.device('cpu'), predict=predict)
+    pred = predict_poses(model, x).argmax(-1)  # (8, 6)
+    hits = (pred == y).float()
+    assert metrics['num_samples'] == 48
+    assert metrics['top1'] == pytest.approx(100 * float(hits.mean()))
+    per_class = [float(hits[:, y == c].mean()) for c in range(5)]
+    assert metrics['mean_class_acc'] == pytest.approx(100 * float(np.mean(per_class)))
+    assert sum(map(sum, metrics['confusion_matrix'])) == 48
+    single, _ = evaluate(model, loader, spec, torch.device('cpu'))
+    assert single['num_samples'] == 6
+    record = result_record(spec, task, metrics, {'test': TensorDataset(x, y)}, split='test', dataset='d',
+                           builtin=False, protocol='published_8pose')
+    assert record['eval_protocol'].startswith('published_8pose') and '48 predictions' in record['eval_protocol']
+    assert 'no voting' in record['eval_protocol']
+    plain = result_record(spec, task, single, {'test': TensorDataset(x, y)}, split='test', dataset='d', builtin=False)
+    assert plain['eval_protocol'] == task.eval_views(None)
+
+
+def test_published_8pose_needs_the_p2p_adapter():
+    from unimodal.config import ConfigError, resolve_run_config
+    cfg = resolve_run_config({'task': 'point', 'model': {'adapter': {'mode': 'p2p'}},
+                              'eval': {'protocol': 'published_8pose'}})
+    assert cfg.eval.protocol == 'published_8pose'
+    with pytest.raises(ConfigError, match=r'eval\.protocol=published_8pose.*mode=p2p.*mode=depth'):
+        resolve_run_config({'task': 'point', 'eval': {'protocol': 'published_8pose'}})
+    with pytest.raises(ConfigError, match=r"\(use one of published_8pose or null\); did you mean .published_8pose."):
+        resolve_run_config({'task': 'point', 'model': {'adapter': {'mode': 'p2p'}},
+                            'eval': {'protocol': 'published8pose'}})
+    with pytest.raises(ConfigError, match=r'tasks\.audio\.eval\.protocol=published_8pose does not apply to task audio'):
+        resolve_run_config({'task': ['point', 'audio'], 'model': {'adapter': {'mode': 'p2p'}},
+                            'tasks': {'audio': {'eval': {'protocol': 'published_8pose'}}}})
+
+
 def test_normals_are_ignored_and_bad_options_fail():
     a = PointAdapter(mode='p2p', image_size=S, k=8).eval()
     x = _clouds(1, 40)

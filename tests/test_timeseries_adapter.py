@@ -15,6 +15,8 @@ L, H = 16, 4
 
 def _model(mode, n, **kw):
     torch.manual_seed(0)
+    if mode == 'paper':
+        kw.setdefault('group_size', 1)  # one series per trunk image (the published 11 needs N % 11 == 0)
     return create_model('timeseries', 'unireplknet_test', input_len=L, horizon=H, num_series=n, mode=mode, **kw)
 
 
@@ -39,7 +41,7 @@ def test_shapes_views_and_scale_equivariance(mode, n):
     grid, state = a(x)
     assert grid.shape[0] == 2 * a.num_views and grid.shape[1] == a.out_chans
     assert min(grid.shape[-2:]) >= 32 and all(s % 32 == 0 for s in grid.shape[-2:])
-    assert len(state) == 2 and state[0].shape == (2, 1, n)
+    assert state.mean.shape == state.std.shape == (2, 1, n)
     with torch.no_grad():
         y = m(x)
         # forecasts come back in the input's scale: an affine change of units maps the forecast the same way
@@ -52,17 +54,17 @@ def test_shapes_views_and_scale_equivariance(mode, n):
 def test_paper_layout_is_the_published_raw_reshape():
     # 48 steps x 768 channels -> 192 x 192 (published); the default width makes L*D a square of side >= 32
     assert math.isqrt(48 * paper_embed_dim(48)) ** 2 == 48 * paper_embed_dim(48)
-    a = TimeSeriesAdapter(48, 2, mode='paper', embed_dim=768, pos_embed=False, series_embed=False)
+    a = TimeSeriesAdapter(48, 2, mode='paper', embed_dim=768, group_size=1).eval()
     assert a.image_size == (192, 192)
     x = torch.randn(1, 48, 2)
     grid, _ = a(x)
     xn, _ = a.normalize(x)
-    tokens = a.token_embed(xn[:, :, 1].reshape(1, 1, 48))[0].t()  # series 1: (L, D)
+    tokens = a.embed.value(xn[:, :, 1].reshape(1, 1, 48))[0].t()  # series 1: (L, D)
     torch.testing.assert_close(grid[1, 0], tokens.reshape(192, 192))
     # token embedding is circular over time, as published
-    assert a.token_embed.padding_mode == 'circular'
+    assert a.embed.value.padding_mode == 'circular'
     # a non-square L*D is zero-padded into the next square
-    b = TimeSeriesAdapter(10, 1, mode='paper', embed_dim=11)
+    b = TimeSeriesAdapter(10, 1, mode='paper', embed_dim=11, group_size=1)
     assert b.image_size == (11, 11) and b(torch.randn(2, 10, 1))[0].shape == (2, 1, 11, 11)
 
 
@@ -105,10 +107,10 @@ def test_constant_series_forecast_after_short_fit():
 
 @pytest.mark.parametrize('mode', ['grid', 'paper'])
 def test_gradients_reach_the_embedding(mode):
-    m = _model(mode, 2).train()
+    m = _model(mode, 2, series_embed=True).train()
     m(_windows(2, 2)).pow(2).mean().backward()
     a = m.adapter
-    for p in (a.token_embed.weight, a.series_table, a.revin.weight):
+    for p in (a.embed.value.weight if mode == 'paper' else a.token_embed.weight, a.series_table, a.revin.weight):
         assert p.grad is not None and p.grad.abs().sum() > 0
 
 
@@ -138,7 +140,7 @@ def test_trunk_chunk_matches_unchunked():
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     m.train()
     m(x).sum().backward()  # the checkpointed training path runs and reaches the embedding
-    assert m.adapter.token_embed.weight.grad.abs().sum() > 0
+    assert m.adapter.embed.value.weight.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize('bad,problem', [

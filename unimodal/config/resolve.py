@@ -301,12 +301,15 @@ def _task(name: Optional[str], adapter_class: Optional[str] = None) -> Any:
 
 
 def _checked(merged: Mapping[str, Any], tasks: Mapping[str, Any]) -> RunConfig:
-    """Build the RunConfig and check what needs the task objects: each task's loss fits its kind."""
+    """Build the RunConfig and check what needs the task objects: each task's loss fits its kind, its evaluation
+    protocol applies."""
     from ..tasks.kinds import get_kind
     cfg = build_run_config(merged)
     if cfg.train.global_batch_size is not None and cfg.train.grad_accum is None:
         cfg.grad_accum_steps(1)  # a total that no process count reaches fails now, not at the start of training
     for name, task in tasks.items():
-        key = f'tasks.{name}.train.loss' if cfg.is_joint else 'train.loss'
-        get_kind(task.kind).check_loss(cfg.task_settings(name).train.loss, key)
+        prefix = f'tasks.{name}.' if cfg.is_joint else ''
+        settings = cfg.task_settings(name)
+        get_kind(task.kind).check_loss(settings.train.loss, f'{prefix}train.loss')
+        task.check_eval_protocol(settings, f'{prefix}eval.protocol')
     return cfg

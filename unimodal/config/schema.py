@@ -175,13 +175,17 @@ class TrainConfig(TaskTrainConfig):
 
 @dataclass(frozen=True)
 class TaskEvalConfig:
-    """The per-task keys of ``eval``."""
+    """The per-task keys of ``eval``: batch size and protocol (a task checks its protocol names,
+    :meth:`unimodal.tasks.Task.check_eval_protocol`)."""
     batch_size: Optional[int] = setting(None, 'null = train.batch_size', lo=1)
+    protocol: Optional[str] = setting(None, "how every validation and test pass scores a sample: null = the task's "
+                                            'standard protocol; point with model.adapter.mode=p2p: published_8pose '
+                                            '(8 fixed poses, accuracy over all 8 x N predictions, no voting)')
 
 
 @dataclass(frozen=True)
 class EvalConfig(TaskEvalConfig):
-    """``eval``: the evaluation batch size (per task) and split."""
+    """``eval``: the evaluation batch size and protocol (per task), split and tested checkpoint."""
     split: str = setting('test', 'split evaluated at the end of training and by `unimodal eval`')
     checkpoint: str = setting('best', 'which checkpoint the end-of-training test evaluates: best (best validation '
                                       'score; sound when validation and test differ) or last (the last epoch, as the '

@@ -21,10 +21,18 @@ Formats (``format='auto'`` picks one from the directory content; ``root`` may al
   ONLY through :class:`RestrictedUnpickler`, which refuses every global except numpy array/dtype/scalar
   reconstruction; class names from ``modelnet40_shape_names.txt`` when present.
 
+Normalisation to the unit sphere happens once per stored cloud, never after a read's reduction or re-draw:
+``off``/``text`` clouds after their cached FPS reduction (as Point-BERT's text reader), ``hdf5``/``dat`` clouds over
+all their points (Point-BERT normalises the ``.dat``'s 8192 points, then samples).
+
 Splits: ModelNet40 ships ``train`` and ``test`` only (and the field reports test accuracy). By default
 (``val_from='train'``) ``val`` is a deterministic, per-class stratified ``val_fraction`` of the train files (seeded
 by ``seed``) and ``train`` is the rest, so model selection never sees the test set. ``val_from='test'`` follows the
 common practice instead: ``train`` is the whole train split and ``val`` is the test split.
+
+Re-drawn training clouds (``redraw_from``, the published P2P recipe): every read of a ``train`` sample draws a new
+cloud from the stored one, farthest point sampling of ``redraw_from`` points from a random start and then a random
+``num_points`` of those; ``val`` and ``test`` keep their fixed clouds (the first ``num_points`` of the FPS order).
 """
 from __future__ import annotations
 
@@ -59,6 +67,9 @@ PathLike = Union[str, Path]
 
 _SPLITS = ('train', 'val', 'test')
 _CACHE_VERSION = 1
+#: Points kept per cloud of the ``text``/``off`` formats as the source of re-drawn training clouds: the 8192 of the
+#: Point-BERT ``.dat`` files (FPS-first 8192 of each shape), which the published recipe draws from.
+REDRAW_SOURCE_POINTS = 8192
 
 
 def _stable_seed(*parts: Any) -> int:
@@ -98,7 +109,14 @@ class ModelNet40(Dataset):
         sampling: how clouds that already are point sets are reduced to ``num_points``: ``'fps'`` or ``'first'``
             (default: ``'fps'`` for ``text``, ``'first'`` for ``hdf5``/``dat``, whose points are stored FPS-ordered
             resp. as published). OFF meshes are always surface-sampled, then FPS-reduced.
-        surface_samples: OFF only: uniform surface samples before FPS (default ``max(8192, 8 * num_points)``).
+        redraw_from: ``train`` split only: every read draws a new cloud, farthest point sampling of ``redraw_from``
+            points from a random start over the stored cloud, then a random ``num_points`` of them without
+            replacement (the published P2P recipe: 4800 then 4096, from the ``.dat``'s 8192 points). Stored clouds:
+            ``dat``/``hdf5`` keep every point of the file; ``text``/``off`` cache the FPS-first
+            ``max(REDRAW_SOURCE_POINTS, redraw_from)``. A cloud with fewer than ``redraw_from`` points is bad input.
+            ``None`` (default): fixed clouds.
+        surface_samples: OFF only: uniform surface samples before FPS (default ``max(8192, 8 * num_points)``, and
+            at least the points a re-drawn cloud is drawn from).
         cache_dir: where the ``.npz`` caches of the ``off``/``text`` formats go (default ``<root>/.unimodal_cache``
             when writable, else ``~/.cache/unimodal/modelnet``).
         val_fraction: fraction of each class's train files held out as ``val`` (``val_from='train'``).
@@ -112,7 +130,8 @@ class ModelNet40(Dataset):
     """
 
     def __init__(self, root: PathLike, split: str = 'train', *, format: str = 'auto', num_points: int = 1024,
-                 use_normals: bool = False, sampling: Optional[str] = None, surface_samples: Optional[int] = None,
+                 use_normals: bool = False, sampling: Optional[str] = None, redraw_from: Optional[int] = None,
+                 surface_samples: Optional[int] = None,
                  cache_dir: Optional[PathLike] = None, val_fraction: float = 0.1, val_from: str = 'train',
                  off_up_axis: Optional[str] = 'z', list_prefix: str = 'modelnet40',
                  seed: int = 0, skip_bad: bool = False, prepare: bool = True, workers: int = 1) -> None:
@@ -128,6 +147,9 @@ class ModelNet40(Dataset):
             raise ValueError(f'val_fraction must be in [0, 1), got {val_fraction}')
         if num_points < 1:
             raise ValueError(f'num_points must be >= 1, got {num_points}')
+        if redraw_from is not None and (isinstance(redraw_from, bool) or not isinstance(redraw_from, int)
+                                        or redraw_from < num_points):
+            raise ValueError(f'redraw_from must be an integer >= num_points ({num_points}), got {redraw_from!r}')
         root = Path(root)
         if format == 'auto':
             self.root, self.format = detect_format(root)
@@ -139,7 +161,12 @@ class ModelNet40(Dataset):
         self.num_points = num_points
         self.use_normals = use_normals
         self.sampling = sampling or ('fps' if self.format == 'text' else 'first')
-        self.surface_samples = surface_samples or max(8192, 8 * num_points)
+        self.redraw_from = redraw_from
+        # the split's clouds are re-drawn on every read from stored clouds of _stored_points points
+        self._redraw = redraw_from if split == 'train' else None
+        self._stored_points = max(REDRAW_SOURCE_POINTS, redraw_from) if self._redraw else num_points
+        self._calls = 0
+        self.surface_samples = surface_samples or max(8192, 8 * num_points, self._stored_points)
         self.val_fraction = val_fraction
         self.val_from = val_from
         self.off_up_axis = off_up_axis
@@ -243,8 +270,14 @@ class ModelNet40(Dataset):
                 self._fail(DataError(source, f'{where}: expected a (points, {6 if self.use_normals else 3}+) numeric '
                                              f'array, got {getattr(pts, "shape", type(pts).__name__)}'))
                 continue
-            keep = pts if self.sampling == 'fps' else pts[:self.num_points]  # bound memory for 'first'
-            self._arrays.append(np.ascontiguousarray(keep[:, :6], dtype=np.float32))
+            if self._redraw and len(pts) < self._redraw:
+                self._fail(DataError(source, f'{where}: {len(pts)} points, fewer than redraw_from={self._redraw}'))
+                continue
+            # normalised over all its stored points, then reduced on read without re-normalising (as the
+            # published readers do); 'first' keeps only what a read uses (bounded memory)
+            cloud = normalize_unit_sphere(np.asarray(pts[:, :6], dtype=np.float32))
+            keep = cloud if (self.sampling == 'fps' or self._redraw) else cloud[:self.num_points]
+            self._arrays.append(np.ascontiguousarray(keep))
             entries.append((len(self._arrays) - 1, y))
         return entries
 
@@ -290,27 +323,31 @@ class ModelNet40(Dataset):
 
     def _cache_path(self, path: Path) -> Path:
         st = path.stat()
-        key = _stable_seed(path.resolve(), st.st_size, st.st_mtime_ns, self.num_points, self.surface_samples,
+        key = _stable_seed(path.resolve(), st.st_size, st.st_mtime_ns, self._stored_points, self.surface_samples,
                            self.sampling, self.off_up_axis if self.format == 'off' else None, self.seed,
                            self.format, _CACHE_VERSION)
         return self.cache_dir / f'{path.stem}-{key:016x}.npz'
 
     def _compute(self, path: Path) -> np.ndarray:
-        """Read one per-file sample and reduce it to ``(num_points, 6)`` (xyz + normals), normalised."""
+        """Read one per-file sample and reduce it to its stored ``(points, 6)`` (xyz + normals), normalised."""
         if self.format == 'off':
             verts, faces = read_off(path)
             rng = np.random.default_rng(_stable_seed('modelnet-surface', self.seed, path.name))
             try:
-                dense = sample_surface(verts, faces, self.surface_samples, rng)
+                source = sample_surface(verts, faces, self.surface_samples, rng)
             except ValueError as e:
                 raise DataError(path, f'cannot sample the mesh surface: {e}') from e
-            pts = dense[farthest_point_sample(dense, self.num_points)]
-            pts = rotate_up_to_y(pts, self.off_up_axis)
+            fps = True
         else:
-            arr = read_point_text(path)
-            idx = farthest_point_sample(arr, self.num_points) if self.sampling == 'fps' \
-                else np.resize(np.arange(min(self.num_points, len(arr))), self.num_points)
-            pts = arr[idx]
+            source, fps = read_point_text(path), self.sampling == 'fps'
+        n = self._stored_points
+        if self._redraw:  # the source of re-draws is never padded with repeats
+            n = min(n, len(source))
+            if n < self._redraw:
+                raise DataError(path, f'{n} points, fewer than redraw_from={self._redraw}')
+        pts = source[farthest_point_sample(source, n) if fps else np.resize(np.arange(min(n, len(source))), n)]
+        if self.format == 'off':
+            pts = rotate_up_to_y(pts, self.off_up_axis)
         if not np.isfinite(pts).all():
             raise DataError(path, 'non-finite coordinates')
         return normalize_unit_sphere(pts)
@@ -378,20 +415,32 @@ class ModelNet40(Dataset):
             write_npz(cache, pts)
             return pts
 
+    def _draw(self, cloud: np.ndarray, index: int) -> np.ndarray:
+        """A re-drawn training cloud: FPS of ``redraw_from`` points of ``cloud`` from a random start, then a random
+        ``num_points`` of them without replacement."""
+        # a fresh generator per read: new draws every epoch and in every worker (torch seeds each worker from the
+        # loader's per-epoch base seed), reproducible under a fixed seed
+        self._calls += 1
+        rng = np.random.default_rng([self.seed, torch.initial_seed(), index, self._calls])
+        pool = farthest_point_sample(cloud, self._redraw, start=int(rng.integers(len(cloud))))
+        return cloud[pool[rng.choice(self._redraw, self.num_points, replace=False)]]
+
     def __getitem__(self, index: int) -> Tuple[torch.Tensor, int]:
         if not self._prepared:
             self.prepare()
         if self.format in ('off', 'text'):
             pts = self._load_cached(index)
             label = self._files[index][1]
+            if self._redraw and len(pts) < self._redraw:  # a cache written for a smaller redraw_from
+                raise DataError(self._files[index][0], f'{len(pts)} points, fewer than redraw_from={self._redraw}')
         else:
             key, label = self._entries[index]
-            arr = self._arrays[key]
-            if self.sampling == 'fps':
-                arr = arr[farthest_point_sample(arr, self.num_points)]
-            else:
-                arr = arr[np.resize(np.arange(min(self.num_points, len(arr))), self.num_points)]
-            pts = normalize_unit_sphere(arr)
+            pts = self._arrays[key]
+            if not self._redraw:
+                pts = pts[farthest_point_sample(pts, self.num_points) if self.sampling == 'fps'
+                          else np.resize(np.arange(min(self.num_points, len(pts))), self.num_points)]
+        if self._redraw:
+            pts = self._draw(pts, index)
         cols = 6 if self.use_normals else 3
         if pts.shape[1] < cols:
             raise DataError(self._files[index][0] if self._files else self.root, 'no normals for use_normals=True')
@@ -399,4 +448,5 @@ class ModelNet40(Dataset):
 
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, format={self.format!r}, '
-                f'samples={len(self)}, classes={len(self.classes)}, num_points={self.num_points})')
+                f'samples={len(self)}, classes={len(self.classes)}, num_points={self.num_points}'
+                + (f', redraw_from={self._redraw}' if self._redraw else '') + ')')

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -27,19 +27,22 @@ from torch.utils.data import Dataset
 
 from .builtin import build_once
 from .errors import DataError, SkipReport
+from .timeseries_covariates import load_time_stamps, read_station_coords, time_features
 
 _logger = logging.getLogger(__name__)
 
 __all__ = [
     'ForecastWindows', 'read_csv_series', 'read_global_npy', 'split_borders', 'build_timeseries_datasets',
     'make_builtin_timeseries', 'build_weather_datasets', 'make_builtin_weather', 'detect_format', 'FILL_POLICIES',
-    'BUILTIN_FILE',
+    'BUILTIN_FILE', 'COORDS_FILE',
 ]
 
 FILL_POLICIES = ('error', 'ffill', 'interpolate', 'zero')
 SPLITS = ('train', 'val', 'test')
 BUILTIN_FILE = 'weather_synthetic.csv'
-_BUILTIN_VERSION = 1
+#: The station coordinates file of the Corrformer release (stations x 3), also written into the built-in set.
+COORDS_FILE = 'stations_sorted.npy'
+_BUILTIN_VERSION = 2
 _GLOBAL_VARIABLES = {'temp': '°C', 'wind': 'm/s'}
 _DAY_NS = 86_400 * 10**9
 
@@ -49,7 +52,10 @@ PathLike = Union[str, Path]
 class ForecastWindows(Dataset):
     """Sliding ``(input, target)`` windows over a ``(T, N)`` series array.
 
-    Window ``i`` starts at ``starts[i]``: ``x = values[s : s + L]``, ``y = values[s + L : s + L + H]``.
+    Window ``i`` starts at ``starts[i]``: ``x = values[s : s + L]``, ``y = values[s + L : s + L + H]``. With calendar
+    ``marks`` and/or station ``coords`` the input is structured: ``x = (values[s : s + L], marks[s : s + L + H],
+    coords)`` (the parts present, in that order). The marks cover the horizon too: a forecaster knows the calendar of
+    the steps it forecasts (the published decoder reads them), never their values.
 
     Attributes:
         num_series, input_len, horizon: N, L, H.
@@ -59,6 +65,8 @@ class ForecastWindows(Dataset):
         value_desc: what the model-space values are (e.g. ``'z-scored with train statistics'``).
         columns: series names; times: ``(T,)`` datetime64 array or ``None``; path, split: provenance.
         skip_report: :class:`SkipReport` of windows skipped for missing values (``skip_bad``), else ``None``.
+        marks, coords: ``(T, F)`` calendar features and ``(N, C)`` standardised station coordinates (float32
+            tensors) or ``None``; mark_dim, coord_dim: F and C (0 when absent).
     """
 
     def __init__(self, values: np.ndarray, input_len: int, horizon: int, *, stride: int = 1,
@@ -66,7 +74,8 @@ class ForecastWindows(Dataset):
                  phys_scale: Union[float, torch.Tensor] = 1.0, phys_offset: Union[float, torch.Tensor] = 0.0,
                  units: str = 'data units', value_desc: str = 'raw values', columns: Optional[List[str]] = None,
                  times: Optional[np.ndarray] = None, path: PathLike = '', split: str = '',
-                 skip_report: Optional[SkipReport] = None) -> None:
+                 skip_report: Optional[SkipReport] = None, marks: Optional[np.ndarray] = None,
+                 coords: Optional[np.ndarray] = None) -> None:
         if values.ndim != 2:
             raise ValueError(f'values must be (T, N), got shape {values.shape}')
         if input_len < 1 or horizon < 1 or stride < 1:
@@ -85,14 +94,30 @@ class ForecastWindows(Dataset):
         self.times = times
         self.path, self.split = str(path), split
         self.skip_report = skip_report
+        if marks is not None and (marks.ndim != 2 or len(marks) != values.shape[0]):
+            raise ValueError(f'marks must be (T, F) with T = {values.shape[0]}, got shape {marks.shape}')
+        if coords is not None and (coords.ndim != 2 or len(coords) != self.num_series):
+            raise ValueError(f'coords must be (N, C) with N = {self.num_series}, got shape {coords.shape}')
+        self.marks = None if marks is None else torch.from_numpy(np.ascontiguousarray(marks, dtype=np.float32))
+        self.coords = None if coords is None else torch.from_numpy(np.ascontiguousarray(coords, dtype=np.float32))
+        self.mark_dim = 0 if marks is None else int(marks.shape[1])
+        self.coord_dim = 0 if coords is None else int(coords.shape[1])
 
     def __len__(self) -> int:
         return len(self.starts)
 
-    def __getitem__(self, index: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> Tuple[Any, torch.Tensor]:
         s = int(self.starts[index])
         mid = s + self.input_len
-        return self.values[s:mid].clone(), self.values[mid:mid + self.horizon].clone()
+        x, y = self.values[s:mid].clone(), self.values[mid:mid + self.horizon].clone()
+        if self.marks is None and self.coords is None:
+            return x, y
+        parts = [x]
+        if self.marks is not None:
+            parts.append(self.marks[s:mid + self.horizon].clone())
+        if self.coords is not None:
+            parts.append(self.coords.clone())
+        return tuple(parts), y
 
     def to_physical(self, values: torch.Tensor) -> torch.Tensor:
         """Model-space values ``(..., N)`` → physical units."""
@@ -229,7 +254,7 @@ def _find_global_dir(root: Path, variable: Optional[str]) -> Tuple[Path, str]:
 
 
 def read_global_npy(root: PathLike, variable: str = 'temp', split: str = 'train', *, fill: Optional[str] = 'error',
-                    ) -> Tuple[np.ndarray, Optional[np.ndarray], Path]:
+                    require_times: bool = False) -> Tuple[np.ndarray, Optional[np.ndarray], Path]:
     """Read one split of the Corrformer Global Temp/Wind release.
 
     Args:
@@ -238,6 +263,8 @@ def read_global_npy(root: PathLike, variable: str = 'temp', split: str = 'train'
         variable: ``'temp'`` or ``'wind'``.
         split: ``'train'``, ``'val'`` or ``'test'``.
         fill: missing-value policy (see :func:`read_csv_series`; the "column" is the station index).
+        require_times: ``data_time_{split}.npy`` must exist and be readable (calendar features need it); otherwise
+            a missing or unusable file only logs a warning and ``times`` is ``None``.
 
     Returns:
         ``values (T, N) float32`` (stored scale, ×10), ``times (T,)`` or ``None``, and the file read.
@@ -267,12 +294,14 @@ def read_global_npy(root: PathLike, variable: str = 'temp', split: str = 'train'
     tpath = folder / f'data_time_{split}.npy'
     if tpath.is_file():
         try:
-            t = np.load(tpath, allow_pickle=False)
-            times = t.astype('datetime64[ns]') if len(t) == len(values) else None
-            if times is None:
-                _logger.warning('%s: %d time stamps for %d steps; ignored', tpath, len(t), len(values))
-        except (ValueError, TypeError) as e:
-            _logger.warning('%s: unusable time stamps (%s); ignored', tpath, e)
+            times = load_time_stamps(tpath, len(values))
+        except DataError as e:
+            if require_times:
+                raise
+            _logger.warning('%s; time stamps ignored', e)
+    elif require_times:
+        raise FileNotFoundError(f'{tpath}: not found (calendar features need the time stamps of every step: '
+                                f'data_time_{{train,val,test}}.npy of the Global Temp/Wind release)')
     return values, times, path
 
 
@@ -368,8 +397,8 @@ def build_timeseries_datasets(root: PathLike, *, format: str = 'auto', variable:
                               fill: str = 'error', time_column: Optional[str] = 'date',
                               columns: Optional[Sequence[str]] = None, scale: bool = True, borders: str = 'auto',
                               train_ratio: float = 0.7, test_ratio: float = 0.2, period: Optional[int] = None,
-                              skip_bad: bool = False, splits: Optional[Sequence[str]] = None,
-                              ) -> Dict[str, ForecastWindows]:
+                              skip_bad: bool = False, splits: Optional[Sequence[str]] = None, marks: bool = False,
+                              freq: str = 'h', coords: Optional[str] = None) -> Dict[str, ForecastWindows]:
     """Train/val/test forecasting windows from a weather / time-series data root.
 
     Args:
@@ -389,6 +418,13 @@ def build_timeseries_datasets(root: PathLike, *, format: str = 'auto', variable:
         skip_bad: with ``fill='error'``, skip windows touching missing values and record them in each split's
             ``skip_report`` instead of failing.
         splits: which splits to build (default all three).
+        marks: give every window the calendar features of its steps (input and horizon; TSLib ``timeF`` at
+            ``freq``, see :func:`~unimodal.data.timeseries_covariates.time_features`): samples become
+            ``((window, marks), target)``. Needs time stamps (the CSV time column; Global: ``data_time_{split}.npy``).
+        freq: the calendar features' frequency (``'h'``: hour, weekday, day, day of year, as published).
+        coords: station coordinates file (relative to the data folder, or absolute; e.g. ``stations_sorted.npy``
+            of the Global release): one row per series, standardised over the stations, appended to every sample's
+            input (see :func:`~unimodal.data.timeseries_covariates.read_station_coords`).
     """
     splits = list(splits) if splits is not None else list(SPLITS)
     unknown = [s for s in splits if s not in SPLITS]
@@ -400,7 +436,20 @@ def build_timeseries_datasets(root: PathLike, *, format: str = 'auto', variable:
         raise ValueError(f"format must be 'auto', 'global_npy', 'tslib' or 'csv', got {format!r}")
     keep_missing = skip_bad and fill == 'error'
     read_fill = None if keep_missing else fill
+    if marks:
+        from .timeseries_covariates import time_feature_names
+        if not time_feature_names(freq):
+            raise ValueError(f'freq {freq!r} has no calendar features; marks need a finer frequency')
     detected, path = detect_format(root, file)
+    # the folder holding the series files: relative side files (coordinates) are found there
+    data_dir = _find_global_dir(path, variable)[0] if detected == 'global_npy' else path.parent
+
+    def coords_for(num_series: int) -> Optional[np.ndarray]:
+        if coords is None:
+            return None
+        cpath = Path(coords).expanduser()
+        return read_station_coords(cpath if cpath.is_absolute() else data_dir / cpath, num_series)
+
     if format == 'global_npy' and detected != 'global_npy':
         raise DataError(root, 'no {temp,wind}_global_hourly_train.npy found (Global Temp/Wind layout)')
     if format in ('tslib', 'csv') and detected != 'csv':
@@ -410,8 +459,11 @@ def build_timeseries_datasets(root: PathLike, *, format: str = 'auto', variable:
 
     if detected == 'global_npy':
         folder, var = _find_global_dir(Path(root), variable)
+        station_coords = None
         for split in splits:
-            values, times, fpath = read_global_npy(folder, var, split, fill=read_fill)
+            values, times, fpath = read_global_npy(folder, var, split, fill=read_fill, require_times=marks)
+            if station_coords is None:
+                station_coords = coords_for(values.shape[1])
             if values.shape[0] < window:
                 raise DataError(fpath, f'{values.shape[0]} time steps < input_len + horizon = {window}')
             names = [f'station {i}' for i in range(values.shape[1])]
@@ -422,11 +474,15 @@ def build_timeseries_datasets(root: PathLike, *, format: str = 'auto', variable:
                 values, input_len, horizon, starts=starts, period=period or _infer_period(times),
                 phys_scale=0.1, phys_offset=0.0, units=_GLOBAL_VARIABLES[var],
                 value_desc='stored x10 (Corrformer release): MSE/100 and MAE/10 are physical', columns=names,
-                times=times, path=fpath, split=split, skip_report=report)
+                times=times, path=fpath, split=split, skip_report=report,
+                marks=time_features(times, freq) if marks else None, coords=station_coords)
         return out
 
     values, names, times = read_csv_series(path, time_column=time_column, columns=columns, fill=read_fill,
                                            require_first=(format == 'tslib'))
+    if marks and times is None:
+        raise DataError(path, 'marks=true needs time stamps, but time_column is None; name the time column')
+    station_coords = coords_for(values.shape[1])
     rule = borders
     if rule == 'auto':
         stem = path.stem.lower()
@@ -455,7 +511,8 @@ def build_timeseries_datasets(root: PathLike, *, format: str = 'auto', variable:
         out[split] = ForecastWindows(
             part, input_len, horizon, starts=starts, period=per, phys_scale=phys_scale, phys_offset=phys_offset,
             units='data units', value_desc=desc, columns=names,
-            times=times[b1:b2] if times is not None else None, path=path, split=split, skip_report=report)
+            times=times[b1:b2] if times is not None else None, path=path, split=split, skip_report=report,
+            marks=time_features(times[b1:b2], freq) if marks else None, coords=station_coords)
     if scale:
         for ds in out.values():
             ds.scaler_mean, ds.scaler_std = mean, std
@@ -463,13 +520,16 @@ def build_timeseries_datasets(root: PathLike, *, format: str = 'auto', variable:
 
 
 # ------------------------------------------------------------------------------------------------ built-in
-def _synthetic_weather(seed: int, num_hours: int, num_stations: int) -> np.ndarray:
-    """Temperature-like ``(T, N)`` field: daily cycles, seasonal drift, moving fronts, AR noise."""
+def _synthetic_weather(seed: int, num_hours: int, num_stations: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Temperature-like ``(T, N)`` field (daily cycles, seasonal drift, moving fronts, AR noise) and the stations'
+    ``(N, 3)`` coordinates: latitude, longitude (degrees) and elevation (m)."""
     rng = np.random.default_rng(seed)
     t = np.arange(num_hours, dtype=np.float64)[:, None]
     lon, lat = rng.uniform(0, 1, num_stations), rng.uniform(0, 1, num_stations)
-    # climate: colder to the north, a station-specific offset
-    base = 18.0 - 10.0 * lat + rng.normal(0, 1.5, num_stations)
+    # climate: colder to the north, a station-specific offset (read as altitude: 6.5 °C colder per km)
+    offset = rng.normal(0, 1.5, num_stations)
+    base = 18.0 - 10.0 * lat + offset
+    coords = np.stack([40.0 + 10.0 * lat, -5.0 + 15.0 * lon, 500.0 - offset / 6.5e-3], 1)
     # daily cycle: local solar time shifts the peak with longitude; continental stations swing more
     amp = 3.0 + 5.0 * (1 - lat) * rng.uniform(0.6, 1.4, num_stations)
     peak = 14.0 + 4.0 * (lon - 0.5) + rng.normal(0, 0.5, num_stations)
@@ -501,7 +561,7 @@ def _synthetic_weather(seed: int, num_hours: int, num_stations: int) -> np.ndarr
         reg = 0.95 * reg + e_reg[i]
         loc = 0.8 * loc + e_loc[i]
         noise[i] = reg + loc
-    return (base + daily + seasonal + fronts + noise).astype(np.float64)
+    return (base + daily + seasonal + fronts + noise).astype(np.float64), coords
 
 
 def make_builtin_timeseries(root: PathLike, seed: int = 0, num_hours: int = 24 * 150,
@@ -511,15 +571,18 @@ def make_builtin_timeseries(root: PathLike, seed: int = 0, num_hours: int = 24 *
     ``root/weather_synthetic.csv``: a ``date`` column (hourly from 2021-01-01) and ``num_stations`` columns
     ``st00, st01, ...`` of temperature-like values (°C) with station-specific daily cycles, a slow trend, weather
     fronts that reach the stations with position-dependent lags (cross-series structure matters), and AR noise.
+    ``root/stations_sorted.npy``: the stations' latitude, longitude and elevation ``(N, 3)`` float64, in the layout of
+    the Global Temp/Wind release (read with the option ``coords=stations_sorted.npy``).
     Deterministic for a seed; written and reused as :func:`unimodal.data.builtin.build_once` describes.
     """
     import pandas as pd
 
     def write(out: Path) -> None:
-        values = _synthetic_weather(seed, num_hours, num_stations)
+        values, coords = _synthetic_weather(seed, num_hours, num_stations)
         df = pd.DataFrame(np.round(values, 2), columns=[f'st{i:02d}' for i in range(num_stations)])
         df.insert(0, 'date', pd.date_range('2021-01-01', periods=num_hours, freq='h').strftime('%Y-%m-%d %H:%M:%S'))
         df.to_csv(out / BUILTIN_FILE, index=False, float_format='%.2f')
+        np.save(out / COORDS_FILE, np.round(coords, 4))
 
     # legacy: earlier versions wrote the CSV alone (no marker); such a folder is rebuilt
     root = build_once(root, generator='weather', version=_BUILTIN_VERSION, write=write, legacy=(BUILTIN_FILE,),

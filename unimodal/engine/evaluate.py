@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..config.errors import ConfigError
 from ..config.schema import RunConfig
+from ..tasks.base import Predictor
 from ..tasks.plugin import absolute_adapter_spec, resolve_task
 from ..tasks.spec import TaskSpec
 from .build import build_task_datasets, data_root, eval_loader
@@ -45,11 +46,13 @@ def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManage
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, spec: TaskSpec, device: torch.device,
              amp: str = 'none', progress: Optional[Progress] = None, desc: str = 'eval',
-             keep_example: bool = False) -> Tuple[Dict[str, Any], Optional[Dict[str, torch.Tensor]]]:
+             keep_example: bool = False, predict: Optional[Predictor] = None,
+             ) -> Tuple[Dict[str, Any], Optional[Dict[str, torch.Tensor]]]:
     """Metrics of ``model`` (a task model) over ``loader`` reduced over every rank.
 
     Every rank must call this (the metric state is all-reduced). Returns the metrics and, with
-    ``keep_example``, the first batch's inputs/targets/predictions (forecast plots).
+    ``keep_example``, the first batch's inputs/targets/predictions (forecast plots). ``predict``: the task's
+    evaluation protocol (:meth:`~unimodal.tasks.Task.eval_predictor`; default one ``model(x)`` per sample).
     """
     progress = progress or no_progress
     kind = spec.task_kind
@@ -62,7 +65,7 @@ def evaluate(model: nn.Module, loader: DataLoader, spec: TaskSpec, device: torch
             x = to_device(x, device, non_blocking=True)
             y = y.to(device, non_blocking=True)
             with autocast(device, amp):
-                out = model(x)
+                out, y = (model(x), y) if predict is None else predict(model, x, y)
             out = out.float()
             meter.update(out, y, kind.eval_loss_sum(spec.loss, out, y), x=kind.meter_input(primary(x)))
             if keep_example and example is None:
@@ -75,11 +78,12 @@ def evaluate(model: nn.Module, loader: DataLoader, spec: TaskSpec, device: torch
 
 def evaluate_dataset(model: nn.Module, ds: Dataset, spec: TaskSpec, batch_size: int, num_workers: int,
                      dist_info: DistInfo, amp: str = 'none', progress: Optional[Progress] = None, desc: str = 'eval',
-                     keep_example: bool = False) -> Tuple[Dict[str, Any], Optional[Dict[str, torch.Tensor]]]:
+                     keep_example: bool = False, predict: Optional[Predictor] = None,
+                     ) -> Tuple[Dict[str, Any], Optional[Dict[str, torch.Tensor]]]:
     """:func:`evaluate` over a whole split: every sample exactly once across ranks."""
     loader = eval_loader(ds, batch_size, dist_info, num_workers)
     return evaluate(model, loader, spec, dist_info.device, amp, progress=progress, desc=desc,
-                    keep_example=keep_example)
+                    keep_example=keep_example, predict=predict)
 
 
 def evaluate_checkpoint(ckpt: RunCheckpoint, cfg: RunConfig, task_name: Optional[str] = None, *,
@@ -118,11 +122,12 @@ def evaluate_checkpoint(ckpt: RunCheckpoint, cfg: RunConfig, task_name: Optional
     model, which = ckpt.build_model([name], specs={name: spec})
     model.to(dist_info.device)
     start = time.perf_counter()
+    protocol = settings.eval.protocol
     metrics, _ = evaluate_dataset(model.task_model(name), ds, spec, settings.eval_batch_size,
                                   settings.data.num_workers, dist_info, cfg.train.amp, progress=progress,
-                                  desc=f'eval {name}/{split}')
+                                  desc=f'eval {name}/{split}', predict=task.eval_predictor(protocol))
     return result_record(spec, task, metrics, {split: ds}, split=split, dataset=describe_dataset(root, builtin, name),
-                         builtin=builtin, checkpoint=str(ckpt.path),
+                         builtin=builtin, protocol=protocol, checkpoint=str(ckpt.path),
                          model={'variant': ckpt.meta['variant'], 'deploy': ckpt.deploy, 'weights': which,
                                 'epoch': ckpt.raw.get('epoch')},
                          eval_time_s=round(time.perf_counter() - start, 3))

@@ -22,7 +22,7 @@ def describe_dataset(root: Optional[Path], builtin: bool, task_name: str) -> str
 
 def result_record(spec: TaskSpec, task: Task, metrics: Mapping[str, Any], datasets: Mapping[str, Dataset], *,
                   split: str, dataset: str, builtin: bool, kind_entries: bool = True,
-                  **context: Any) -> Dict[str, Any]:
+                  protocol: Optional[str] = None, **context: Any) -> Dict[str, Any]:
     """One task's evaluation as a results entry.
 
     Args:
@@ -35,6 +35,8 @@ def result_record(spec: TaskSpec, task: Task, metrics: Mapping[str, Any], datase
             whether it is the built-in synthetic set.
         kind_entries: include the kind's entries beside the metrics (a 1000-class confusion matrix of a released
             ImageNet model is left out).
+        protocol: the ``eval.protocol`` that ran (``None``: the task's standard one); the record's
+            ``eval_protocol`` text says which (:meth:`~unimodal.tasks.Task.describe_protocol`).
         context: entries of the caller placed after the metrics (checkpoint, model, best epoch's validation ...).
     """
     scalars, extra = spec.task_kind.split_results(dict(metrics))
@@ -42,7 +44,7 @@ def result_record(spec: TaskSpec, task: Task, metrics: Mapping[str, Any], datase
     record: Dict[str, Any] = {
         'task': spec.name, 'dataset': dataset, 'builtin_data': builtin, 'split': split,
         'num_samples': scalars['num_samples'], 'metrics': scalars, **context,
-        'eval_protocol': task.eval_views(datasets[split]),
+        'eval_protocol': task.describe_protocol(protocol, datasets[split]),
         'skip_report': {name: r.as_dict() if r is not None else None for name, r in reports.items()},
     }
     if kind_entries:

@@ -341,7 +341,8 @@ class _Run:
                 val = {}
                 for r in runs:
                     metrics, _ = evaluate(eval_model.task_model(r.name), r.val_loader, r.spec, self.device, amp,
-                                          progress=self.progress, desc=f'val {r.name}')
+                                          progress=self.progress, desc=f'val {r.name}',
+                                          predict=r.task.eval_predictor(r.settings.eval.protocol))
                     val[r.name], _ = r.spec.task_kind.split_results(metrics)
                 record['val'] = val
                 score = float(np.mean([r.spec.task_kind.selection_score(val[r.name]) for r in runs]))
@@ -489,12 +490,14 @@ class _Run:
             ds = (r.sets[split] if split in r.sets
                   else build_task_datasets(r.task, r.settings.data, r.root, [split])[split])
             spec = r.spec.with_metric_info(r.task.metric_info(ds))
+            protocol = r.settings.eval.protocol
             metrics, example = evaluate_dataset(eval_model.task_model(r.name), ds, spec, r.settings.eval_batch_size,
                                                 r.settings.data.num_workers, self.dist, amp, progress=self.progress,
-                                                desc=f'{split} {r.name}', keep_example=True)
+                                                desc=f'{split} {r.name}', keep_example=True,
+                                                predict=r.task.eval_predictor(protocol))
             entry = result_record(spec, r.task, metrics, {'train': r.sets['train'], split: ds}, split=split,
                                   dataset=describe_dataset(r.root, r.builtin, r.name), builtin=r.builtin,
-                                  val_metrics=(best['metrics'] or {}).get(r.name))
+                                  protocol=protocol, val_metrics=(best['metrics'] or {}).get(r.name))
             results['tasks'][r.name] = entry
             if self.dist.is_main:
                 try:  # a plot must never cost the results

@@ -98,6 +98,14 @@ class Adapter(nn.Module, metaclass=abc.ABCMeta):
         """Map head outputs back to the task's scale (e.g. undo per-series normalisation)."""
         return y
 
+    def create_head(self, in_features: int, **head_kwargs: Any) -> Optional[nn.Module]:
+        """A head of this adapter's own in place of its kind's shared head (``None``: the shared head).
+
+        ``head_kwargs`` are what the shared head would get (``num_classes`` or ``horizon``, ``drop_rate``). A head
+        whose class sets ``takes_state = True`` is called as ``head(features, state)`` with :meth:`encode`'s state.
+        """
+        return None
+
     def match_trunk_channels(self, trunk_chans: int) -> None:
         """Make this adapter emit ``trunk_chans`` channels through a learned 1×1 projection.
 

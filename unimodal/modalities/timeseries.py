@@ -1,50 +1,57 @@
 """Time-series adapter: ``(B, L, N)`` forecasting windows → 2D grids for the shared trunk.
 
 Pipeline: per-series RevIN-style normalisation (mean/std over time, optional learnable affine) → embedding →
-2D grid → trunk → shared :class:`~unimodal.models.heads.ForecastHead` → :meth:`TimeSeriesAdapter.decode`
-undoes the normalisation, so forecasts ``(B, H, N)`` come back in the input's scale.
+2D grid → trunk → forecast head → :meth:`TimeSeriesAdapter.decode` undoes the normalisation, so forecasts
+``(B, H, N)`` come back in the input's scale.
 
 Two layouts:
 
-* ``paper`` (the published UniRepLKNet Global Temp/Wind set-up): every series is its own view. A circular Conv1d token
-  embedding over time (plus a fixed sinusoidal position embedding and an optional learned per-series
-  embedding standing in for the geo-position embedding) gives ``(L, D)`` per series, raw-reshaped to a square
-  single-channel map ``(B·N, 1, S, S)`` (published: 48 steps × 768 → 192 × 192). Each series' own pooled
-  features forecast its horizon. For thousands of stations set the task model's ``trunk_chunk`` (e.g. 350 as
-  published): the trunk then runs station groups one at a time, gradient-checkpointed in training. The
-  embedding is not chunked: it is one Conv1d over all ``B·N`` series whose only large tensor is its output,
-  the trunk input itself (``B·N·S²`` floats, e.g. 0.57 GB per sample for 3850 stations at 192²).
+* ``paper`` (the published UniRepLKNet Global Temp/Wind set-up, after Corrformer): the N series form nodes of
+  ``group_size`` consecutive series (published: 350 nodes of 11 stations), and every node is one trunk image. The
+  Corrformer ``DataEmbedding`` (:class:`~unimodal.modalities.timeseries_paper.SeriesEmbedding`: a circular Conv1d
+  over the node's series, plus calendar features and station coordinates when the samples carry them, dropout 0.05)
+  gives ``(L, D)`` tokens per node, raw-reshaped to a square single-channel map ``(B·P, 1, S, S)`` (48 steps × 768 →
+  192 × 192). RevIN's affine is one weight/bias per position in a node, shared by the nodes (published ``(1, 1,
+  11)``). No position embedding (``pos_embed`` adds one; ``series_embed`` a learned per-node table). Each node's
+  pooled features forecast its series: the shared linear head, or the published Corrformer decoder
+  (``forecaster='corrformer'``, :mod:`unimodal.models.corrformer`).
 * ``grid``: one image per sample, variables × time with embedding channels ``(B, C, N', L')`` (resized to a
   multiple of the trunk's stride 32); one head Linear predicts all ``H × N`` outputs. Much cheaper for
   tens of series; the default for the built-in data.
 
-The adapter consumes a plain tensor, so calendar features and station coordinates of the published embedding
-are not used; the learned per-series embedding (``series_embed=True``) lets the model tell stations apart.
+Inputs: a plain ``(B, L, N)`` tensor, or (``paper`` mode, when the reader gives them: ``data.options.marks`` /
+``coords``) the tuple ``(window, marks (B, L + H, F), coords (B, N, C))`` with the parts present in that order;
+``mark_dim`` / ``coord_dim`` (set from the data) say which.
 """
 from __future__ import annotations
 
 import logging
 import math
-from typing import Optional, Sequence, Tuple, Union
+from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from timm.layers import trunc_normal_
 
-from .base import Adapter, register_adapter
+from .base import Adapter, InputShapeError, register_adapter
+from .timeseries_paper import SeriesEmbedding, group_coords, group_series, square_side, square_tokens
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ['TimeSeriesAdapter', 'WeatherAdapter', 'RevIN', 'sinusoidal_position_embedding', 'paper_embed_dim']
+__all__ = ['TimeSeriesAdapter', 'WeatherAdapter', 'RevIN', 'ForecastState', 'sinusoidal_position_embedding',
+           'paper_embed_dim', 'PAPER_GROUP_SIZE']
 
 _MODES = ('paper', 'grid')
-_AFFINE = ('series', 'shared', 'none')
+_AFFINE = ('series', 'group', 'shared', 'none')
+_FORECASTERS = ('linear', 'corrformer')
 _TRUNK_STRIDE = 32
+#: Stations per node (trunk image) in the published set-up (``enc_in 11``, ``node_num 350``).
+PAPER_GROUP_SIZE = 11
 
 
 def sinusoidal_position_embedding(length: int, dim: int) -> torch.Tensor:
-    """Fixed Transformer position embedding ``(length, dim)`` (as in the Informer/Corrformer DataEmbedding)."""
+    """Fixed Transformer position embedding ``(length, dim)`` (as in the Informer/Autoformer DataEmbedding)."""
     pos = torch.arange(length, dtype=torch.float32).unsqueeze(1)
     div = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
     pe = torch.zeros(length, dim)
@@ -65,6 +72,17 @@ def paper_embed_dim(input_len: int, min_side: int = _TRUNK_STRIDE) -> int:
     return d
 
 
+class ForecastState(NamedTuple):
+    """What :meth:`TimeSeriesAdapter.encode` hands to the head and to :meth:`~TimeSeriesAdapter.decode`: the RevIN
+    statistics ``(B, 1, N)``, and (``paper`` mode) the normalised window and the sample's marks and coordinates
+    (the Corrformer decoder starts from them)."""
+    mean: torch.Tensor
+    std: torch.Tensor
+    normed: Optional[torch.Tensor] = None
+    marks: Optional[torch.Tensor] = None
+    coords: Optional[torch.Tensor] = None
+
+
 class RevIN(nn.Module):
     """Reversible instance normalisation over time, per series.
 
@@ -72,22 +90,33 @@ class RevIN(nn.Module):
     learnable affine; ``denormalize`` inverts both on ``(B, H, N)`` forecasts.
 
     Args:
-        num_series: N (needed for ``affine='series'``).
-        affine: ``'series'`` (one weight/bias per series, N fixed), ``'shared'`` (one pair for all series)
-            or ``'none'``.
+        num_series: N (needed for ``affine='series'`` and ``'group'``).
+        affine: ``'series'`` (one weight/bias per series), ``'group'`` (one per position in a group of
+            ``group_size`` consecutive series, shared by the groups: the published ``(1, 1, 11)``), ``'shared'``
+            (one pair for all series) or ``'none'``.
         eps: added to the variance (a constant series normalises to zeros, and decodes back exactly).
+        group_size: G for ``affine='group'`` (must divide N).
     """
 
-    def __init__(self, num_series: int, affine: str = 'series', eps: float = 1e-5) -> None:
+    def __init__(self, num_series: int, affine: str = 'series', eps: float = 1e-5, group_size: int = 1) -> None:
         super().__init__()
         if affine not in _AFFINE:
             raise ValueError(f'affine must be one of {_AFFINE}, got {affine!r}')
+        if affine == 'group' and (group_size < 1 or num_series % group_size):
+            raise ValueError(f"affine='group' needs a group_size dividing {num_series}, got {group_size}")
         self.affine = affine
         self.eps = eps
+        self.repeats = num_series // group_size if affine == 'group' else 1
         if affine != 'none':
-            n = num_series if affine == 'series' else 1
+            n = {'series': num_series, 'group': group_size, 'shared': 1}[affine]
             self.weight = nn.Parameter(torch.ones(n))
             self.bias = nn.Parameter(torch.zeros(n))
+
+    def _affine(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Weight and bias per series (the group's pair repeated over the groups, as ``repeat(1, 1, P)``)."""
+        if self.repeats == 1:
+            return self.weight, self.bias
+        return self.weight.repeat(self.repeats), self.bias.repeat(self.repeats)
 
     def normalize(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         """``(B, L, N)`` → normalised ``(B, L, N)`` and the ``(mean, std)`` state, each ``(B, 1, N)``."""
@@ -95,15 +124,17 @@ class RevIN(nn.Module):
         std = torch.sqrt(x.var(dim=1, keepdim=True, unbiased=False) + self.eps).detach()
         x = (x - mean) / std
         if self.affine != 'none':
-            x = x * self.weight + self.bias
+            weight, bias = self._affine()
+            x = x * weight + bias
         return x, (mean, std)
 
     def denormalize(self, y: torch.Tensor, state: Tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """Undo :meth:`normalize` on forecasts ``(B, H, N)``."""
-        mean, std = state
+        mean, std = state[0], state[1]
         if self.affine != 'none':
-            # the eps**2 guard is RevIN's: keeps the division finite if a weight is driven to zero
-            y = (y - self.bias) / (self.weight + self.eps * self.eps)
+            weight, bias = self._affine()
+            # the eps**2 guard is RevIN's (the original's + 1e-10): keeps the division finite if a weight reaches 0
+            y = (y - bias) / (weight + self.eps * self.eps)
         return y * std + mean
 
 
@@ -114,8 +145,8 @@ class TimeSeriesAdapter(Adapter):
     Args:
         input_len: window length L the model consumes.
         num_series: number of series (variables or stations) N; fixed, since the head predicts ``H × N``.
-        mode: ``'paper'`` (one square single-channel map per series) or ``'grid'`` (one ``C × N × L``
-            image per sample). See the module docstring.
+        mode: ``'paper'`` (one square single-channel map per node of ``group_size`` series) or ``'grid'`` (one
+            ``C × N × L`` image per sample). See the module docstring.
         embed_dim: embedding width. ``paper``: token width D (default: the smallest D making ``L·D`` a
             perfect square of side >= 32, e.g. 27 for L = 48; 768 is the published width). ``grid``: channels
             of the grid image (default 16).
@@ -125,20 +156,35 @@ class TimeSeriesAdapter(Adapter):
             resized to it.
         kernel_size: temporal kernel of the circular token convolution (3 as published).
         revin: per-series normalisation on/off (off: the trunk sees raw values; decode is the identity).
-        affine: RevIN affine: ``'series'`` (per-series, published), ``'shared'`` or ``'none'``.
-        series_embed: add a learned per-series embedding (the model can tell stations apart).
-        pos_embed: add the fixed sinusoidal time-position embedding.
+        affine: RevIN affine: ``'series'``, ``'group'``, ``'shared'`` or ``'none'`` (default: ``'group'`` in
+            ``paper`` mode, as published; ``'series'`` in ``grid`` mode).
+        series_embed: add a learned per-series (``grid``) / per-node (``paper``) embedding (default: on in
+            ``grid``, off in ``paper``: the published embedding tells nodes apart by their coordinates).
+        pos_embed: add the fixed sinusoidal time-position embedding (default: on in ``grid``; off in ``paper``, as
+            published).
         eps: RevIN variance epsilon.
+        group_size: ``paper``: series per node G (default 11, as published; must divide N).
+        mark_dim: calendar features per step F carried by the samples (0: none; set from the data).
+        coord_dim: coordinates per station C carried by the samples (0: none; set from the data).
+        embed_dropout: dropout on the embedding (default 0.05 in ``paper`` mode, as published; 0 in ``grid``).
+        forecaster: ``'linear'`` (the shared per-view linear head) or ``'corrformer'`` (``paper`` mode: the
+            published Corrformer decoder, :class:`~unimodal.models.corrformer.CorrformerHead`).
+        forecaster_options: keyword arguments of the Corrformer head (``label_len``, ``n_heads``, ``d_ff``,
+            ``node_list``, ``moving_avg``, ``dropout``, ...).
     """
 
     name = 'timeseries'
     head_kind = 'forecast'
-    input_desc = '(B, L, N) float windows (L = input_len steps, N = num_series series)'
+    input_desc = ('(B, L, N) float windows (L = input_len steps, N = num_series series), or the tuple (window, '
+                  'marks (B, L + H, F), coords (B, N, C)) with the parts mark_dim / coord_dim announce')
 
     def __init__(self, input_len: int = 48, num_series: int = 1, *, mode: str = 'grid',
                  embed_dim: Optional[int] = None, image_size: Optional[Union[int, Sequence[int]]] = None,
-                 kernel_size: int = 3, revin: bool = True, affine: str = 'series', series_embed: bool = True,
-                 pos_embed: bool = True, eps: float = 1e-5) -> None:
+                 kernel_size: int = 3, revin: bool = True, affine: Optional[str] = None,
+                 series_embed: Optional[bool] = None, pos_embed: Optional[bool] = None, eps: float = 1e-5,
+                 group_size: Optional[int] = None, mark_dim: int = 0, coord_dim: int = 0,
+                 embed_dropout: Optional[float] = None, forecaster: str = 'linear',
+                 forecaster_options: Optional[Dict[str, Any]] = None) -> None:
         super().__init__()
         if mode not in _MODES:
             raise ValueError(f"time-series mode must be one of {_MODES}, got {mode!r}")
@@ -146,21 +192,49 @@ class TimeSeriesAdapter(Adapter):
             raise ValueError(f'input_len and num_series must be >= 1, got {input_len} and {num_series}')
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f'kernel_size must be odd and >= 1, got {kernel_size}')
+        if forecaster not in _FORECASTERS:
+            raise ValueError(f'forecaster must be one of {_FORECASTERS}, got {forecaster!r}')
+        paper = mode == 'paper'
+        if not paper:
+            for key, value in (('group_size', group_size), ('forecaster_options', forecaster_options)):
+                if value is not None:
+                    raise ValueError(f"{key} applies to mode='paper' only")
+            if forecaster != 'linear':
+                raise ValueError(f"forecaster={forecaster!r} needs mode='paper' (one view per node of series)")
+            if mark_dim or coord_dim:
+                raise ValueError("grid mode uses neither calendar marks nor station coordinates; drop the reader's "
+                                 "marks / coords options or use mode='paper'")
+        elif forecaster == 'linear' and forecaster_options is not None:
+            raise ValueError("forecaster_options apply to forecaster='corrformer'")
         self.input_len = int(input_len)
         self.num_series = int(num_series)
         self.mode = mode
         self.kernel_size = kernel_size
-        self.revin = RevIN(num_series, affine=affine, eps=eps) if revin else None
+        self.mark_dim, self.coord_dim = int(mark_dim), int(coord_dim)
+        self.forecaster = forecaster
+        self.forecaster_options = dict(forecaster_options or {})
         L, N = self.input_len, self.num_series
+        G = int(group_size) if group_size is not None else PAPER_GROUP_SIZE if paper else 1
+        if paper and (G < 1 or N % G):
+            divisors = [d for d in range(1, N + 1) if N % d == 0]
+            raise ValueError(f'paper mode groups {G} series per trunk image, but num_series {N} is not a multiple of '
+                             f'{G}; set group_size to a divisor of {N} ({", ".join(map(str, divisors[:12]))}'
+                             f'{", ..." if len(divisors) > 12 else ""})')
+        self.group_size = G
+        affine = affine or ('group' if paper else 'series')
+        self.revin = RevIN(num_series, affine=affine, eps=eps, group_size=G) if revin else None
+        series_embed = (not paper) if series_embed is None else bool(series_embed)
+        pos_embed = (not paper) if pos_embed is None else bool(pos_embed)
+        self.embed_drop = float(embed_dropout) if embed_dropout is not None else (0.05 if paper else 0.0)
 
-        if mode == 'paper':
+        if paper:
             d = int(embed_dim) if embed_dim is not None else paper_embed_dim(L)
             if image_size is not None and not isinstance(image_size, int):
                 sizes = tuple(int(v) for v in image_size)
                 if len(sizes) != 2 or sizes[0] != sizes[1]:
                     raise ValueError(f'paper mode makes square maps: image_size must be one int, got {image_size!r}')
                 image_size = sizes[0]
-            side = int(image_size) if image_size is not None else math.isqrt(L * d - 1) + 1  # ceil(sqrt)
+            side = int(image_size) if image_size is not None else square_side(L, d)
             if side * side < L * d:
                 raise ValueError(f'paper mode: image_size {side} too small for {L} steps x {d} channels '
                                  f'({L * d} values > {side}²)')
@@ -168,13 +242,11 @@ class TimeSeriesAdapter(Adapter):
                 _logger.info('paper mode: %d x %d tokens do not fill a square; zero-padding to %d x %d',
                              L, d, side, side)
             self.embed_dim, self.image_size = d, (side, side)
-            # Informer/Corrformer TokenEmbedding: Conv1d(c_in=1 per series, D, k=3, circular, no bias)
-            self.token_embed = nn.Conv1d(1, d, kernel_size, padding=kernel_size // 2, padding_mode='circular',
-                                         bias=False)
-            nn.init.kaiming_normal_(self.token_embed.weight, mode='fan_in', nonlinearity='leaky_relu')
-            pe = sinusoidal_position_embedding(L, d).t().unsqueeze(0)  # (1, D, L)
-            self.series_table = nn.Parameter(torch.zeros(N, d)) if series_embed else None
-            self.out_chans, self.num_views, self.series_per_view = 1, N, 1
+            self.embed = SeriesEmbedding(G, d, kernel_size, mark_dim=self.mark_dim, coord_dim=self.coord_dim,
+                                         dropout=self.embed_drop)
+            pe = sinusoidal_position_embedding(L, d).unsqueeze(0)  # (1, L, D): broadcast over (B, P, L, D)
+            self.series_table = nn.Parameter(torch.zeros(N // G, 1, d)) if series_embed else None
+            self.out_chans, self.num_views, self.series_per_view = 1, N // G, G
         else:
             c = int(embed_dim) if embed_dim is not None else 16
             if image_size is None:
@@ -192,6 +264,7 @@ class TimeSeriesAdapter(Adapter):
             nn.init.zeros_(self.token_embed.bias)
             pe = sinusoidal_position_embedding(L, c).t().reshape(1, c, 1, L)
             self.series_table = nn.Parameter(torch.zeros(1, c, N, 1)) if series_embed else None
+            self.grid_drop = nn.Dropout(self.embed_drop)
             self.out_chans, self.num_views, self.series_per_view = c, 1, N
         if self.series_table is not None:
             trunc_normal_(self.series_table, std=.02)
@@ -201,17 +274,48 @@ class TimeSeriesAdapter(Adapter):
     def _round_up(n: int) -> int:
         return max(_TRUNK_STRIDE, -(-n // _TRUNK_STRIDE) * _TRUNK_STRIDE)
 
-    def check_input(self, x: torch.Tensor) -> None:
-        super().check_input(x)
-        if x.ndim != 3:
-            raise self.shape_error(x, f'expected 3 dimensions (batch, time, series), got {x.ndim}')
-        if not x.is_floating_point():
-            raise self.shape_error(x, 'expected a floating-point tensor')
-        if x.shape[1] != self.input_len:
-            raise self.shape_error(x, f'window length {x.shape[1]} != input_len {self.input_len}')
-        if x.shape[2] != self.num_series:
-            raise self.shape_error(x, f'{x.shape[2]} series != num_series {self.num_series} '
-                                      '(the model has per-series outputs)')
+    @property
+    def num_nodes(self) -> int:
+        """P: trunk images per sample (``paper``: nodes of ``group_size`` series; ``grid``: 1)."""
+        return self.num_views
+
+    def split_input(self, x: Any) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """``(window, marks, coords)`` of an input (absent parts ``None``), in the order the reader gives them."""
+        if not isinstance(x, (tuple, list)):
+            return x, None, None
+        parts = list(x[1:])
+        marks = parts.pop(0) if self.mark_dim and parts else None
+        coords = parts.pop(0) if self.coord_dim and parts else None
+        return x[0], marks, coords
+
+    def check_input(self, x: Any) -> None:
+        expect = 1 + bool(self.mark_dim) + bool(self.coord_dim)
+        got = len(x) if isinstance(x, (tuple, list)) else 1
+        if got != expect:
+            what = ['window'] + ['marks'] * bool(self.mark_dim) + ['coords'] * bool(self.coord_dim)
+            raise InputShapeError(
+                f'{self.name} adapter expects {"the tuple (" + ", ".join(what) + ")" if expect > 1 else "a tensor"} '
+                f'(mark_dim={self.mark_dim}, coord_dim={self.coord_dim}), got {got} part(s); the reader\'s marks / '
+                f'coords options and the model must agree')
+        window, marks, coords = self.split_input(x)
+        super().check_input(window)
+        if window.ndim != 3:
+            raise self.shape_error(window, f'expected 3 dimensions (batch, time, series), got {window.ndim}')
+        if not window.is_floating_point():
+            raise self.shape_error(window, 'expected a floating-point tensor')
+        if window.shape[1] != self.input_len:
+            raise self.shape_error(window, f'window length {window.shape[1]} != input_len {self.input_len}')
+        if window.shape[2] != self.num_series:
+            raise self.shape_error(window, f'{window.shape[2]} series != num_series {self.num_series} '
+                                           '(the model has per-series outputs)')
+        B = window.shape[0]
+        if marks is not None and (marks.ndim != 3 or marks.shape[0] != B or marks.shape[1] < self.input_len
+                                  or marks.shape[2] != self.mark_dim):
+            raise self.shape_error(marks, f'marks must be (B={B}, >= input_len {self.input_len} steps, '
+                                          f'mark_dim {self.mark_dim})')
+        if coords is not None and tuple(coords.shape) != (B, self.num_series, self.coord_dim):
+            raise self.shape_error(coords, f'coords must be (B={B}, num_series {self.num_series}, coord_dim '
+                                           f'{self.coord_dim})')
 
     def normalize(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         """RevIN step alone: ``(B, L, N)`` → normalised windows and the ``(mean, std)`` state."""
@@ -220,22 +324,22 @@ class TimeSeriesAdapter(Adapter):
             return x, (ones * 0, ones)
         return self.revin.normalize(x)
 
-    def encode(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
-        x, state = self.normalize(x)
-        B, L, N = x.shape
+    def encode(self, x: Any) -> Tuple[torch.Tensor, ForecastState]:
+        window, marks, coords = self.split_input(x)
+        xn, (mean, std) = self.normalize(window)
+        B, L, N = xn.shape
         if self.mode == 'paper':
-            tokens = self.token_embed(x.transpose(1, 2).reshape(B * N, 1, L))  # (B·N, D, L)
+            extra = None
             if self.pos_table is not None:
-                tokens = tokens + self.pos_table
+                extra = self.pos_table
             if self.series_table is not None:
-                tokens = tokens + self.series_table.repeat(B, 1).unsqueeze(-1)
-            # published raw reshape: the (L, D) token matrix, row-major, fills the S x S map row by row
-            flat = tokens.transpose(1, 2).reshape(B * N, L * self.embed_dim)
-            side = self.image_size[0]
-            if side * side != flat.shape[1]:
-                flat = F.pad(flat, (0, side * side - flat.shape[1]))
-            return flat.reshape(B * N, 1, side, side), state
-        g = x.transpose(1, 2).unsqueeze(1)  # (B, 1, N, L)
+                extra = self.series_table if extra is None else extra + self.series_table
+            tokens = self.embed(group_series(xn, self.group_size), B,
+                                marks=None if marks is None else marks[:, :L],
+                                coords=None if coords is None else group_coords(coords, self.group_size),
+                                extra=extra)  # (B·P, L, D)
+            return square_tokens(tokens, self.image_size[0]), ForecastState(mean, std, xn, marks, coords)
+        g = xn.transpose(1, 2).unsqueeze(1)  # (B, 1, N, L)
         pad = self.kernel_size // 2
         if pad:
             g = F.pad(g, (pad, pad, 0, 0), mode='circular')
@@ -246,13 +350,29 @@ class TimeSeriesAdapter(Adapter):
             g = g + self.series_table
         if tuple(g.shape[-2:]) != self.image_size:
             g = F.interpolate(g, size=self.image_size, mode='bilinear', align_corners=False)
-        return g, state
+        return self.grid_drop(g), ForecastState(mean, std)
 
-    def decode(self, y: torch.Tensor, state: Tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """Forecasts ``(B, H, N)`` in the normalised space → the input's scale."""
+    def decode(self, y: torch.Tensor, state: Tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """Forecasts ``(B, H, N)`` in the normalised space → the input's scale (``state``: :class:`ForecastState`
+        or ``(mean, std)``)."""
         if self.revin is None:
             return y
         return self.revin.denormalize(y, state)
+
+    def create_head(self, in_features: int, **head_kwargs: Any) -> Optional[nn.Module]:
+        """The Corrformer decoder for ``forecaster='corrformer'``; ``None`` (the shared linear head) otherwise."""
+        if self.forecaster != 'corrformer':
+            return None
+        from ..models.corrformer import CorrformerHead
+        extra = sorted(k for k, v in head_kwargs.items() if v is not None and k not in ('horizon', 'drop_rate'))
+        if extra:
+            raise TypeError(f'the Corrformer head takes no {", ".join(extra)}')
+        if head_kwargs.get('drop_rate'):
+            raise ValueError("model.drop_rate does not apply to the Corrformer head (its dropouts are "
+                             "forecaster_options.dropout and causal_dropout)")
+        return CorrformerHead(in_features, horizon=head_kwargs['horizon'], input_len=self.input_len,
+                              group_size=self.group_size, num_nodes=self.num_nodes, mark_dim=self.mark_dim,
+                              coord_dim=self.coord_dim, kernel_size=self.kernel_size, **self.forecaster_options)
 
 
 @register_adapter('weather')

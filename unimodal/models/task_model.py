@@ -88,7 +88,10 @@ class TaskModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         grid, state = self._encode(x)
-        return self.adapter.decode(self.head(self._trunk_features(grid)), state)
+        features = self._trunk_features(grid)
+        # a head that reads the adapter's state (the Corrformer decoder starts from the normalised window)
+        out = self.head(features, state) if getattr(self.head, 'takes_state', False) else self.head(features)
+        return self.adapter.decode(out, state)
 
     @torch.no_grad()
     def reparameterize(self) -> 'TaskModel':
@@ -132,7 +135,10 @@ def create_model(task_or_adapter: Union[str, Adapter], variant: str = 'unireplkn
     trunk = create_trunk(variant, in_chans=adapter.out_chans, pretrained=pretrained,
                          drop_path_rate=drop_path_rate, **(trunk_kwargs or {}))
     from ..tasks.kinds import get_kind
-    head = get_kind(adapter.head_kind).create_head(
-        trunk.num_features, num_classes=num_classes, horizon=horizon, num_views=adapter.num_views,
-        view_pool=adapter.view_pool, series_per_view=adapter.series_per_view, drop_rate=drop_rate, owner=adapter.name)
+    head = adapter.create_head(trunk.num_features, num_classes=num_classes, horizon=horizon, drop_rate=drop_rate)
+    if head is None:
+        head = get_kind(adapter.head_kind).create_head(
+            trunk.num_features, num_classes=num_classes, horizon=horizon, num_views=adapter.num_views,
+            view_pool=adapter.view_pool, series_per_view=adapter.series_per_view, drop_rate=drop_rate,
+            owner=adapter.name)
     return TaskModel(adapter, trunk, head, trunk_chunk=trunk_chunk)

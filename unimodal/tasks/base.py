@@ -7,14 +7,22 @@ from __future__ import annotations
 
 import abc
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, List, Optional, Tuple
 
+import torch
+from torch import nn
 from torch.utils.data import Dataset
+
+from ..config.errors import ConfigError, suggest
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config.schema import TaskSettings
 
-__all__ = ['Task', 'register_task', 'get_task', 'list_tasks', 'canonical_task_name']
+__all__ = ['Task', 'Predictor', 'register_task', 'get_task', 'list_tasks', 'canonical_task_name']
+
+#: How an evaluation protocol scores a batch: ``(task model, inputs, targets) -> (outputs, their targets)``; the
+#: outputs may hold several predictions per sample (e.g. one per test pose), each row with its target.
+Predictor = Callable[[nn.Module, Any, torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]
 
 _TASKS: Dict[str, 'Task'] = {}
 _ALIASES: Dict[str, str] = {}
@@ -33,6 +41,8 @@ class Task(abc.ABC):
             data is used and when a data directory is wrong).
         train_only_options: reader options that shape training samples only (mixing, repeated augmentation):
             :meth:`split_options` passes them to the training split's reader alone.
+        eval_protocols: the named evaluation protocols ``eval.protocol`` may choose besides the standard one
+            (``null``): e.g. the point task's ``published_8pose``.
     """
 
     name: ClassVar[str] = ''
@@ -42,6 +52,7 @@ class Task(abc.ABC):
     description: ClassVar[str] = ''
     real_data: ClassVar[str] = ''
     train_only_options: ClassVar[Tuple[str, ...]] = ()
+    eval_protocols: ClassVar[Tuple[str, ...]] = ()
 
     def default_config(self) -> Dict[str, Any]:
         """Overrides of the engine's default config for this task (nested dict, known keys only).
@@ -86,6 +97,28 @@ class Task(abc.ABC):
     def eval_views(self, dataset: Dataset) -> Optional[str]:
         """A note on the evaluation protocol (e.g. ``'voting off'``, ``'5 clips x 3 crops'``) for the results."""
         return None
+
+    def check_eval_protocol(self, settings: 'TaskSettings', key: str = 'eval.protocol') -> None:
+        """Raise :class:`ConfigError` (naming ``key``) when ``settings.eval.protocol`` does not apply to this task
+        with these settings. Called when a run's config is resolved."""
+        protocol = settings.eval.protocol
+        if protocol is not None and protocol not in self.eval_protocols:
+            known = (f'one of {", ".join(self.eval_protocols)} or null' if self.eval_protocols
+                     else 'null: it has only its standard protocol')
+            raise ConfigError(f'{key}={protocol} does not apply to task {self.name} (use {known})'
+                              f'{suggest(protocol, self.eval_protocols)}')
+
+    def eval_predictor(self, protocol: Optional[str]) -> Optional[Predictor]:
+        """How ``protocol`` scores a batch (``None``: one prediction per sample, ``model(x)``)."""
+        if protocol is not None:
+            raise ValueError(f'task {self.name} has no evaluation protocol {protocol!r}')
+        return None
+
+    def describe_protocol(self, protocol: Optional[str], dataset: Dataset) -> Optional[str]:
+        """The results' ``eval_protocol`` text: what ran on ``dataset`` (the standard protocol: :meth:`eval_views`)."""
+        if protocol is not None:
+            raise ValueError(f'task {self.name} has no evaluation protocol {protocol!r}')
+        return self.eval_views(dataset)
 
 
 def register_task(cls: type) -> type:

@@ -1,15 +1,28 @@
-"""Point-cloud classification task: ModelNet40 (any of its four on-disk formats) or the built-in synthetic set."""
+"""Point-cloud classification task: ModelNet40 (any of its four on-disk formats) or the built-in synthetic set.
+
+Evaluation protocols (``eval.protocol``): the standard one (``null``) scores one pass per cloud;
+``published_8pose`` (``model.adapter.mode=p2p`` only) is the published one: every cloud at the 8 fixed test poses
+(:func:`~unimodal.modalities.point.published_test_poses`), accuracy and mean per-class accuracy over all 8·N
+predictions, no voting. Either way the run keeps the epoch that scores best on the validation split; the published
+number is the best *test* accuracy over the epochs (model selection on the test set), which this project does not
+copy.
+"""
 from __future__ import annotations
 
 import inspect
 import logging
+import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
+import torch
+from torch import nn
 from torch.utils.data import Dataset
 
+from ..config.errors import ConfigError
 from ..data.modelnet import ModelNet40, make_builtin_modelnet
-from .base import Task, register_task
+from ..modalities.point import predict_poses, published_test_poses
+from .base import Predictor, Task, register_task
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config.schema import TaskSettings
@@ -22,6 +35,13 @@ _SPLITS = ('train', 'val', 'test')
 # Reader options accepted under data.options: ModelNet40's keyword arguments except the ones the task sets.
 _READER_OPTIONS = tuple(n for n in inspect.signature(ModelNet40.__init__).parameters
                         if n not in ('self', 'root', 'split', 'skip_bad'))
+PUBLISHED_8POSE = 'published_8pose'
+
+
+def _published_8pose(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Logits ``(8·B, C)`` of the 8 published test poses (pose-major) and their targets."""
+    logits = predict_poses(model, x)  # (8, B, C)
+    return logits.flatten(0, 1), y.repeat(logits.shape[0])
 
 
 @register_task
@@ -31,6 +51,7 @@ class PointTask(Task):
     name = 'point'
     adapter = 'point'
     kind = 'classification'
+    eval_protocols = (PUBLISHED_8POSE,)
     description = ('point-cloud classification: ModelNet40 (raw OFF, normal_resampled text, PointNet HDF5, '
                    'Point-BERT .dat)')
     real_data = (
@@ -77,3 +98,27 @@ class PointTask(Task):
     def eval_views(self, dataset: Dataset) -> Optional[str]:
         return ('single pass, no test-time voting (unimodal.modalities.point.vote_predict averages softmax over '
                 'fixed rotations about the up axis)')
+
+    def check_eval_protocol(self, settings: 'TaskSettings', key: str = 'eval.protocol') -> None:
+        super().check_eval_protocol(settings, key)
+        model = settings.model
+        if settings.eval.protocol == PUBLISHED_8POSE and (model.adapter_class is not None
+                                                          or model.adapter.get('mode') != 'p2p'):
+            used = (f'model.adapter_class={model.adapter_class}' if model.adapter_class is not None
+                    else f"model.adapter.mode={model.adapter.get('mode', 'depth')}")
+            raise ConfigError(f'{key}={PUBLISHED_8POSE} poses the published P2P projector: it needs the point '
+                              f'adapter with model.adapter.mode=p2p (this run has {used})')
+
+    def eval_predictor(self, protocol: Optional[str]) -> Optional[Predictor]:
+        return _published_8pose if protocol == PUBLISHED_8POSE else super().eval_predictor(protocol)
+
+    def describe_protocol(self, protocol: Optional[str], dataset: Dataset) -> Optional[str]:
+        if protocol != PUBLISHED_8POSE:
+            return super().describe_protocol(protocol, dataset)
+        poses = published_test_poses().double() / math.pi
+        n, p = len(dataset), len(poses)
+        thetas = ', '.join(f'{t:.4g}' for t in poses[:, 0].tolist())
+        return (f'{PUBLISHED_8POSE}: the published protocol, each of the {n} clouds at {p} fixed poses (theta '
+                f'{thetas} pi; phi {float(poses[0, 1]):.4g} pi); accuracy and mean per-class accuracy over all '
+                f'{p * n} predictions, no voting (the published number is the best test accuracy over epochs; this '
+                f'project never selects on the test set)')

@@ -35,8 +35,11 @@ class TimeSeriesTask(Task):
         'stations, 2019-2020; from the Corrformer release, no direct download): a folder holding '
         '{temp,wind}_global_hourly_{train,val,test}.npy of shape (T, 3850, 1) (values stored x10; metrics are '
         'reported on that scale and converted to physical units with phys_scale=0.1), optionally '
-        'data_time_{split}.npy. Select with data.options.variable=temp|wind. Published set-up: input_len 48, '
-        "horizon 24, model.adapter.mode=paper with embed_dim 768 (192x192 maps), model.trunk_chunk 350.\n"
+        'data_time_{split}.npy and stations_sorted.npy (station coordinates). Select with '
+        'data.options.variable=temp|wind. Published set-up (configs/weather_global_temp.yaml): input_len 48, '
+        'horizon 24, calendar features (data.options.marks=true) and station coordinates '
+        '(data.options.coords=stations_sorted.npy), model.adapter.mode=paper: 350 trunk images of 11 stations, '
+        "embed_dim 768 (192x192 maps), forecaster=corrformer.\n"
         'Time-Series-Library / Autoformer CSVs (weather.csv: 21 variables at 10-minute steps; ETTh1.csv: 7 '
         'variables hourly): a CSV with a `date` column then the variables; point data.root at the file or at a '
         'folder holding it (data.options.file=NAME if several). Split 70/10/20 in time order (ETT files: TSLib\'s '
@@ -69,7 +72,12 @@ class TimeSeriesTask(Task):
         return build_timeseries_datasets(root, skip_bad=skip_bad, splits=splits, **(options or {}))
 
     def model_kwargs(self, settings: 'TaskSettings', train_set: Dataset) -> Dict[str, Any]:
-        return {'horizon': train_set.horizon, 'input_len': train_set.input_len, 'num_series': train_set.num_series}
+        kwargs = {'horizon': train_set.horizon, 'input_len': train_set.input_len, 'num_series': train_set.num_series}
+        # what the samples carry besides the window (reader options marks / coords): the adapter must expect it
+        for key in ('mark_dim', 'coord_dim'):
+            if getattr(train_set, key, 0):
+                kwargs[key] = int(getattr(train_set, key))
+        return kwargs
 
     def metric_info(self, dataset: Dataset) -> Dict[str, Any]:
         return {'phys_scale': dataset.phys_scale, 'phys_offset': dataset.phys_offset, 'period': dataset.period,
