@@ -1,5 +1,6 @@
 """Speech Commands reader (official layout, variants, bad input) and the built-in synthetic data set."""
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -186,6 +187,113 @@ def test_8khz_resampled_and_stereo_mixed_down(tmp_path, caplog):
     xs, _ = ds[names.index(pst.name)]
     stereo16, _ = sf.read(str(pst), dtype='float32')
     np.testing.assert_allclose(xs.numpy(), stereo16.mean(1), atol=1e-6)
+
+
+# ---- index cache, NaN audio, list files, odd sample rates --------------------------------------------------
+def test_index_is_cached_and_a_second_run_opens_no_clip(tmp_path, monkeypatch):
+    from unimodal.data import speech_commands as sc
+    root = _layout(tmp_path / 'data')
+    cache = tmp_path / 'cache'
+    first = SpeechCommands(root, split='train', cache_dir=cache)
+    assert len(list((cache / 'speech_commands').glob('train-*.npz'))) == 1
+    assert not [p for p in root.rglob('*') if 'cache' in p.name]  # nothing written into the data folder
+
+    def no_open(path):
+        raise AssertionError(f'{path} opened on a cached start')
+
+    monkeypatch.setattr(sc, 'read_audio_header', no_open)
+    second = SpeechCommands(root, split='train', cache_dir=cache)
+    assert list(second.samples) == list(first.samples) and second.targets == first.targets
+    torch.testing.assert_close(second[3][0], first[3][0])
+    # a new clip changes its folder: the index is rebuilt and holds it
+    monkeypatch.undo()
+    _wav(root / 'cat' / 'spk09_nohash_0.wav', seed=5)
+    assert len(SpeechCommands(root, split='train', cache_dir=cache)) == len(first) + 1
+    # a clip damaged in place leaves its folder's stamp as it was: the cached index is used and the damage is
+    # found when the clip is read
+    bad = root / 'dog' / 'spk02_nohash_0.wav'
+    _truncate(bad)
+    ds = SpeechCommands(root, split='train', cache_dir=cache)
+    with pytest.raises(DataError, match='truncated audio'):
+        ds[[s.path for s in ds.samples].index(bad)]
+    # once the index is rebuilt the bad file is part of it: cached starts fail (or skip) on it up front
+    os.utime(bad.parent)
+    for _ in range(2):
+        with pytest.raises(DataError, match='truncated WAV'):
+            SpeechCommands(root, split='train', cache_dir=cache)
+    assert SpeechCommands(root, split='train', cache_dir=cache, skip_bad=True).skip_report.count == 1
+
+
+@pytest.mark.parametrize('bad', [np.nan, np.inf])
+def test_float_wav_with_nan_samples_names_the_file_or_is_skipped(tmp_path, bad):
+    root = _layout(tmp_path)
+    path = root / 'cat' / 'spk02_nohash_0.wav'
+    data = _wav(path, seconds=0.5, seed=1, subtype='FLOAT')
+    data[100] = bad
+    sf.write(str(path), data[:, 0], SR, subtype='FLOAT')
+    ds = SpeechCommands(root, split='train')
+    index = [s.path for s in ds.samples].index(path)
+    with pytest.raises(DataError, match=r'spk02_nohash_0\.wav: 1 of 8000 samples are NaN or inf \(first at frame 100\)'):
+        ds[index]
+    ds = SpeechCommands(root, split='train', skip_bad=True)
+    x, _ = ds[index]  # the next clip is served, the file is reported
+    assert torch.isfinite(x).all()
+    rep = ds.skip_report.as_dict()
+    assert rep['skipped'] == 1 and rep['skipped_files'][0]['path'] == str(path)
+    assert rep['by_reason'] == {'non-finite': 1}
+
+
+def test_list_file_that_is_not_utf8_names_file_and_line(tmp_path):
+    root = _layout(tmp_path)
+    (root / 'testing_list.txt').write_bytes(b'yes/spk01_nohash_0.wav\nno/caf\xe9_nohash_0.wav\n')
+    for split in ('test', 'train'):
+        with pytest.raises(DataError, match=r'testing_list\.txt: line 2 is not UTF-8 text'):
+            SpeechCommands(root, split=split)
+
+
+def test_missing_validation_file_under_skip_bad_is_counted(tmp_path):
+    root = _layout(tmp_path)
+    with (root / 'validation_list.txt').open('a') as f:
+        f.write('yes/ghost_nohash_0.wav\n')
+    rep = SpeechCommands(root, split='val', skip_bad=True).skip_report.as_dict()
+    assert (rep['listed'], rep['skipped'], rep['used']) == (5, 1, 4) and rep['by_reason'] == {'missing': 1}
+    assert rep['skipped_files'][0]['problem'] == 'listed in validation_list.txt (line 5) but does not exist'
+
+
+def test_a_16001_hz_header_costs_what_16000_costs(tmp_path, monkeypatch):
+    import torchaudio.functional as AF
+
+    from unimodal.data import audio_io
+    root = _layout(tmp_path)
+    path = root / 'yes' / 'spk09_nohash_0.wav'
+    t = np.arange(16001) / 16001
+    sf.write(str(path), (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16001, subtype='PCM_16')
+    ds = SpeechCommands(root, split='train')
+    x, _ = ds[[s.path for s in ds.samples].index(path)]
+    assert x.shape == (SR,) and abs(torch.fft.rfft(x).abs().argmax().item() - 440) <= 2
+    # the resampling kernel's size follows the ratio's terms: they stay small for any pair of rates
+    seen = []
+    monkeypatch.setattr(AF, 'resample', lambda w, a, b: seen.append((a, b)) or w)
+    for orig in (16001, 44100, 22050, 8000, 48000, 44101, 96001, 7919):
+        audio_io.resample(torch.zeros(100), orig, 16000)
+    assert seen[:4] == [(441, 160), (441, 320), (1, 2), (3, 1)]  # exact for the usual rates
+    assert all(max(a, b) <= 2 * audio_io.MAX_RATIO_TERM for a, b in seen)
+    assert len(seen) == 7  # 16001 Hz is within 1/1000 of 16000: no resampling at all
+
+
+def test_resampling_a_16001_hz_clip_keeps_memory_bounded(tmp_path):
+    import subprocess
+    import sys
+    code = (
+        'import resource, torch\n'
+        'from unimodal.data.audio_io import resample\n'
+        'x = torch.randn(16001)\n'
+        'before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n'
+        'for orig in (16001, 44101, 96001):\n'
+        '    resample(x, orig, 16000)\n'
+        'print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
+    assert int(out.stdout.split()[-1]) < 100  # MB of peak growth (torchaudio at 16001/16000 itself: ~1-4 GB)
 
 
 # ---- built-in data set ----------------------------------------------------------------------------------------

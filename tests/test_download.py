@@ -140,7 +140,8 @@ def test_speech_commands_download_verify_extract(server, tmp_path):
     assert (out / '_background_noise_' / 'white_noise.wav').is_file()
     assert seen[-1] == (len(data), len(data))
     assert (tmp_path / 'speech_commands_v0.02.tar.gz').read_bytes() == data
-    assert not list(tmp_path.glob('*.part')) and not list(tmp_path.glob('.speech*'))  # no leftovers
+    assert not list(tmp_path.glob('*.part'))  # no leftovers (the lock file of concurrent downloads stays)
+    assert [p.name for p in tmp_path.glob('.speech*')] == ['.speech_commands_v0.02.lock']
     # Idempotent: a second call does nothing (no request).
     n = len(server.log)
     assert download_dataset('speech_commands', tmp_path, url=server.base + '/sc.tar.gz', sha256=_sha(data)) == out
@@ -309,25 +310,112 @@ def test_unknown_name(tmp_path):
         download_dataset('speech_command', tmp_path)
 
 
-def test_incomplete_download_keeps_part_for_resume(tmp_path, monkeypatch):
-    class Short(_Handler):
-        files = {}
-        log = []
+class _Short(_Handler):
+    def do_GET(self):  # noqa: N802  (claims 1000 bytes, sends 10, closes)
+        self.send_response(200)
+        self.send_header('Content-Length', '1000')
+        self.end_headers()
+        self.wfile.write(b'0123456789')
 
-        def do_GET(self):  # noqa: N802  (claims 1000 bytes, sends 10, closes)
-            type(self).log.append((self.path, self.headers.get('Range')))
-            self.send_response(200)
-            self.send_header('Content-Length', '1000')
-            self.end_headers()
-            self.wfile.write(b'0123456789')
 
-    httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Short)
+@pytest.fixture()
+def short_server():
+    """A server whose every answer stops after 10 of the 1000 bytes it announced; yields its base URL."""
+    httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _Short)
     threading.Thread(target=httpd.serve_forever, kwargs={'poll_interval': 0.05}, daemon=True).start()
-    try:
-        with pytest.raises(DownloadError, match='incomplete'):
-            dl.download_file(f'http://127.0.0.1:{httpd.server_address[1]}/x', tmp_path / 'x.bin', timeout=5)
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    yield f'http://127.0.0.1:{httpd.server_address[1]}'
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_incomplete_download_keeps_part_for_resume(tmp_path, short_server):
+    with pytest.raises(DownloadError, match='incomplete'):
+        dl.download_file(short_server + '/x', tmp_path / 'x.bin', timeout=5)
     assert (tmp_path / 'x.bin.part').read_bytes() == b'0123456789'
     assert not (tmp_path / 'x.bin').exists()
+
+
+# ------------------------------------------------------------------------------------------------ CLI: one line
+
+
+def _tar_bytes(*members) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode='w:gz') as tar:
+        _add(tar, './yes/a.wav', _wav_bytes())
+        for m, data in members:
+            m.size = len(data)
+            tar.addfile(m, io.BytesIO(data) if data else None)
+    return buf.getvalue()
+
+
+def _zip_bytes(name: str) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, 'w') as zf:
+        zf.writestr('ModelNet40/chair/train/chair_0001.off', OFF_CUBE)
+        zf.writestr(zipfile.ZipInfo(name), b'pwned')
+    return buf.getvalue()
+
+
+_FAULTS = {
+    'dotdot member': ('speech_commands', lambda: _tar_bytes((tarfile.TarInfo('../evil'), b'x')), "'../evil'"),
+    'absolute member': ('speech_commands', lambda: _tar_bytes((tarfile.TarInfo('/tmp/evil_abs2'), b'x')),
+                        'absolute path'),
+    'symlink out': ('speech_commands', lambda: _tar_bytes((_symlink('yes/l', '../../out'), b'')), 'points outside'),
+    'hard link out': ('speech_commands', lambda: _tar_bytes((_hardlink('h', '../out'), b'')), 'points outside'),
+    'zip slip': ('modelnet40', lambda: _zip_bytes('ModelNet40/../../slip.txt'), 'escapes'),
+    'wrong type (zip as tar.gz)': ('speech_commands', modelnet_zip, 'not a valid tar.gz archive'),
+    'wrong type (tar.gz as zip)': ('modelnet40', speech_commands_tgz, 'not a valid zip archive'),
+    'garbage bytes': ('speech_commands', lambda: b'<html>mirror error page</html>', 'not a valid tar.gz archive'),
+}
+
+
+@pytest.mark.parametrize('fault', sorted(_FAULTS))
+def test_cli_download_faults_are_one_line_errors(server, tmp_path, run_cli, fault):
+    name, make, words = _FAULTS[fault]
+    data = make()
+    server.files['/a'] = data
+    code, out, err = run_cli('data', 'download', name, '--root', tmp_path / 'root', '--url', server.base + '/a',
+                             '--sha256', _sha(data))
+    errors = [line for line in err.splitlines() if line.startswith('unimodal data: error:')]
+    assert code == 2 and 'Traceback' not in err and len(errors) == 1, err  # the rest are log lines
+    assert words in errors[0] and str(tmp_path / 'root') in errors[0]
+    assert not [p for p in (tmp_path / 'root').iterdir() if 'extracting' in p.name]
+
+
+def test_cli_download_network_faults_name_the_url(server, tmp_path, run_cli, monkeypatch):
+    import socket
+    data = speech_commands_tgz()
+    server.files['/sc.tar.gz'] = data
+    root = tmp_path / 'root'
+    cases = [(server.base + '/missing.tar.gz', None, 'HTTP error 404'),
+             (server.base + '/sc.tar.gz', '0' * 64, 'sha256 mismatch'),
+             ('http://127.0.0.1:1/refused', None, 'cannot connect')]
+    silent = socket.socket()  # accepts connections (backlog) and never answers
+    silent.bind(('127.0.0.1', 0))
+    silent.listen(4)
+    monkeypatch.setattr(dl, 'DEFAULT_TIMEOUT', 0.5)
+    cases.append((f'http://127.0.0.1:{silent.getsockname()[1]}/x', None, 'no answer within 0.5 s'))
+    try:
+        for url, sha, words in cases:
+            args = ['data', 'download', 'speech_commands', '--root', root, '--url', url] + (['--sha256', sha] if sha else [])
+            code, out, err = run_cli(*args)
+            errors = [line for line in err.splitlines() if line.startswith('unimodal data: error:')]
+            assert code == 2 and 'Traceback' not in err and len(errors) == 1, err
+            assert words in errors[0] and (url in errors[0] or 'speech_commands_v0.02.tar.gz' in errors[0]), err
+    finally:
+        silent.close()
+
+
+def test_cli_truncated_transfer_is_one_line(tmp_path, run_cli, short_server):
+    code, out, err = run_cli('data', 'download', 'speech_commands', '--root', tmp_path, '--url', short_server + '/x')
+    errors = [line for line in err.splitlines() if line.startswith('unimodal data: error:')]
+    assert code == 2 and 'Traceback' not in err and len(errors) == 1, err
+    assert 'incomplete (10 of 1000 bytes)' in errors[0] and 'speech_commands_v0.02.tar.gz.part' in errors[0]
+
+
+def test_leftover_of_a_killed_unpack_is_removed(server, tmp_path):
+    data = speech_commands_tgz()
+    server.files['/sc.tar.gz'] = data
+    (tmp_path / '.speech_commands_v0.02.extracting-dead').mkdir(parents=True)
+    download_dataset('speech_commands', tmp_path, url=server.base + '/sc.tar.gz', sha256=_sha(data))
+    assert not list(tmp_path.glob('.speech_commands_v0.02.extracting-*'))

@@ -71,8 +71,9 @@ def test_off_cache_is_npz_and_second_pass_does_no_mesh_work(tmp_path, monkeypatc
     root = _off_tree(tmp_path / 'm')
     cache = tmp_path / 'cache'
     first = ModelNet40(root, 'train', num_points=16, cache_dir=cache, val_fraction=0)
+    assert not list(cache.rglob('*.npz'))  # nothing is sampled before the first read
     ref = [first[i][0] for i in range(len(first))]
-    files = sorted(cache.glob('*.npz'))
+    files = sorted((cache / 'modelnet40').glob('*.npz'))
     assert len(files) == len(first) == 6
     with np.load(files[0], allow_pickle=False) as z:  # a plain npz: no pickle inside
         assert z['points'].shape == (16, 6)
@@ -85,44 +86,116 @@ def test_off_cache_is_npz_and_second_pass_does_no_mesh_work(tmp_path, monkeypatc
         raise AssertionError('mesh read on a cached pass')
 
     monkeypatch.setattr(mn, 'read_off', boom)
-    second = ModelNet40(root, 'train', num_points=16, cache_dir=cache, val_fraction=0)
+    second = ModelNet40(root, 'train', num_points=16, cache_dir=cache, val_fraction=0, prepare=True)
     for i in range(len(second)):
         assert torch.equal(second[i][0], ref[i])
     # a changed file (new mtime) invalidates its cache entry: the mesh is read again
     victim = root / 'chair' / 'train' / 'chair_0002.off'
     os.utime(victim, ns=(victim.stat().st_atime_ns, victim.stat().st_mtime_ns + 10**9))
+    third = ModelNet40(root, 'train', num_points=16, cache_dir=cache, val_fraction=0)
     with pytest.raises(AssertionError, match='cached pass'):
-        ModelNet40(root, 'train', num_points=16, cache_dir=cache, val_fraction=0)
+        third[third.files.index(victim)]
 
 
-def test_off_bad_meshes_fail_or_are_skipped(tmp_path):
+def test_cache_goes_to_the_cache_folder_never_the_data_folder(tmp_path, monkeypatch):
+    root = _off_tree(tmp_path / 'm')
+    before = sorted(p.relative_to(root) for p in root.rglob('*'))
+    monkeypatch.setenv('UNIMODAL_CACHE', str(tmp_path / 'env_cache'))
+    ds = ModelNet40(root, 'test', num_points=8)
+    ds[0]
+    assert ds.cache_dir == tmp_path / 'env_cache' / 'modelnet40' and len(list(ds.cache_dir.glob('*.npz'))) == 1
+    assert sorted(p.relative_to(root) for p in root.rglob('*')) == before
+    # an explicit cache_dir (the config's data.cache_dir) wins over the environment
+    assert ModelNet40(root, 'test', num_points=8, cache_dir=tmp_path / 'cfg').cache_dir == tmp_path / 'cfg' / 'modelnet40'
+    # a folder that cannot be written: one clear error naming it and the two settings, no fallback
+    (tmp_path / 'blocker').write_text('a file, not a folder')
+    with pytest.raises(DataError, match=r'blocker/c.*not writable.*data\.cache_dir.*UNIMODAL_CACHE'):
+        ModelNet40(root, 'test', num_points=8, cache_dir=tmp_path / 'blocker' / 'c')
+    monkeypatch.setenv('UNIMODAL_CACHE', str(tmp_path / 'blocker' / 'env'))
+    with pytest.raises(DataError, match=r'blocker/env.*\$UNIMODAL_CACHE'):
+        ModelNet40(root, 'test', num_points=8)
+
+
+def test_prepare_shards_by_rank_and_uses_worker_processes(tmp_path):
+    root = _off_tree(tmp_path / 'm', n_train=5)
+    kw = dict(num_points=8, val_fraction=0, cache_dir=tmp_path / 'c')
+    calls = []
+    ModelNet40(root, 'train', **kw).prepare(workers=2, rank=1, world_size=2, progress=lambda d, t: calls.append((d, t)))
+    assert len(list((tmp_path / 'c' / 'modelnet40').glob('*.npz'))) == 5  # rank 1 of 2: every second of 10 files
+    assert calls[0] == (0, 5) and calls[-1] == (5, 5)
+    ModelNet40(root, 'train', **kw).prepare(rank=0, world_size=2)
+    assert len(list((tmp_path / 'c' / 'modelnet40').glob('*.npz'))) == 10
+    assert not list((tmp_path / 'c').rglob('*.tmp'))
+
+
+def test_off_bad_meshes_fail_or_are_skipped(tmp_path, monkeypatch):
     root = _off_tree(tmp_path / 'm', n_train=3)
     nofaces = root / 'chair' / 'train' / 'chair_0002.off'
     nofaces.write_text('OFF\n3 0 0\n0 0 0\n1 0 0\n0 1 0\n')
     garbage = root / 'desk' / 'train' / 'desk_0003.off'
     garbage.write_bytes(b'\x00\xff\x10garbage')
+    lazy = ModelNet40(root, 'train', num_points=8, val_fraction=0)  # found when read, not before step 1
     with pytest.raises(DataError, match='chair_0002.off.*no faces'):
-        ModelNet40(root, 'train', num_points=8, val_fraction=0)
-    ds = ModelNet40(root, 'train', num_points=8, val_fraction=0, skip_bad=True)
+        lazy[lazy.files.index(nofaces)]
+    with pytest.raises(DataError, match='chair_0002.off.*no faces'):
+        ModelNet40(root, 'train', num_points=8, val_fraction=0, prepare=True)
+    # skip_bad while training: the next sample is served and the file is reported then
+    late = ModelNet40(root, 'train', num_points=8, val_fraction=0, skip_bad=True)
+    got = [late[i] for i in range(len(late))]
+    assert len(got) == 6 and late.skip_report.count == 2
+    assert {Path(s['path']).name for s in late.skip_report.skipped} == {'chair_0002.off', 'desk_0003.off'}
+    # the bad files are remembered in the cache: later runs drop them without reading them again
+    monkeypatch.setattr(mn, 'read_off', lambda *a: (_ for _ in ()).throw(AssertionError('read again')))
+    ds = ModelNet40(root, 'train', num_points=8, val_fraction=0, skip_bad=True, prepare=True)
     assert len(ds) == 4 and ds.skip_report.count == 2
     rep = ds.skip_report.as_dict()
-    assert rep['listed'] == 6 and rep['used'] == 4
+    assert rep['listed'] == 6 and rep['used'] == 4 and sum(rep['by_reason'].values()) == 2
     assert {Path(s['path']).name for s in rep['skipped_files']} == {'chair_0002.off', 'desk_0003.off'}
+
+
+def test_skips_found_in_dataloader_workers_are_reported(tmp_path):
+    from torch.utils.data import DataLoader
+    root = _off_tree(tmp_path / 'm', n_train=4)
+    (root / 'desk' / 'train' / 'desk_0002.off').write_text('OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 7\n')
+    ds = ModelNet40(root, 'train', num_points=8, val_fraction=0, skip_bad=True)
+    n = sum(len(y) for _, y in DataLoader(ds, batch_size=2, num_workers=2))
+    assert n == 8
+    rep = ds.skip_report.as_dict()  # the main process's report sees what a worker found
+    assert rep['skipped'] == 1 and 'desk_0002.off' in rep['skipped_files'][0]['path']
+    assert 'out of range' in rep['skipped_files'][0]['problem']
+
+
+@pytest.mark.parametrize('text, problem', [
+    ('OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 99999999999999999999999\n', 'bad OFF vertex or face list'),
+    ('OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 3\n', 'face index 3 out of range'),
+    ('OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 -1 2\n', 'face index -1 out of range'),
+    ('OFF\n3 2 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n', 'promises 3 vertices and 2 faces'),
+    ('OFF\n4 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n', 'promises 4 vertices and 1 faces'),
+    ('OFF\n3 1 0\n0 0 0\n1 0\n0 1 0\n3 0 1 2\n', 'expected 3 coordinates'),
+    ('OFF\n3 1 0\n0 0 0\nnan 0 0\n0 1 0\n3 0 1 2\n', 'non-finite vertex'),
+    ('OFF\nthree 1 0\n', 'bad OFF header'),
+    ('OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n2 0 1\n', 'bad OFF face 0'),
+])
+def test_read_off_bad_files_name_the_file(tmp_path, text, problem):
+    p = tmp_path / 'bad.off'
+    p.write_text(text)
+    with pytest.raises(DataError, match=problem) as exc:
+        read_off(p)
+    assert str(p) in str(exc.value)
 
 
 def test_val_is_a_deterministic_heldout_part_of_train(tmp_path):
     root = _off_tree(tmp_path / 'm', n_train=6)
     kw = dict(num_points=8, val_fraction=0.34, prepare=False)
     tr, va = ModelNet40(root, 'train', **kw), ModelNet40(root, 'val', **kw)
-    tr_files = {p for p, _ in tr._entries}
-    va_files = {p for p, _ in va._entries}
+    tr_files, va_files = set(tr.files), set(va.files)
     assert len(va_files) == 4 and not (tr_files & va_files) and len(tr_files | va_files) == 12
     assert sorted(va.prepare().targets) == [0, 0, 1, 1]  # stratified
-    assert va_files == {p for p, _ in ModelNet40(root, 'val', **kw)._entries}
+    assert va_files == set(ModelNet40(root, 'val', **kw).files)
     with pytest.raises(ValueError, match='val_fraction=0'):
         ModelNet40(root, 'val', num_points=8, val_fraction=0, prepare=False)
     vt = ModelNet40(root, 'val', num_points=8, val_from='test', prepare=False)
-    assert {p for p, _ in vt._entries} == {p for p, _ in ModelNet40(root, 'test', num_points=8, prepare=False)._entries}
+    assert vt.files == ModelNet40(root, 'test', num_points=8, prepare=False).files
 
 
 # ----------------------------------------------------------------------------------------- text
@@ -162,8 +235,8 @@ def test_text_format_bad_inputs(tmp_path):
     root = _text_tree(tmp_path / 'r')
     np.savetxt(root / 'bed' / 'bed_0001.txt', np.zeros((10, 4)), delimiter=',')
     with pytest.raises(DataError, match=r'bed_0001\.txt.*6 columns'):
-        ModelNet40(root, 'train', num_points=8, val_fraction=0)
-    ds = ModelNet40(root, 'train', num_points=8, val_fraction=0, skip_bad=True)
+        ModelNet40(root, 'train', num_points=8, val_fraction=0)[2]  # found when read
+    ds = ModelNet40(root, 'train', num_points=8, val_fraction=0, skip_bad=True, prepare=True)
     assert len(ds) == 2 and ds.skip_report.count == 1
 
     (root / 'modelnet40_train.txt').write_text('airplane_0001\nairplane_0009\n')
@@ -200,6 +273,27 @@ def test_hdf5_format(tmp_path):
     with pytest.raises(DataError, match=r'ply_data_test0\.h5.*label 77 not in the class list'):
         ModelNet40(root, 'test', num_points=32)
     assert len(ModelNet40(root, 'test', num_points=32, skip_bad=True)) == 2
+
+
+def test_hdf5_nan_points_name_the_file_and_sample(tmp_path):
+    h5py = pytest.importorskip('h5py')
+    root = tmp_path / 'modelnet40_ply_hdf5_2048'
+    root.mkdir()
+    data = np.random.default_rng(0).normal(size=(4, 64, 3)).astype(np.float32)
+    data[1] = np.nan            # an all-NaN sample
+    data[3, 10:12, 0] = np.nan  # a partly-NaN sample
+    for split in ('train', 'test'):
+        with h5py.File(root / f'ply_data_{split}0.h5', 'w') as h:
+            h['data'] = data
+            h['label'] = np.arange(4, dtype=np.uint8).reshape(4, 1)
+    with pytest.raises(DataError, match=r'ply_data_test0\.h5: sample 1: 64 of 64 points are NaN or inf \(all\)'):
+        ModelNet40(root, 'test', num_points=32)
+    ds = ModelNet40(root, 'test', num_points=32, skip_bad=True)
+    assert len(ds) == 2 and ds.targets == [0, 2]
+    problems = [s['problem'] for s in ds.skip_report.skipped]
+    assert problems == ['sample 1: 64 of 64 points are NaN or inf (all)',
+                        'sample 3: 2 of 64 points are NaN or inf (first at point 10)']
+    assert all(torch.isfinite(ds[i][0]).all() for i in range(len(ds)))
 
 
 # ----------------------------------------------------------------------------------------- Point-BERT .dat
@@ -295,7 +389,7 @@ def test_redraw_draws_fps_pool_then_random_subset_every_read(tmp_path, monkeypat
     # test (and val) clouds: the fixed first num_points of the stored FPS order, the same on every read
     test = ModelNet40(root, 'test', num_points=100, redraw_from=120)
     assert np.allclose(test[0][0].numpy(), mn.normalize_unit_sphere(clouds['test'][0])[:100], atol=1e-6)
-    assert test._arrays[test._entries[0][0]].shape[0] == 100  # only what a read uses is kept
+    assert test._offsets[1] - test._offsets[0] == 100  # only what a read uses is kept
     assert np.array_equal(test[0][0].numpy(), test[0][0].numpy())
     val = ModelNet40(root, 'val', num_points=100, redraw_from=120, val_fraction=0.5)
     assert np.array_equal(val[0][0].numpy(), val[0][0].numpy())
@@ -319,17 +413,19 @@ def test_redraw_from_text_files_caches_the_source_cloud(tmp_path):
     root = _text_tree(tmp_path / 'r', n_pts=60)
     torch.manual_seed(0)
     ds = ModelNet40(root, 'train', num_points=20, redraw_from=30, val_fraction=0)
-    cached = np.load(ds._cache[2])['points']
+    ds[2]  # sampled and cached on first read
+    cached = np.load(ds._cache_files(ds._paths[2])[1])['points']
     assert cached.shape == (60, 6)  # every point of the file (fewer than 8192): the source of the draws
     a, b = ds[2][0].numpy(), ds[2][0].numpy()
     assert a.shape == (20, 3) and not np.allclose(a, b)
     assert _rows(a) <= _rows(cached[:, :3]) and _rows(b) <= _rows(cached[:, :3])
     fixed = ModelNet40(root, 'train', num_points=20, val_fraction=0)
-    assert np.load(fixed._cache[2])['points'].shape == (20, 6)  # fixed clouds keep their own cache entry
+    fixed[2]
+    assert np.load(fixed._cache_files(fixed._paths[2])[1])['points'].shape == (20, 6)  # their own cache entry
     with pytest.raises(DataError, match=r'bed_0001\.txt.*60 points, fewer than redraw_from=70'):
         ModelNet40(root, 'train', num_points=20, redraw_from=70, val_fraction=0)[2]  # the cached source, at read
     with pytest.raises(DataError, match=r'airplane_0001\.txt: 60 points, fewer than redraw_from=70'):
-        ModelNet40(root, 'train', num_points=20, redraw_from=70, val_fraction=0, cache_dir=tmp_path / 'c2')
+        ModelNet40(root, 'train', num_points=20, redraw_from=70, val_fraction=0, cache_dir=tmp_path / 'c2')[0]
 
 
 # ----------------------------------------------------------------------------------------- detection, task

@@ -210,3 +210,63 @@ def test_task_glue(tmp_path):
     x, y = next(iter(DataLoader(ds['test'], batch_size=2)))
     with torch.no_grad():
         assert model(x).shape == y.shape
+
+
+# ---- memory: arrays stay in their files ----------------------------------------------------------------------
+def test_global_arrays_are_read_per_window_not_loaded(tmp_path, monkeypatch):
+    import pickle
+    import tracemalloc
+
+    from unimodal.data import series_store
+    monkeypatch.setattr(series_store, '_CHUNK_BYTES', 1 << 20)  # chunked passes read 1 MB at a time
+    rng = np.random.default_rng(0)
+    for split, T in (('train', 1500), ('val', 300), ('test', 300)):
+        np.save(tmp_path / f'temp_global_hourly_{split}.npy', rng.normal(size=(T, 4000, 1)).astype(np.float32))
+    tracemalloc.start()
+    sets = build_weather_datasets(tmp_path, input_len=L, horizon=H, cache_dir=tmp_path / 'cache')
+    xs = [sets['train'][i] for i in (0, 700, len(sets['train']) - 1)]
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 6 << 20  # the train array alone is 24 MB; a chunk is 1 MB (read buffer + copy + masks)
+    ref = np.load(tmp_path / 'temp_global_hourly_train.npy')[:, :, 0]
+    s = int(sets['train'].starts[700])
+    np.testing.assert_array_equal(xs[1][0].numpy(), ref[s:s + L])
+    np.testing.assert_array_equal(xs[1][1].numpy(), ref[s + L:s + L + H])
+    assert not list((tmp_path / 'cache').rglob('*.npy'))  # a float32 file is read in place
+    again = pickle.loads(pickle.dumps(sets['test']))  # what a spawned DataLoader worker gets
+    torch.testing.assert_close(again[5][0], sets['test'][5][0])
+
+
+def test_global_float64_and_fill_are_cached_once(tmp_path, monkeypatch):
+    from unimodal.data import timeseries as ts
+    rng = np.random.default_rng(1)
+    raw = {}
+    for split, T in (('train', 60), ('val', 30), ('test', 30)):
+        a = rng.normal(size=(T, 7, 1))  # float64, as some copies are
+        a[[0, 5, 6], 2, 0] = np.nan
+        raw[split] = a[:, :, 0]
+        np.save(tmp_path / f'temp_global_hourly_{split}.npy', a)
+    cache = tmp_path / 'cache'
+    with pytest.raises(DataError, match=r"temp_global_hourly_train\.npy: missing/non-finite value in column "
+                                        r"'station 2' at time step 0 \(3 missing in all\)"):
+        build_weather_datasets(tmp_path, input_len=L, horizon=H, cache_dir=cache)
+    sets = build_weather_datasets(tmp_path, input_len=L, horizon=H, fill='interpolate', cache_dir=cache)
+    expect = pd.DataFrame(raw['train']).interpolate(limit_direction='both').to_numpy(np.float32)
+    np.testing.assert_allclose(sets['train'][0][0].numpy(), expect[:L], rtol=1e-6)
+    assert len(list((cache / 'timeseries').glob('*-f32-*.npy'))) == 3
+    assert len(list((cache / 'timeseries').glob('*-fill-interpolate-*.npy'))) == 3
+    # a second run reads both from the cache: no conversion, no fill, no scan of the source
+    for name in ('convert_npy', 'fill_npy', 'scan_missing'):
+        monkeypatch.setattr(ts, name, lambda *a, **k: (_ for _ in ()).throw(AssertionError('recomputed')))
+    again = build_weather_datasets(tmp_path, input_len=L, horizon=H, fill='interpolate', cache_dir=cache)
+    torch.testing.assert_close(again['train'][3][1], sets['train'][3][1])
+
+
+def test_csv_is_parsed_once(tmp_path, monkeypatch):
+    from unimodal.data import timeseries as ts
+    _write_csv(tmp_path / 'weather.csv')
+    first = build_weather_datasets(tmp_path, input_len=L, horizon=H, cache_dir=tmp_path / 'cache')
+    monkeypatch.setattr(ts, 'read_csv_series', lambda *a, **k: (_ for _ in ()).throw(AssertionError('parsed again')))
+    second = build_weather_datasets(tmp_path, input_len=L, horizon=H, cache_dir=tmp_path / 'cache')
+    torch.testing.assert_close(second['val'][2][0], first['val'][2][0])
+    assert second['train'].columns == ['a', 'b', 'OT'] and second['train'].times is not None

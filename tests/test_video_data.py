@@ -1,5 +1,6 @@
 """Kinetics reader (path lists and official CSV), clip sampling, bad videos, built-in motion clips, video task."""
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -177,13 +178,63 @@ def test_skip_bad_counts_every_skipped_video(bad_root):
     (bad_root / 'train.txt').write_text('good0.mp4 0\nempty.mp4 0\ngarbage.mp4 1\nmissing.mp4 1\n'
                                         'good1.mp4 1\ngood0.mp4 5\n')
     ds = Kinetics(bad_root, 'train', num_frames=4, stride=2, image_size=16, skip_bad=True)
-    assert len(ds) == 2 and ds.labels == [0, 1]
+    # missing and empty files and bad lines are found by stat before step 1; decoding is checked when read
+    assert len(ds) == 3 and ds.labels == [0, 1, 1] and ds.skip_report.count == 3
+    x, y = ds[1]  # garbage.mp4 does not decode: the next video is served and garbage.mp4 reported
+    assert x.shape == (3, 4, 16, 16) and y == 1
     rep = ds.skip_report.as_dict()
     assert (rep['listed'], rep['skipped'], rep['used']) == (6, 4, 2)
+    assert rep['by_reason'] == {'bad label': 1, 'empty': 1, 'missing': 1, 'undecodable': 1}
     skipped = ' '.join(s['path'] for s in rep['skipped_files'])
     for name in ('empty.mp4', 'garbage.mp4', 'missing.mp4', 'train.txt:6'):
         assert name in skipped
-    assert ds[1][0].shape == (3, 4, 16, 16)
+    # check_decode opens every video up front instead
+    eager = Kinetics(bad_root, 'train', num_frames=4, stride=2, image_size=16, skip_bad=True, check_decode=True)
+    assert len(eager) == 2 and eager.labels == [0, 1] and eager.skip_report.count == 4
+
+
+def test_skips_found_in_workers_reach_the_report_and_the_summary_stays_small(bad_root, tmp_path):
+    lines = ['good0.mp4 0', 'garbage.mp4 1'] + [f'gone{i}.mp4 {i % 2}' for i in range(500)] + ['good1.mp4 1']
+    (bad_root / 'train.txt').write_text('\n'.join(lines) + '\n')
+    ds = Kinetics(bad_root, 'train', num_frames=4, stride=2, image_size=16, skip_bad=True)
+    assert len(ds) == 3
+    assert sum(len(y) for _, y in DataLoader(ds, batch_size=1, num_workers=2)) == 3
+    rep = ds.skip_report.as_dict()
+    assert rep['skipped'] == 501 and rep['by_reason'] == {'missing': 500, 'undecodable': 1}
+    assert len(rep['skipped_files']) == 20 and rep['skipped_files_omitted'] == 481
+    full = ds.skip_report.write(tmp_path / 'skipped_train.jsonl')
+    assert len(full.read_text().splitlines()) == 501 and ds.skip_report.as_dict()['full_list'] == str(full)
+    assert len(json.dumps(rep)) < 6000
+
+
+def test_csv_test_split_does_not_walk_other_splits_and_follows_a_symlinked_val(tmp_path):
+    store = tmp_path / 'elsewhere' / 'val_videos'
+    write_mp4(store / 'juggling' / 'abcdefghijk_000010_000020.mp4', grey_ramp(n=12))
+    root = tmp_path / 'k400'
+    (root / 'train' / 'x').mkdir(parents=True)
+    (root / 'train' / 'x' / 'qqqqqqqqqqq_000000_000010.mp4').write_bytes(b'not walked')
+    (root / 'val').symlink_to(store, target_is_directory=True)
+    with open(root / 'val.csv', 'w', newline='') as f:
+        csv.writer(f).writerows([['label', 'youtube_id', 'time_start', 'time_end', 'split'],
+                                 ['juggling', 'abcdefghijk', 10, 20, 'val']])
+    from unimodal.data import kinetics_index
+    walked = []
+    real_walk = kinetics_index.os.walk
+    kinetics_index.os.walk = lambda top, **kw: (walked.append(str(top)), real_walk(top, **kw))[1]
+    try:
+        for split in ('val', 'test'):  # the test split scored on the validation CSV
+            ds = Kinetics(root, split, annotation=root / 'val.csv', num_frames=4, stride=2, image_size=16,
+                          num_clips=1, num_crops=1)
+            assert len(ds) == 1 and ds.samples[0][0].name == 'abcdefghijk_000010_000020.mp4'
+    finally:
+        kinetics_index.os.walk = real_walk
+    assert walked == [str(root / 'val')]  # one walk (the list is parsed once), never train/
+
+
+def test_list_file_that_is_not_utf8_names_file_and_line(bad_root):
+    (bad_root / 'train.txt').write_bytes(b'good0.mp4 0\ngo\xffod1.mp4 1\n')
+    with pytest.raises(DataError, match=r'train\.txt: line 2 is not UTF-8 text'):
+        Kinetics(bad_root, 'train', num_frames=4, stride=2, image_size=16, skip_bad=True)
 
 
 def test_builtin_is_deterministic_and_readable(tmp_path):
@@ -243,6 +294,20 @@ def test_video_task_and_workers(tmp_path):
     # one decord reader per worker: two worker processes read the whole split
     batches = list(DataLoader(sets['train'], batch_size=4, num_workers=2))
     assert sum(len(y) for _, y in batches) == 8
+
+
+def test_a_list_serving_val_and_test_is_read_once(tmp_path, monkeypatch):
+    from unimodal.data import kinetics_index
+    from unimodal.tasks import get_task
+    root = make_builtin_kinetics(tmp_path / 'bi', per_class=(1, 1, 1), frames=12, size=32)
+    (root / 'test.txt').unlink()
+    reads = []
+    real = kinetics_index.read_list_lines
+    monkeypatch.setattr(kinetics_index, 'read_list_lines', lambda path, *a: reads.append(path.name) or real(path, *a))
+    sets = get_task('video').build_datasets(root, dict(num_frames=4, stride=2, image_size=32, flip=False),
+                                            splits=['val', 'test'])
+    assert len(sets['val']) == len(sets['test']) == 8
+    assert reads.count('val.txt') == 1
 
 
 # ---- published augmentation: timm RandAugment per clip, repeated augmentation -------------------------------------

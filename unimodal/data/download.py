@@ -6,13 +6,18 @@ renamed to ``<root>/<folder>`` only once everything is in place, so a folder tha
 Archive members that would land outside that folder (absolute paths, ``..``, links pointing outside) are
 refused before anything is written.
 
+Every failure (network, HTTP status, timeout, short transfer, checksum, unsafe or damaged archive, a full disk) is a
+:class:`DownloadError`, a :class:`~unimodal.data.errors.DataError` naming the URL or file: one line on the CLI.
+
 Data sets without a direct download (Kinetics-400, Global Temp/Wind, ImageNet) have entries too: asking for
 them raises :class:`NoDirectDownloadError` saying where the data comes from and which layout is expected.
 """
 from __future__ import annotations
 
 import dataclasses
+import glob
 import hashlib
+import http.client
 import logging
 import os
 import posixpath
@@ -24,8 +29,13 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Callable, Dict, Optional, Union
+
+from filelock import FileLock
+
+from .errors import DataError
 
 _logger = logging.getLogger(__name__)
 
@@ -37,6 +47,8 @@ __all__ = [
 ProgressFn = Callable[[int, Optional[int]], None]
 
 _CHUNK = 1 << 20
+#: Seconds without data after which a download is abandoned (and can be resumed).
+DEFAULT_TIMEOUT = 60.
 _USER_AGENT = 'unimodal-data-download/1.0 (+python urllib)'
 
 
@@ -153,8 +165,8 @@ DATASETS: Dict[str, DatasetSpec] = {spec.name: spec for spec in [
 ]}
 
 
-class DownloadError(RuntimeError):
-    """A download or unpacking step failed (the message names the file and the problem)."""
+class DownloadError(DataError):
+    """A download or unpacking step failed: ``DownloadError(url or file, problem)``."""
 
 
 class NoDirectDownloadError(DownloadError):
@@ -194,7 +206,7 @@ def _parse_content_range(value: Optional[str]):
 
 
 def download_file(url: str, dest: Union[str, Path], *, sha256: Optional[str] = None,
-                  progress: Optional[ProgressFn] = None, timeout: float = 60.) -> str:
+                  progress: Optional[ProgressFn] = None, timeout: Optional[float] = None) -> str:
     """Download ``url`` to ``dest`` through ``dest.part``, resuming an existing ``.part``.
 
     Args:
@@ -203,12 +215,13 @@ def download_file(url: str, dest: Union[str, Path], *, sha256: Optional[str] = N
         sha256: expected hex digest; on a mismatch the partial file is removed and :class:`DownloadError`
             names the file, the expected and the received hash.
         progress: optional ``callback(bytes_done, total_or_None)``.
-        timeout: socket timeout in seconds.
+        timeout: socket timeout in seconds (default :data:`DEFAULT_TIMEOUT`).
 
     Returns:
         The sha256 of the downloaded file.
     """
     dest = Path(dest)
+    timeout = DEFAULT_TIMEOUT if timeout is None else timeout
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + '.part')
     have = part.stat().st_size if part.exists() else 0
@@ -230,9 +243,12 @@ def download_file(url: str, dest: Union[str, Path], *, sha256: Optional[str] = N
             _logger.warning('%s: stale partial download (%d bytes, server has %s); starting over', part, have, total)
             part.unlink()
             return download_file(url, dest, sha256=sha256, progress=progress, timeout=timeout)
-        raise DownloadError(f'{url}: HTTP error {e.code} {e.reason}') from e
+        raise DownloadError(url, f'HTTP error {e.code} {e.reason}', reason='http') from None
     except urllib.error.URLError as e:
-        raise DownloadError(f'{url}: cannot connect ({e.reason})') from e
+        raise DownloadError(url, f'cannot connect ({e.reason})', reason='network') from None
+    except (OSError, http.client.HTTPException) as e:  # a server that accepts but never answers, a reset, ...
+        raise DownloadError(url, f'no answer within {timeout:g} s or connection failed ({type(e).__name__}: {e})',
+                            reason='network') from None
 
     with response:
         status = getattr(response, 'status', None) or response.getcode()
@@ -241,8 +257,8 @@ def download_file(url: str, dest: Union[str, Path], *, sha256: Optional[str] = N
         if have and status == 206:
             start, total = _parse_content_range(response.headers.get('Content-Range'))
             if start != have:
-                raise DownloadError(f'{url}: server resumed at byte {start}, expected {have} '
-                                    f'(Content-Range {response.headers.get("Content-Range")!r})')
+                raise DownloadError(url, f'server resumed at byte {start}, expected {have} '
+                                         f'(Content-Range {response.headers.get("Content-Range")!r})', reason='http')
             if total is None and length is not None:
                 total = have + length
             _logger.info('resuming %s at byte %d', dest.name, have)
@@ -259,18 +275,26 @@ def download_file(url: str, dest: Union[str, Path], *, sha256: Optional[str] = N
         done = have
         if progress is not None:
             progress(done, total)
-        with open(part, mode) as f:
-            while True:
-                chunk = response.read(_CHUNK)
-                if not chunk:
-                    break
-                f.write(chunk)
-                digest.update(chunk)
-                done += len(chunk)
-                if progress is not None:
-                    progress(done, total)
+        try:
+            with open(part, mode) as f:
+                while True:
+                    try:
+                        chunk = response.read(_CHUNK)
+                    except (OSError, http.client.HTTPException) as e:  # timeout, reset, short body
+                        raise DownloadError(url, f'transfer stopped after {done} bytes ({type(e).__name__}: {e}); '
+                                                 f'run again to resume from {part}', reason='network') from None
+                    if not chunk:
+                        break
+                    f.write(chunk)
+                    digest.update(chunk)
+                    done += len(chunk)
+                    if progress is not None:
+                        progress(done, total)
+        except OSError as e:  # writing: a full disk, a read-only folder
+            raise DownloadError(part, f'cannot write the download ({e.strerror or e})', reason='disk') from None
     if total is not None and done != total:
-        raise DownloadError(f'{part}: download incomplete ({done} of {total} bytes); run again to resume')
+        raise DownloadError(part, f'download incomplete ({done} of {total} bytes); run again to resume',
+                            reason='incomplete')
     return _finish_download(part, dest, sha256, digest)
 
 
@@ -286,8 +310,8 @@ def _finish_download(part: Path, dest: Path, sha256: Optional[str], digest) -> s
     got = digest.hexdigest()
     if sha256 is not None and got.lower() != sha256.lower():
         part.unlink(missing_ok=True)
-        raise DownloadError(f'{dest}: sha256 mismatch: expected {sha256.lower()}, got {got} '
-                            f'(the corrupt download was removed; run again to re-download)')
+        raise DownloadError(dest, f'sha256 mismatch: expected {sha256.lower()}, got {got} '
+                                  f'(the corrupt download was removed; run again to re-download)', reason='checksum')
     os.replace(part, dest)
     return got
 
@@ -298,22 +322,24 @@ def _safe_member_path(name: str, archive: Path) -> str:
     """Normalised relative path of an archive member, or :class:`UnsafeArchiveError` if it escapes."""
     unified = name.replace('\\', '/')
     if unified.startswith('/') or re.match(r'^[A-Za-z]:', unified):
-        raise UnsafeArchiveError(f'{archive}: refusing member {name!r}: absolute path')
+        raise UnsafeArchiveError(archive, f'refusing member {name!r}: absolute path', reason='unsafe archive')
     norm = posixpath.normpath(unified)
     if norm == '..' or norm.startswith('../'):
-        raise UnsafeArchiveError(f'{archive}: refusing member {name!r}: path escapes the extraction folder')
+        raise UnsafeArchiveError(archive, f'refusing member {name!r}: path escapes the extraction folder',
+                                 reason='unsafe archive')
     return '' if norm == '.' else norm
 
 
 def _check_link_target(member: str, target: str, relative_to_member: bool, archive: Path) -> None:
     unified = target.replace('\\', '/')
     if unified.startswith('/') or re.match(r'^[A-Za-z]:', unified):
-        raise UnsafeArchiveError(f'{archive}: refusing member {member!r}: link to absolute path {target!r}')
+        raise UnsafeArchiveError(archive, f'refusing member {member!r}: link to absolute path {target!r}',
+                                 reason='unsafe archive')
     base = posixpath.dirname(member) if relative_to_member else ''
     resolved = posixpath.normpath(posixpath.join(base, unified))
     if resolved == '..' or resolved.startswith('../'):
-        raise UnsafeArchiveError(f'{archive}: refusing member {member!r}: link {target!r} points outside '
-                                 f'the extraction folder')
+        raise UnsafeArchiveError(archive, f'refusing member {member!r}: link {target!r} points outside the '
+                                          f'extraction folder', reason='unsafe archive')
 
 
 def _check_not_through_link(path: str, links: set, member: str, archive: Path) -> None:
@@ -321,8 +347,8 @@ def _check_not_through_link(path: str, links: set, member: str, archive: Path) -
     parts = path.split('/')
     for i in range(1, len(parts)):
         if '/'.join(parts[:i]) in links:
-            raise UnsafeArchiveError(f'{archive}: refusing member {member!r}: path goes through the link '
-                                     f'{"/".join(parts[:i])!r}')
+            raise UnsafeArchiveError(archive, f'refusing member {member!r}: path goes through the link '
+                                              f'{"/".join(parts[:i])!r}', reason='unsafe archive')
 
 
 def _extract_tar(archive: Path, dest: Path) -> None:
@@ -338,7 +364,8 @@ def _extract_tar(archive: Path, dest: Path) -> None:
             elif m.islnk():
                 _check_link_target(path, m.linkname, False, archive)
             elif not (m.isfile() or m.isdir()):
-                raise UnsafeArchiveError(f'{archive}: refusing member {m.name!r}: device or fifo entry')
+                raise UnsafeArchiveError(archive, f'refusing member {m.name!r}: device or fifo entry',
+                                         reason='unsafe archive')
         # Every member is checked above; the 'data' filter is a second line of defence (and drops odd modes).
         tar.extractall(dest, members=members, filter='data')
 
@@ -366,17 +393,80 @@ def extract_archive(archive: Union[str, Path], dest: Union[str, Path], kind: Opt
     archive, dest = Path(archive), Path(dest)
     if kind is None:
         kind = 'zip' if archive.suffix.lower() == '.zip' else 'tar.gz'
-    dest.mkdir(parents=True, exist_ok=True)
-    if kind == 'zip':
-        _extract_zip(archive, dest)
-    elif kind in ('tar', 'tar.gz', 'tgz'):
-        _extract_tar(archive, dest)
-    else:
+    if kind not in ('zip', 'tar', 'tar.gz', 'tgz'):
         raise ValueError(f'unknown archive kind {kind!r} for {archive}; expected tar.gz or zip')
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        if kind == 'zip':
+            _extract_zip(archive, dest)
+        else:
+            _extract_tar(archive, dest)
+    except tarfile.FilterError as e:  # tarfile's own 'data' filter refused a member the checks let through
+        raise UnsafeArchiveError(archive, f'refusing member: {e}', reason='unsafe archive') from None
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, UnicodeDecodeError) as e:
+        raise DownloadError(archive, f'not a valid {kind} archive or damaged ({type(e).__name__}: {e})',
+                            reason='bad archive') from None
+    except OSError as e:
+        raise DownloadError(e.filename or dest, f'cannot unpack {archive.name} ({e.strerror or e})',
+                            reason='disk') from None
     return dest
 
 
 # ------------------------------------------------------------------------------------------------ data sets
+
+def _fetch_and_unpack(spec: DatasetSpec, root: Path, target: Path, url: Optional[str], sha256: Optional[str],
+                      progress: Optional[ProgressFn], keep_archive: bool) -> None:
+    name = spec.name
+    archive = root / spec.file_name
+    recorded = archive.with_name(archive.name + '.sha256')
+    expected = sha256 or spec.sha256
+    if expected is None and recorded.is_file():
+        expected = (recorded.read_text(errors='replace').split() or [None])[0]
+        _logger.info('%s: verifying against the sha256 recorded at first download (%s)', archive.name, recorded)
+
+    if archive.is_file():
+        got = sha256_file(archive)
+        if expected is not None and got != expected.lower():
+            # Wrong bytes are removed, not left in place as if valid.
+            archive.unlink()
+            raise DownloadError(archive, f'sha256 mismatch: expected {expected.lower()}, got {got} '
+                                         f'(the file was removed; run again to re-download)', reason='checksum')
+        _logger.info('%s: using the existing archive %s', name, archive)
+    else:
+        source = url or spec.url
+        size = f' ({spec.size / 1e9:.1f} GB)' if spec.size else ''
+        _logger.info('downloading %s from %s to %s%s', name, source, archive, size)
+        got = download_file(source, archive, sha256=expected, progress=progress)
+    if expected is None:
+        recorded.write_text(f'{got}  {archive.name}\n')
+        _logger.warning('%s: no published sha256 is pinned for this archive; computed %s and recorded it in %s '
+                        '(later runs verify against it)', archive.name, got, recorded)
+    else:
+        _logger.info('%s: sha256 verified (%s)', archive.name, got)
+
+    tmp = Path(tempfile.mkdtemp(prefix=f'.{spec.folder}.extracting-', dir=root))
+    try:
+        _logger.info('unpacking %s into %s', archive.name, target)
+        extract_archive(archive, tmp, spec.archive)
+        produced = tmp
+        if spec.archive_root is not None:
+            produced = tmp / spec.archive_root
+            if not produced.is_dir():
+                top = [p for p in tmp.iterdir() if p.name != '__MACOSX']
+                if len(top) == 1 and top[0].is_dir():
+                    _logger.warning('%s: expected top-level folder %r, found %r; using it', archive.name,
+                                    spec.archive_root, top[0].name)
+                    produced = top[0]
+                else:
+                    raise DownloadError(archive, f'expected a top-level folder {spec.archive_root!r} in the '
+                                                 f'archive, found {sorted(p.name for p in top)[:10]}',
+                                        reason='bad archive')
+        os.replace(produced, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if not keep_archive:
+        archive.unlink()
+
 
 def download_dataset(name: str, root: Union[str, Path], *, url: Optional[str] = None, sha256: Optional[str] = None,
                      progress: Optional[ProgressFn] = None, keep_archive: bool = True) -> Path:
@@ -405,62 +495,26 @@ def download_dataset(name: str, root: Union[str, Path], *, url: Optional[str] = 
     root = Path(root)
     target = root / spec.folder
     if spec.url is None and url is None:
-        raise NoDirectDownloadError(f'{name} has no direct download. {spec.instructions} '
-                                    f'Then point --data at {target} (or wherever it lives).')
+        raise NoDirectDownloadError(name, f'has no direct download. {spec.instructions} '
+                                          f'Then point --data at {target} (or wherever it lives).')
     if target.is_dir():
         _logger.info('%s already present at %s; nothing to do', name, target)
         return target
     if spec.file_name is None or spec.archive is None:
-        raise NoDirectDownloadError(f'{name}: no archive format known; {spec.instructions}')
+        raise NoDirectDownloadError(name, f'no archive format known; {spec.instructions}')
 
-    root.mkdir(parents=True, exist_ok=True)
-    archive = root / spec.file_name
-    recorded = archive.with_name(archive.name + '.sha256')
-    expected = sha256 or spec.sha256
-    if expected is None and recorded.is_file():
-        expected = recorded.read_text().split()[0]
-        _logger.info('%s: verifying against the sha256 recorded at first download (%s)', archive.name, recorded)
-
-    if archive.is_file():
-        got = sha256_file(archive)
-        if expected is not None and got != expected.lower():
-            # Wrong bytes are removed, not left in place as if valid.
-            archive.unlink()
-            raise DownloadError(f'{archive}: sha256 mismatch: expected {expected.lower()}, got {got} '
-                                f'(the file was removed; run again to re-download)')
-        _logger.info('%s: using the existing archive %s', name, archive)
-    else:
-        source = url or spec.url
-        size = f' ({spec.size / 1e9:.1f} GB)' if spec.size else ''
-        _logger.info('downloading %s from %s to %s%s', name, source, archive, size)
-        got = download_file(source, archive, sha256=expected, progress=progress)
-    if expected is None:
-        recorded.write_text(f'{got}  {archive.name}\n')
-        _logger.warning('%s: no published sha256 is pinned for this archive; computed %s and recorded it in %s '
-                        '(later runs verify against it)', archive.name, got, recorded)
-    else:
-        _logger.info('%s: sha256 verified (%s)', archive.name, got)
-
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{spec.folder}.extracting-', dir=root))
     try:
-        _logger.info('unpacking %s into %s', archive.name, target)
-        extract_archive(archive, tmp, spec.archive)
-        produced = tmp
-        if spec.archive_root is not None:
-            produced = tmp / spec.archive_root
-            if not produced.is_dir():
-                top = [p for p in tmp.iterdir() if p.name != '__MACOSX']
-                if len(top) == 1 and top[0].is_dir():
-                    _logger.warning('%s: expected top-level folder %r, found %r; using it', archive.name,
-                                    spec.archive_root, top[0].name)
-                    produced = top[0]
-                else:
-                    raise DownloadError(f'{archive}: expected a top-level folder {spec.archive_root!r} in the '
-                                        f'archive, found {sorted(p.name for p in top)[:10]}')
-        os.replace(produced, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    if not keep_archive:
-        archive.unlink()
+        root.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(root / f'.{spec.folder}.lock')):  # two downloads into one root: the second waits
+            for stale in root.glob(f'.{glob.escape(spec.folder)}.extracting-*'):  # left by a killed run
+                _logger.info('removing %s (left by an interrupted run)', stale)
+                shutil.rmtree(stale, ignore_errors=True)
+            if target.is_dir():
+                _logger.info('%s already present at %s; nothing to do', name, target)
+                return target
+            _fetch_and_unpack(spec, root, target, url, sha256, progress, keep_archive)
+    except OSError as e:  # a full disk, a folder that cannot be written
+        raise DownloadError(e.filename or root, f'cannot write while downloading {name} ({e.strerror or e})',
+                            reason='disk') from None
     _logger.info('%s ready at %s', name, target)
     return target

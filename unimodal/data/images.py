@@ -18,7 +18,8 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from .builtin import build_once
-from .errors import DataError, SkipReport
+from .errors import DataError, SkipReport, load_or_next
+from .index import StringTable
 
 _logger = logging.getLogger(__name__)
 
@@ -37,9 +38,9 @@ _WARP_FROM = 384
 def load_image(path: Union[str, Path], mode: str = 'RGB'):
     """Open and fully decode an image with PIL; any failure becomes a :class:`DataError` naming the file."""
     from PIL import Image, UnidentifiedImageError
-    path = Path(path)
+    path = os.fspath(path)  # a str, not a Path: see _load
     try:
-        if path.stat().st_size == 0:
+        if os.stat(path).st_size == 0:
             raise DataError(path, 'zero-byte image file')
         with Image.open(path) as img:
             img.load()  # decode now: a truncated file fails here, not later in a worker
@@ -183,41 +184,55 @@ class ImageFolderDataset(Dataset):
         if not self.classes:
             raise DataError(self.root, 'no class sub-folders found (expected <class>/<image> folders)')
 
-        samples: List[Tuple[str, int]] = []
-        for folder in folders:
-            if folder not in self.class_to_idx:
-                err = DataError(self.root / folder, f'class folder {folder!r} is not in the class list '
-                                                    f'({len(self.classes)} classes from the training split)')
-                if not skip_bad:
-                    raise err
-                self.skip_report.add(err)
-                continue
-            label = self.class_to_idx[folder]
-            for dirpath, _, files in sorted(os.walk(self.root / folder, followlinks=True)):
-                for f in sorted(files):
-                    if f.lower().endswith(IMAGE_EXTENSIONS):
-                        samples.append((os.path.join(dirpath, f), label))
-        self.skip_report.total = len(samples)
+        labels: List[np.ndarray] = []
+
+        def class_folders():  # one folder's paths at a time, so no list of every path is ever built
+            for folder in folders:
+                if folder not in self.class_to_idx:
+                    err = DataError(self.root / folder, f'class folder {folder!r} is not in the class list '
+                                                        f'({len(self.classes)} classes from the training split)',
+                                    reason='unknown class')
+                    if not skip_bad:
+                        raise err
+                    self.skip_report.add(err)
+                    continue
+                found = _walk_images(self.root / folder, folder)
+                labels.append(np.full(len(found), self.class_to_idx[folder], dtype=np.int64))
+                yield found
+
+        # compact index: a path buffer and a label array, no Python object per image (see unimodal.data.index)
+        self._root_s = str(self.root)
+        self._rel = StringTable.from_chunks(class_folders())
+        self._labels = np.concatenate(labels) if labels else np.zeros(0, np.int64)
+        self.skip_report.total = len(self._labels)
         if verify:
-            good = []
-            for path, label in samples:
+            good = np.ones(len(self._labels), dtype=bool)
+            for i in range(len(good)):
                 try:
-                    load_image(path)
+                    load_image(os.path.join(self._root_s, self._rel[i]))
                 except DataError as e:
                     if not skip_bad:
                         raise
                     self.skip_report.add(e)
-                    continue
-                good.append((path, label))
-            samples = good
-        if not samples:
+                    good[i] = False
+            if not good.all():
+                keep = np.flatnonzero(good)
+                self._rel, self._labels = self._rel.take(keep), self._labels[keep]
+        if not len(self._labels):
             raise DataError(self.root, f'no images found (extensions {", ".join(IMAGE_EXTENSIONS)})')
-        self.samples = samples
-        self.targets = [label for _, label in samples]
-        _logger.info('%s: %d images in %d classes', self.root, len(samples), len(self.classes))
+        _logger.info('%s: %d images in %d classes', self.root, len(self._labels), len(self.classes))
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self._labels)
+
+    @property
+    def targets(self) -> List[int]:
+        return self._labels.tolist()
+
+    @property
+    def samples(self) -> List[Tuple[str, int]]:
+        """``(path, label)`` of every image (built on access: a list of 1.28M tuples for ImageNet train)."""
+        return [(str(self.root / rel), int(y)) for rel, y in zip(self._rel, self._labels)]
 
     def _draw_seed(self, index: int) -> int:
         # A fresh seed per call: different draws every epoch (torch's per-worker seed changes with the
@@ -226,28 +241,31 @@ class ImageFolderDataset(Dataset):
         return hash((self.seed, torch.initial_seed(), index, self._calls)) & 0x7FFF_FFFF_FFFF_FFFF
 
     def _load(self, index: int) -> torch.Tensor:
-        img = load_image(self.samples[index][0])
+        # a str path: a pathlib.Path per sample interns its parts, which grows each worker by ~20 MB per 200k
+        # distinct files over an epoch (measured in benchmarks/bench_scale.py)
+        img = load_image(os.path.join(self._root_s, self._rel[index]))
         if not self.train:
             return self._transform(img)
         with torch.random.fork_rng(devices=[]):  # torchvision draws from torch's global generator
             torch.manual_seed(self._draw_seed(index))
             return self._transform(img)
 
+    def _item(self, index: int) -> Tuple[torch.Tensor, int]:
+        return self._load(index), int(self._labels[index])
+
     def __getitem__(self, index: int) -> Tuple[torch.Tensor, int]:
-        try:
-            return self._load(index), self.samples[index][1]
-        except DataError as e:
-            if not self.skip_bad:
-                raise
-            # Found late (no verify): record it and serve the next readable sample so the batch stays full.
-            self.skip_report.add(e)
-            for step in range(1, min(len(self.samples), 64)):
-                j = (index + step) % len(self.samples)
-                try:
-                    return self._load(j), self.samples[j][1]
-                except DataError as e2:
-                    self.skip_report.add(e2)
-            raise DataError(self.root, 'too many unreadable images in a row') from e
+        # found late (no verify): recorded, and the next readable image is served so the batch stays full
+        return load_or_next(self._item, index, len(self), self.skip_bad, self.skip_report, str(self.root))
+
+
+def _walk_images(folder: Path, prefix: str) -> List[str]:
+    """Image paths under ``folder`` relative to its parent (``prefix/...``), sorted, symlinks followed."""
+    out = []
+    for dirpath, _, files in sorted(os.walk(folder, followlinks=True)):
+        rel = os.path.relpath(dirpath, folder)
+        base = prefix if rel == '.' else f'{prefix}/{rel}'
+        out.extend(f'{base}/{f}' for f in sorted(files) if f.lower().endswith(IMAGE_EXTENSIONS))
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ built-in set

@@ -6,8 +6,12 @@ Annotation formats:
   (or a class name from the class list); paths may contain spaces (the label is the last token) and are
   relative to ``video_dir`` (default: the list file's folder).
 * The official CSV ``label,youtube_id,time_start,time_end,split[,is_cc]``; the video of a row is the file
-  ``<youtube_id>_<start:06d>_<end:06d>.<ext>`` anywhere under ``video_dir`` (default ``root/<split folder>`` if
-  it exists, else ``root``): the folder is indexed once, so flat folders and per-class subfolders both work.
+  ``<youtube_id>_<start:06d>_<end:06d>.<ext>`` anywhere under ``video_dir`` (default: the folders under ``root``
+  named after the CSV's split and the requested split, e.g. ``val/`` (a symlink is fine); if there is none,
+  ``root`` without the other splits' folders): the folders are indexed once, flat or per-class alike.
+
+Parsing and the index are in :mod:`.kinetics_index`: a list is read once per process (the validation list that
+also serves as the test list too), and kept as NumPy arrays (no Python object per video in DataLoader workers).
 
 Sampling (published protocol): ``num_frames`` frames every ``stride`` frames. ``train``: random temporal start,
 optional RandAugment (the same ops on every frame), random resized crop to ``image_size``, horizontal flip and
@@ -16,20 +20,21 @@ B·repeats clips through :attr:`Kinetics.collate_fn`); ``val``: centre clip, sho
 ``image_size`` and centre crop; ``test``: ``num_clips`` evenly spaced clips × ``num_crops`` crops along the long
 side, returned as ``(num_clips·num_crops, 3, T, S, S)``. Frames are normalised with the ImageNet mean/std.
 
-Bad input: a missing, empty or undecodable video and a label outside the class list raise
-:class:`~unimodal.data.errors.DataError` naming the file. With ``skip_bad=True`` every listed video is opened
-once in ``__init__`` (decord, frame count) so the number of videos actually used is exact up front; that costs
-one container open per video (roughly 5–30 ms each: seconds for the built-in set, tens of minutes for the
-240k-video Kinetics train list; the check runs on a few threads).
+Bad input: a missing or empty video (found by ``stat`` in ``__init__``: seconds for the 240k-video train list) and
+a label outside the class list raise :class:`~unimodal.data.errors.DataError` naming the file, or with
+``skip_bad=True`` are skipped and reported before step 1. Whether a video decodes is found when it is read: without
+``skip_bad`` that raises, with it the next video is served and the bad one reported then (the batch stays full and
+every DDP rank keeps the same number of steps; a few present-but-broken files in a large split are replaced by a
+neighbour, which the skip report lists). ``check_decode=True`` opens every video up front instead (one container
+open per video, 5–30 ms each: tens of minutes for the train list).
 """
 from __future__ import annotations
 
-import csv
 import logging
-import os
+from collections.abc import Sequence as _SequenceABC
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -39,8 +44,10 @@ from torchvision.transforms import v2
 
 from .builtin import build_once
 from .clip_augment import ClipRandAugment
-from .errors import DataError, SkipReport
+from .errors import DataError, SkipReport, load_or_next
 from .inputs import flatten_repeats_collate
+from .kinetics_index import (VIDEO_EXTENSIONS, AnnotationIndex, find_annotation, parse_annotation, read_class_list,
+                             stat_sizes)
 
 _logger = logging.getLogger(__name__)
 
@@ -49,62 +56,40 @@ __all__ = ['Kinetics', 'make_builtin_kinetics', 'read_class_list', 'find_annotat
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-VIDEO_EXTENSIONS = ('.mp4', '.mkv', '.webm', '.avi', '.mov')
 SPLITS = ('train', 'val', 'test')
-# file names used for each split by the common Kinetics releases and tools (first match wins)
-_SPLIT_ALIASES = {'train': ('train',), 'val': ('val', 'validate', 'validation'), 'test': ('test',)}
 _LIST_PATTERNS = ('{s}.txt', '{s}_list.txt', 'kinetics400_{s}_list_videos.txt', '{s}.csv',
                   'annotations/{s}.csv', 'annotations/{s}.txt')
 
 PathLike = Union[str, Path]
 
 
-def read_class_list(path: PathLike) -> List[str]:
-    """Class names, one per line (blank lines ignored)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, 'class list file does not exist')
-    names = [line.strip() for line in path.read_text(encoding='utf-8').splitlines() if line.strip()]
-    if not names:
-        raise DataError(path, 'class list is empty (expected one class name per line)')
-    if len(set(names)) != len(names):
-        raise DataError(path, 'class list names a class twice')
-    return names
-
-
-def find_annotation(root: PathLike, split: str) -> Optional[Path]:
-    """The annotation file of ``split`` under ``root`` (``train.txt``, ``val.csv``, ``validate.csv``, ...), or None."""
-    root = Path(root)
-    for alias in _SPLIT_ALIASES.get(split, (split,)):
-        for pattern in _LIST_PATTERNS:
-            cand = root / pattern.format(s=alias)
-            if cand.is_file():
-                return cand
-    return None
-
-
-def _index_videos(folder: Path) -> Dict[str, Path]:
-    """Map file stem → path for every video file under ``folder`` (walked once)."""
-    index: Dict[str, Path] = {}
-    for dirpath, _, files in os.walk(folder):
-        for name in files:
-            stem, ext = os.path.splitext(name)
-            if ext.lower() in VIDEO_EXTENSIONS and stem not in index:
-                index[stem] = Path(dirpath) / name
-    return index
-
-
-def _open_video(path: Path):
+def _open_video(path: str):
     """A fresh decord reader (never shared: one per call, hence one per DataLoader worker)."""
     import decord  # lazy: heavy optional dependency
     try:
         vr = decord.VideoReader(str(path), num_threads=1)
         n = len(vr)
     except Exception as e:  # decord raises its own DECORDError/RuntimeError on broken containers
-        raise DataError(path, f'cannot decode video ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""})') from None
+        raise DataError(path, f'cannot decode video ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""})',
+                        reason='undecodable') from None
     if n < 1:
-        raise DataError(path, 'video has no frames')
+        raise DataError(path, 'video has no frames', reason='undecodable')
     return vr, n
+
+
+class _Samples(_SequenceABC):
+    """A read-only view of a :class:`Kinetics` index as ``(path, label)`` pairs (built on access)."""
+
+    def __init__(self, ds: 'Kinetics') -> None:
+        self._ds = ds
+
+    def __len__(self) -> int:
+        return len(self._ds)
+
+    def __getitem__(self, i: int) -> Tuple[Path, int]:  # type: ignore[override]
+        if not -len(self._ds) <= i < len(self._ds):
+            raise IndexError(i)
+        return Path(self._ds._path(i)), int(self._ds._labels[i])
 
 
 class Kinetics(Dataset):
@@ -137,8 +122,8 @@ class Kinetics(Dataset):
         num_clips: test temporal clips.
         num_crops: test spatial crops (1: centre; 3: both ends and centre of the long side).
         skip_bad: skip (and count in ``skip_report``) bad videos and lines instead of raising.
-        check_decode: open every video in ``__init__`` (default: only with ``skip_bad``).
-        check_threads: threads for that check.
+        check_decode: open every video in ``__init__`` (default: no; undecodable videos are found when read).
+        check_threads: threads of the ``stat`` pass and of that check.
     """
 
     def __init__(self, root: PathLike, split: str = 'train', *, annotation: Optional[PathLike] = None,
@@ -147,7 +132,7 @@ class Kinetics(Dataset):
                  crop_scale: Tuple[float, float] = (0.08, 1.0), crop_ratio: Tuple[float, float] = (3 / 4, 4 / 3),
                  flip: bool = True, rand_augment: Optional[str] = None, erase_prob: float = 0.0,
                  repeats: int = 1, num_clips: int = 5, num_crops: int = 3, skip_bad: bool = False,
-                 check_decode: Optional[bool] = None, check_threads: int = 4) -> None:
+                 check_decode: bool = False, check_threads: int = 4) -> None:
         if split not in SPLITS:
             raise ValueError(f'split must be one of {SPLITS}, got {split!r}')
         if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
@@ -190,144 +175,69 @@ class Kinetics(Dataset):
                     f'official Kinetics CSV')
         self.annotation = Path(annotation)
         if not self.annotation.is_file():
-            raise DataError(self.annotation, 'annotation file does not exist')
-        is_csv = self.annotation.suffix.lower() == '.csv'
+            raise DataError(self.annotation, 'annotation file does not exist', reason='missing')
 
         if classes is None and (self.root / 'classes.txt').is_file():
             classes = self.root / 'classes.txt'
         if isinstance(classes, (str, Path)):
             classes = read_class_list(classes)
-        self.classes: Optional[List[str]] = list(classes) if classes is not None else None
-
-        if is_csv:
-            entries = self._read_csv(video_dir)
-        else:
-            entries = self._read_list(Path(video_dir) if video_dir is not None else self.annotation.parent)
-        self.skip_report.total = self._listed
-
-        check = skip_bad if check_decode is None else check_decode
-        self.samples: List[Tuple[Path, int]] = []
-        ok = [e for e in entries if self._check_file(e)]
-        if check and ok:
-            with ThreadPoolExecutor(max(1, check_threads)) as pool:
-                results = list(pool.map(self._probe, [p for p, _ in ok]))
-            for (p, y), res in zip(ok, results):
-                if isinstance(res, DataError):
-                    self._bad(res)
-                else:
-                    self.samples.append((p, y))
-        else:
-            self.samples = ok
-        if not self.samples:
+        index = parse_annotation(self.annotation, split, self.root,
+                                 Path(video_dir) if video_dir is not None else None, classes)
+        self.classes: List[str] = list(index.classes)
+        self._listed = index.listed
+        self.skip_report.total = index.listed
+        self._index: AnnotationIndex = index
+        rows, errors = self._usable(index, check_threads)
+        if check_decode:
+            rows, errors = self._probe_all(index, rows, errors, check_threads)
+        if errors and not skip_bad:
+            raise errors[0]
+        for e in errors:
+            self.skip_report.add(e)
+        self._rows = rows  # entries of the (shared) annotation index this data set uses
+        self._labels = index.labels[rows]
+        if not len(rows):
             raise DataError(self.annotation, f'no usable videos ({self._listed} listed, '
                                              f'{self.skip_report.count} skipped)')
         _logger.info('Kinetics %s (%s): %d videos listed, %d found and used, %d skipped', split, self.annotation,
-                     self._listed, len(self.samples), self.skip_report.count)
+                     self._listed, len(rows), self.skip_report.count)
         self._mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1)
         self._std = torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
 
-    # ------------------------------------------------------------------ annotation parsing
-    def _bad(self, err: DataError) -> None:
-        if not self.skip_bad:
-            raise err
-        self.skip_report.add(err)
-
-    def _label_index(self, token: str, where: str) -> Optional[int]:
-        """Class index of a label token (an index or a class name); None (after reporting) if unknown."""
-        token = token.strip()
-        if self.classes is not None and token in self.classes:
-            return self.classes.index(token)
-        try:
-            idx = int(token)
-        except ValueError:
-            self._bad(DataError(where, f'label {token!r} is not in the class list'
-                                       + (f' ({len(self.classes)} classes)' if self.classes else
-                                          ' (no class list given: labels must be integer indices)')))
-            return None
-        if idx < 0 or (self.classes is not None and idx >= len(self.classes)):
-            n = len(self.classes) if self.classes is not None else 0
-            self._bad(DataError(where, f'label {idx} is not in the class list (expected 0..{n - 1})'))
-            return None
-        return idx
-
-    def _read_list(self, video_dir: Path) -> List[Tuple[Path, int]]:
-        entries: List[Tuple[Path, int]] = []
-        max_label = -1
-        self._listed = 0
-        for lineno, line in enumerate(self.annotation.read_text(encoding='utf-8').splitlines(), 1):
-            if not line.strip():
-                continue
-            self._listed += 1
-            where = f'{self.annotation}:{lineno}'
-            parts = line.strip().rsplit(None, 1)
-            if len(parts) != 2:
-                self._bad(DataError(where, f'expected "path label", got {line.strip()!r}'))
-                continue
-            y = self._label_index(parts[1], where)
-            if y is None:
-                continue
-            path = Path(parts[0])
-            entries.append((path if path.is_absolute() else video_dir / path, y))
-            max_label = max(max_label, y)
-        if self.classes is None:
-            self.classes = [str(i) for i in range(max_label + 1)]
-        return entries
-
-    def _read_csv(self, video_dir: Optional[PathLike]) -> List[Tuple[Path, int]]:
-        with open(self.annotation, newline='', encoding='utf-8') as f:
-            rows = list(csv.DictReader(f))
-        need = {'label', 'youtube_id', 'time_start', 'time_end'}
-        if not rows or not need.issubset(rows[0].keys()):
-            raise DataError(self.annotation, f'expected the Kinetics CSV header label,youtube_id,time_start,'
-                                             f'time_end,split; got {list(rows[0].keys()) if rows else "no rows"}')
-        if self.classes is None:
-            self.classes = sorted({r['label'] for r in rows})
-            _logger.info('%s: %d classes from the sorted label names (pass classes= to fix the order)',
-                         self.annotation, len(self.classes))
-        if video_dir is None:
-            video_dir = self.root
-            for alias in _SPLIT_ALIASES[self.split]:
-                if (self.root / alias).is_dir():
-                    video_dir = self.root / alias
-                    break
-        index = _index_videos(Path(video_dir))
-        self._listed = len(rows)
-        entries: List[Tuple[Path, int]] = []
-        for lineno, r in enumerate(rows, 2):
-            where = f'{self.annotation}:{lineno}'
-            y = self._label_index(r['label'], where)
-            if y is None:
-                continue
-            try:
-                stem = f"{r['youtube_id']}_{int(float(r['time_start'])):06d}_{int(float(r['time_end'])):06d}"
-            except ValueError:
-                self._bad(DataError(where, f'bad time_start/time_end {r["time_start"]!r}, {r["time_end"]!r}'))
-                continue
-            entries.append((index.get(stem, Path(video_dir) / f'{stem}.mp4'), y))
-        return entries
-
-    def _check_file(self, entry: Tuple[Path, int]) -> bool:
-        path = entry[0]
-        try:
-            size = path.stat().st_size
-        except OSError:
-            self._bad(DataError(path, f'video listed in {self.annotation} does not exist'))
-            return False
-        if size == 0:
-            self._bad(DataError(path, 'video file is empty (0 bytes)'))
-            return False
-        return True
+    # ------------------------------------------------------------------ index
+    def _usable(self, index: AnnotationIndex, threads: int) -> Tuple[np.ndarray, List[DataError]]:
+        """Entries whose video exists and is not empty (one ``stat`` each); the bad lines and files in order."""
+        sizes = stat_sizes(index.paths, threads=max(1, threads))
+        errors = list(index.errors)
+        for i in np.flatnonzero(sizes <= 0):
+            path = index.paths[i]
+            errors.append(DataError(path, f'video listed in {self.annotation} does not exist', reason='missing')
+                          if sizes[i] < 0 else DataError(path, 'video file is empty (0 bytes)', reason='empty'))
+        return np.flatnonzero(sizes > 0), errors
 
     @staticmethod
-    def _probe(path: Path) -> Union[int, DataError]:
-        try:
-            return _open_video(path)[1]
-        except DataError as e:
-            return e
+    def _probe_all(index: AnnotationIndex, rows: np.ndarray, errors: List[DataError],
+                   threads: int) -> Tuple[np.ndarray, List[DataError]]:
+        """Open every video (``check_decode``): the ones that do not decode join ``errors``."""
+        def probe(i: int) -> Optional[DataError]:
+            try:
+                _open_video(index.paths[i])
+            except DataError as e:
+                return e
+            return None
+
+        with ThreadPoolExecutor(max(1, threads)) as pool:
+            found = list(pool.map(probe, rows))
+        bad = [e for e in found if e is not None]
+        return rows[np.array([e is None for e in found], dtype=bool)], errors + bad
+
+    def _path(self, i: int) -> str:
+        # a str: a pathlib.Path per sample interns its parts and grows every worker over an epoch
+        return self._index.paths[int(self._rows[i])]
 
     # ------------------------------------------------------------------ sampling
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self._labels)
 
     @property
     def num_views(self) -> int:
@@ -341,7 +251,12 @@ class Kinetics(Dataset):
 
     @property
     def labels(self) -> List[int]:
-        return [y for _, y in self.samples]
+        return self._labels.tolist()
+
+    @property
+    def samples(self) -> _Samples:
+        """The index as a sequence of ``(path, label)``."""
+        return _Samples(self)
 
     def _indices(self, n: int, start: int) -> List[int]:
         # clips longer than the video repeat its last frame (as VideoMAE/mmaction2 do)
@@ -358,7 +273,7 @@ class Kinetics(Dataset):
             return [room // 2]
         return [round(room * i / (self.num_clips - 1)) for i in range(self.num_clips)]
 
-    def _decode(self, path: Path) -> torch.Tensor:
+    def _decode(self, path: str) -> torch.Tensor:
         """Frames of all clips of a video as ``(clips, T, H, W, 3)`` uint8 (one fresh reader per call)."""
         vr, n = _open_video(path)
         starts = self._starts(n)
@@ -412,7 +327,7 @@ class Kinetics(Dataset):
 
     def load(self, index: int) -> Tuple[torch.Tensor, int]:
         """The sample at ``index``; raises :class:`DataError` if its video cannot be decoded."""
-        path, label = self.samples[index]
+        path, label = self._path(index), int(self._labels[index])
         frames = self._decode(path)  # (clips, T, H, W, 3) uint8
         if self.split == 'train':
             if self.repeats == 1:
@@ -425,20 +340,8 @@ class Kinetics(Dataset):
         return torch.stack(views), label
 
     def __getitem__(self, index: int) -> Tuple[torch.Tensor, int]:
-        try:
-            return self.load(index)
-        except DataError as err:
-            if not self.skip_bad:
-                raise
-            # a video that passed the __init__ check but fails mid-stream: reported (logged; counted in the
-            # main process) and replaced by the next video so a long run is not lost
-            self.skip_report.add(err)
-            for step in range(1, len(self.samples)):
-                try:
-                    return self.load((index + step) % len(self.samples))
-                except DataError as e:
-                    self.skip_report.add(e)
-            raise
+        # a video that fails to decode: raised, or under skip_bad reported and replaced by the next video
+        return load_or_next(self.load, index, len(self), self.skip_bad, self.skip_report, str(self.annotation))
 
 
 # ---------------------------------------------------------------------- built-in synthetic motion clips

@@ -10,16 +10,23 @@ Formats (``format='auto'`` picks one from the directory content; ``root`` may al
 * ``off``: ``<root>/<class>/{train,test}/<class>_NNNN.off`` triangle meshes, read with a NumPy OFF parser that
   also handles the header glued to the counts (``OFF490 518 0``). Points are sampled uniformly on the surface
   (area-weighted, with face normals), reduced by farthest point sampling to ``num_points`` and normalised to the
-  unit sphere. The result is cached as ``.npz`` (never pickle) keyed by file path, size, mtime and the sampling
-  settings, in a prepare pass run by ``__init__``, so bad meshes are found (and counted) up front and no epoch does
-  mesh work. The raw meshes are z-up; they are rotated to y-up (``off_up_axis='z'``) to match the other formats.
+  unit sphere. The raw meshes are z-up; they are rotated to y-up (``off_up_axis='z'``) to match the other formats.
 * ``text``: ``modelnet40_normal_resampled/<class>/<class>_NNNN.txt`` (``x,y,z,nx,ny,nz`` lines) with
-  ``modelnet40_shape_names.txt`` and ``modelnet40_{train,test}.txt`` id lists; FPS results cached as ``.npz``.
+  ``modelnet40_shape_names.txt`` and ``modelnet40_{train,test}.txt`` id lists; reduced by FPS.
 * ``hdf5``: PointNet ``ply_data_{train,test}{0..4}.h5`` (``data`` (M, 2048, 3), ``label``, optional ``normal``)
   read with h5py (optional extra ``unimodal[point]``); class names from ``shape_names.txt`` when present.
 * ``dat``: Point-BERT ``modelnet40_{train,test}_8192pts_fps.dat`` (a pickle of (points list, labels list)), read
   ONLY through :class:`RestrictedUnpickler`, which refuses every global except numpy array/dtype/scalar
   reconstruction; class names from ``modelnet40_shape_names.txt`` when present.
+
+Caching (``off``/``text``): a sample is computed the first time it is read and cached as ``.npz`` (never pickle)
+in ``<cache folder>/modelnet40`` (:func:`unimodal.data.cache.resolve_cache_dir`: ``cache_dir``, else
+``$UNIMODAL_CACHE``, else ``~/.cache/unimodal``; never the data folder), keyed by file path, size, mtime and the
+sampling settings. So the first epoch's sampling is spread over the DataLoader workers of every DDP rank (each reads
+its own shard), and nothing is sampled before step 1. A file found bad is remembered in the cache too (a small
+``.bad.json``), so later runs skip or fail on it without reading it again. :meth:`ModelNet40.prepare` fills the
+cache ahead of time (parallel, sharded by rank, with a progress callback): ``unimodal data prepare`` runs it.
+Writes are atomic, so concurrent writers of one entry are safe.
 
 Normalisation to the unit sphere happens once per stored cloud, never after a read's reduction or re-draw:
 ``off``/``text`` clouds after their cached FPS reduction (as Point-BERT's text reader), ``hdf5``/``dat`` clouds over
@@ -37,18 +44,21 @@ cloud from the stored one, farthest point sampling of ``redraw_from`` points fro
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
-from concurrent.futures import ThreadPoolExecutor
+import zipfile
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
-from .errors import DataError, SkipReport
+from .cache import atomic_write, file_stamp, reader_cache_dir, stable_key
+from .errors import DataError, SkipReport, load_or_next
+from .index import StringTable
 from .modelnet_builtin import BUILTIN_CLASSES, make_builtin_modelnet
 from .point_formats import (FORMATS, LAYOUT_HELP, detect_format, read_names, read_off, read_ply_h5,
                             read_point_bert_dat, read_point_text, resolve_root, write_npz)
@@ -64,6 +74,7 @@ __all__ = [
 ]
 
 PathLike = Union[str, Path]
+ProgressFn = Callable[[int, int], None]
 
 _SPLITS = ('train', 'val', 'test')
 _CACHE_VERSION = 1
@@ -93,6 +104,28 @@ def _val_subset(labels: Sequence[int], fraction: float, seed: int) -> np.ndarray
     return mask
 
 
+def _identity(x: Any) -> Any:
+    return x
+
+
+class _CacheFill(Dataset):
+    """The samples of a :class:`ModelNet40` still to cache; items are ``(index, DataError or None)``."""
+
+    def __init__(self, ds: 'ModelNet40', indices: np.ndarray) -> None:
+        self.ds, self.indices = ds, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int) -> Tuple[int, Optional[DataError]]:
+        i = int(self.indices[k])
+        try:
+            self.ds._file_points(i)
+        except DataError as e:
+            return i, e
+        return i, None
+
+
 # --------------------------------------------------------------------------------------------- dataset
 
 
@@ -117,24 +150,24 @@ class ModelNet40(Dataset):
             ``None`` (default): fixed clouds.
         surface_samples: OFF only: uniform surface samples before FPS (default ``max(8192, 8 * num_points)``, and
             at least the points a re-drawn cloud is drawn from).
-        cache_dir: where the ``.npz`` caches of the ``off``/``text`` formats go (default ``<root>/.unimodal_cache``
-            when writable, else ``~/.cache/unimodal/modelnet``).
+        cache_dir: the cache folder (``<cache_dir>/modelnet40`` holds the ``off``/``text`` samples); default
+            ``$UNIMODAL_CACHE``, else ``~/.cache/unimodal`` (see :mod:`unimodal.data.cache`).
         val_fraction: fraction of each class's train files held out as ``val`` (``val_from='train'``).
         val_from: ``'train'`` (held-out part of train, default) or ``'test'`` (val = test, train = all of train).
         off_up_axis: up axis of the raw OFF meshes, rotated to y-up (``None`` keeps the stored coordinates).
         list_prefix: ``text``/``dat`` file prefix (``'modelnet40'``; ``'modelnet10'`` for the 10-class lists).
         seed: seed of the val split and of the surface sampling.
-        skip_bad: skip unusable files and record them in :attr:`skip_report` instead of raising.
-        prepare: run the caching pass in ``__init__`` (set ``False`` to defer to :meth:`prepare`).
-        workers: threads of the caching pass.
+        skip_bad: skip unusable files and record them in :attr:`skip_report` instead of raising (a file found bad
+            while training is replaced by the next sample and reported then).
+        prepare: fill the cache in ``__init__`` (:meth:`prepare`); by default samples are cached on first use.
+        workers: worker processes of :meth:`prepare` (0: in this process).
     """
 
     def __init__(self, root: PathLike, split: str = 'train', *, format: str = 'auto', num_points: int = 1024,
                  use_normals: bool = False, sampling: Optional[str] = None, redraw_from: Optional[int] = None,
-                 surface_samples: Optional[int] = None,
-                 cache_dir: Optional[PathLike] = None, val_fraction: float = 0.1, val_from: str = 'train',
+                 surface_samples: Optional[int] = None, cache_dir: Optional[PathLike] = None, val_fraction: float = 0.1, val_from: str = 'train',
                  off_up_axis: Optional[str] = 'z', list_prefix: str = 'modelnet40',
-                 seed: int = 0, skip_bad: bool = False, prepare: bool = True, workers: int = 1) -> None:
+                 seed: int = 0, skip_bad: bool = False, prepare: bool = False, workers: int = 0) -> None:
         if split not in _SPLITS:
             raise ValueError(f'split must be one of {_SPLITS}, got {split!r}')
         if format != 'auto' and format not in FORMATS:
@@ -150,6 +183,8 @@ class ModelNet40(Dataset):
         if redraw_from is not None and (isinstance(redraw_from, bool) or not isinstance(redraw_from, int)
                                         or redraw_from < num_points):
             raise ValueError(f'redraw_from must be an integer >= num_points ({num_points}), got {redraw_from!r}')
+        if off_up_axis not in (None, 'x', 'y', 'z'):
+            raise ValueError(f"off_up_axis must be 'x', 'y', 'z' or None, got {off_up_axis!r}")
         root = Path(root)
         if format == 'auto':
             self.root, self.format = detect_format(root)
@@ -173,64 +208,60 @@ class ModelNet40(Dataset):
         self.list_prefix = list_prefix
         self.seed = seed
         self.skip_bad = skip_bad
-        self.workers = max(1, workers)
+        self.workers = max(0, int(workers))
         self.skip_report = SkipReport(f'modelnet40/{split}')
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else self._default_cache_dir()
         self.classes: List[str] = []
-        # per-file formats: (path, label, cache path); in-memory formats: arrays
-        self._files: List[Tuple[Path, int]] = []
-        self._cache: List[Path] = []
-        self._arrays: List[np.ndarray] = []
-        self.targets: List[int] = []
+        self.cache_dir: Optional[Path] = None
+        # per-file formats: relative paths; in-memory formats: all points in one array, cut by offsets
+        self._paths: Optional[StringTable] = None
+        self._points = np.zeros((0, 6), np.float32)
+        self._offsets = np.zeros(1, np.int64)
         src_split = 'test' if (split == 'test' or (split == 'val' and val_from == 'test')) else 'train'
-        if self.format == 'off':
-            entries = self._list_off(src_split)
-        elif self.format == 'text':
-            entries = self._list_text(src_split)
-        elif self.format == 'hdf5':
-            entries = self._load_hdf5(src_split)
-        else:
-            entries = self._load_dat(src_split)
         if split == 'val' and val_from == 'train' and val_fraction == 0:
             raise ValueError("val_fraction=0 holds out no validation files; use val_fraction > 0 or val_from='test'")
+        if self.format in ('off', 'text'):
+            self.cache_dir = reader_cache_dir(cache_dir, 'modelnet40')
+            self._cache_s, self._root_s = str(self.cache_dir), str(self.root)
+            self._real_root = os.path.realpath(self.root)
+            rels, labels = self._list_off(src_split) if self.format == 'off' else self._list_text(src_split)
+        else:
+            rels, labels = None, (self._load_hdf5(src_split) if self.format == 'hdf5' else self._load_dat(src_split))
+        keep = np.ones(len(labels), dtype=bool)
         if src_split == 'train' and val_from == 'train' and val_fraction > 0:
-            is_val = _val_subset([e[1] for e in entries], val_fraction, seed)
-            entries = [e for e, v in zip(entries, is_val) if v == (split == 'val')]
-        self._entries = entries
-        self.skip_report.total = len(entries) + self.skip_report.count
-        self._prepared = False
+            keep = _val_subset(labels, val_fraction, seed) == (split == 'val')
+        self._labels = np.asarray(labels, dtype=np.int64)[keep]
+        if rels is not None:
+            self._paths = StringTable.from_strings(r for r, k in zip(rels, keep) if k)
+        else:
+            self._keep_samples(np.flatnonzero(keep))
+        self.skip_report.total = len(self._labels) + self.skip_report.count
         if prepare:
             self.prepare()
 
     # ----------------------------------------------------------------------------------------- listing
-
-    def _default_cache_dir(self) -> Path:
-        root = Path(self.root)
-        if os.access(root, os.W_OK):
-            return root / '.unimodal_cache'
-        return Path(os.path.expanduser('~/.cache/unimodal/modelnet')) / hashlib.sha1(
-            str(root.resolve()).encode()).hexdigest()[:12]
 
     def _fail(self, error: DataError) -> None:
         if not self.skip_bad:
             raise error
         self.skip_report.add(error)
 
-    def _list_off(self, src_split: str) -> List[Tuple[Any, int]]:
+    def _list_off(self, src_split: str) -> Tuple[List[str], List[int]]:
         self.classes = sorted(p.name for p in self.root.iterdir()
                               if p.is_dir() and not p.name.startswith('.')
                               and ((p / 'train').is_dir() or (p / 'test').is_dir()))
         if not self.classes:
             raise FileNotFoundError(f'{self.root}: no <class>/{{train,test}} folders ({LAYOUT_HELP})')
-        entries = []
+        rels, labels = [], []
         for label, name in enumerate(self.classes):
-            for path in sorted((self.root / name / src_split).glob('*.off')):
-                entries.append((path, label))
-        if not entries:
+            folder = self.root / name / src_split
+            names = sorted(e.name for e in os.scandir(folder) if e.name.endswith('.off')) if folder.is_dir() else []
+            rels.extend(f'{name}/{src_split}/{n}' for n in names)
+            labels.extend([label] * len(names))
+        if not rels:
             raise FileNotFoundError(f'{self.root}: no {src_split} .off meshes under <class>/{src_split}/')
-        return entries
+        return rels, labels
 
-    def _list_text(self, src_split: str) -> List[Tuple[Any, int]]:
+    def _list_text(self, src_split: str) -> Tuple[List[str], List[int]]:
         names_file = self.root / f'{self.list_prefix}_shape_names.txt'
         list_file = self.root / f'{self.list_prefix}_{src_split}.txt'
         for f in (names_file, list_file):
@@ -238,48 +269,71 @@ class ModelNet40(Dataset):
                 raise FileNotFoundError(f'{f}: missing list file ({LAYOUT_HELP})')
         self.classes = read_names(names_file)
         index = {c: i for i, c in enumerate(self.classes)}
-        entries = []
+        rels, labels = [], []
         for lineno, shape_id in enumerate(read_names(list_file), 1):
             cls = shape_id.rsplit('_', 1)[0]
-            path = self.root / cls / f'{shape_id}.txt'
+            rel = f'{cls}/{shape_id}.txt'
             if cls not in index:
                 self._fail(DataError(list_file, f'line {lineno}: {shape_id!r} has class {cls!r}, not in '
-                                                f'{names_file.name}'))
-            elif not path.is_file():
-                self._fail(DataError(path, f'listed in {list_file.name} (line {lineno}) but missing'))
+                                                f'{names_file.name}', reason='unknown class'))
+            elif not (self.root / rel).is_file():
+                self._fail(DataError(self.root / rel, f'listed in {list_file.name} (line {lineno}) but missing',
+                                     reason='missing'))
             else:
-                entries.append((path, index[cls]))
-        return entries
+                rels.append(rel)
+                labels.append(index[cls])
+        return rels, labels
 
-    def _in_memory(self, source: Path, points: Sequence[np.ndarray], labels: Sequence[Any],
-                   first: int) -> List[Tuple[Any, int]]:
-        """Validate arrays of an in-memory format; keep ``(array index, label)`` entries."""
-        entries = []
+    def _in_memory(self, source: Path, points: Sequence[np.ndarray], labels: Sequence[Any]) -> List[int]:
+        """Validate the samples of an in-memory format (label, shape, finite points) and keep the good ones."""
+        cols = 6 if self.use_normals else 3
+        kept, out_labels = [], []
         for i, (pts, lab) in enumerate(zip(points, labels)):
-            where = f'sample {first + i}'
+            where = f'sample {i}'
             lab_arr = np.asarray(lab).reshape(-1)
             if lab_arr.size != 1 or not np.issubdtype(lab_arr.dtype, np.integer):
-                self._fail(DataError(source, f'{where}: label {lab!r} is not one integer'))
+                self._fail(DataError(source, f'{where}: label {lab!r} is not one integer', reason='bad label'))
                 continue
             y = int(lab_arr[0])
             if not 0 <= y < len(self.classes):
-                self._fail(DataError(source, f'{where}: label {y} not in the class list (0..{len(self.classes) - 1})'))
+                self._fail(DataError(source, f'{where}: label {y} not in the class list (0..{len(self.classes) - 1})',
+                                     reason='bad label'))
                 continue
-            if not isinstance(pts, np.ndarray) or pts.ndim != 2 or pts.shape[1] < (6 if self.use_normals else 3) \
-                    or not np.issubdtype(pts.dtype, np.number):
-                self._fail(DataError(source, f'{where}: expected a (points, {6 if self.use_normals else 3}+) numeric '
-                                             f'array, got {getattr(pts, "shape", type(pts).__name__)}'))
+            if not isinstance(pts, np.ndarray) or pts.ndim != 2 or pts.shape[1] < cols \
+                    or not np.issubdtype(pts.dtype, np.number) or len(pts) == 0:
+                self._fail(DataError(source, f'{where}: expected a (points, {cols}+) numeric array, got '
+                                             f'{getattr(pts, "shape", type(pts).__name__)}', reason='bad shape'))
+                continue
+            bad = ~np.isfinite(pts[:, :cols]).all(axis=1)
+            if bad.any():
+                self._fail(DataError(source, f'{where}: {int(bad.sum())} of {len(pts)} points are NaN or inf '
+                                             f'({"all" if bad.all() else "first at point " + str(int(bad.argmax()))})',
+                                     reason='non-finite'))
                 continue
             if self._redraw and len(pts) < self._redraw:
-                self._fail(DataError(source, f'{where}: {len(pts)} points, fewer than redraw_from={self._redraw}'))
+                self._fail(DataError(source, f'{where}: {len(pts)} points, fewer than redraw_from={self._redraw}',
+                                     reason='too few points'))
                 continue
             # normalised over all its stored points, then reduced on read without re-normalising (as the
             # published readers do); 'first' keeps only what a read uses (bounded memory)
             cloud = normalize_unit_sphere(np.asarray(pts[:, :6], dtype=np.float32))
-            keep = cloud if (self.sampling == 'fps' or self._redraw) else cloud[:self.num_points]
-            self._arrays.append(np.ascontiguousarray(keep))
-            entries.append((len(self._arrays) - 1, y))
-        return entries
+            kept.append(cloud if (self.sampling == 'fps' or self._redraw) else cloud[:self.num_points])
+            out_labels.append(y)
+        if kept:
+            width = min(a.shape[1] for a in kept)
+            start = len(self._offsets) - 1
+            self._points = np.concatenate([self._points[:, :width]] + [a[:, :width] for a in kept])
+            lengths = np.fromiter((len(a) for a in kept), np.int64, len(kept))
+            self._offsets = np.concatenate([self._offsets, self._offsets[start] + np.cumsum(lengths)])
+        return out_labels
+
+    def _keep_samples(self, rows: np.ndarray) -> None:
+        """Keep only the in-memory samples ``rows`` (after the val split)."""
+        starts, ends = self._offsets[rows], self._offsets[rows + 1]
+        lengths = ends - starts
+        take = np.concatenate([np.arange(a, b) for a, b in zip(starts, ends)]) if len(rows) else np.zeros(0, np.int64)
+        self._points = np.ascontiguousarray(self._points[take])
+        self._offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
 
     def _class_names_or_numbers(self, count: int) -> List[str]:
         for cand in (f'{self.list_prefix}_shape_names.txt', 'shape_names.txt'):
@@ -287,7 +341,7 @@ class ModelNet40(Dataset):
                 return read_names(self.root / cand)
         return [str(i) for i in range(count)]
 
-    def _load_hdf5(self, src_split: str) -> List[Tuple[Any, int]]:
+    def _load_hdf5(self, src_split: str) -> List[int]:
         files = sorted(self.root.glob(f'ply_data_{src_split}*.h5'),
                        key=lambda p: int(re.sub(r'\D', '', p.stem.split(src_split)[-1]) or 0))
         if not files:
@@ -300,12 +354,12 @@ class ModelNet40(Dataset):
                 self._fail(e)
         max_label = max((int(lab.max()) for _, _, lab in loaded if lab.size), default=-1)
         self.classes = self._class_names_or_numbers(max_label + 1 if max_label >= 39 else 40)
-        entries = []
+        labels: List[int] = []
         for f, data, label in loaded:
-            entries.extend(self._in_memory(f, list(data), list(label.astype(np.int64)), 0))
-        return entries
+            labels.extend(self._in_memory(f, data, label.astype(np.int64)))
+        return labels
 
-    def _load_dat(self, src_split: str) -> List[Tuple[Any, int]]:
+    def _load_dat(self, src_split: str) -> List[int]:
         cands = sorted(self.root.glob(f'{self.list_prefix}_{src_split}_*.dat')) or \
             sorted(self.root.glob(f'*{src_split}*.dat'))
         if not cands:
@@ -317,26 +371,33 @@ class ModelNet40(Dataset):
         except DataError as e:
             self._fail(e)
             return []
-        return self._in_memory(f, points, labels, 0)
+        return self._in_memory(f, points, labels)
 
     # ----------------------------------------------------------------------------------------- caching
 
-    def _cache_path(self, path: Path) -> Path:
-        st = path.stat()
-        key = _stable_seed(path.resolve(), st.st_size, st.st_mtime_ns, self._stored_points, self.surface_samples,
-                           self.sampling, self.off_up_axis if self.format == 'off' else None, self.seed,
-                           self.format, _CACHE_VERSION)
-        return self.cache_dir / f'{path.stem}-{key:016x}.npz'
+    def _cache_files(self, rel: str) -> Tuple[str, str, str]:
+        """``(file, cached points, bad-file marker)`` of a per-file sample (one ``stat`` of the file).
 
-    def _compute(self, path: Path) -> np.ndarray:
+        Plain strings: a pathlib.Path per sample interns its parts and grows every worker over an epoch."""
+        path = os.path.join(self._root_s, rel)
+        try:
+            size, mtime = file_stamp(path)
+        except OSError as e:
+            raise DataError(path, f'unreadable file ({e.strerror or e})', reason='missing') from None
+        key = stable_key(self._real_root, rel, size, mtime, self._stored_points, self.surface_samples, self.sampling,
+                         self.off_up_axis if self.format == 'off' else None, self.seed, self.format, _CACHE_VERSION)
+        stem = os.path.join(self._cache_s, f'{os.path.splitext(os.path.basename(rel))[0]}-{key}')
+        return path, f'{stem}.npz', f'{stem}.bad.json'
+
+    def _compute(self, path: str) -> np.ndarray:
         """Read one per-file sample and reduce it to its stored ``(points, 6)`` (xyz + normals), normalised."""
         if self.format == 'off':
             verts, faces = read_off(path)
-            rng = np.random.default_rng(_stable_seed('modelnet-surface', self.seed, path.name))
+            rng = np.random.default_rng(_stable_seed('modelnet-surface', self.seed, os.path.basename(path)))
             try:
                 source = sample_surface(verts, faces, self.surface_samples, rng)
             except ValueError as e:
-                raise DataError(path, f'cannot sample the mesh surface: {e}') from e
+                raise DataError(path, f'cannot sample the mesh surface: {e}', reason='degenerate mesh') from e
             fps = True
         else:
             source, fps = read_point_text(path), self.sampling == 'fps'
@@ -344,76 +405,107 @@ class ModelNet40(Dataset):
         if self._redraw:  # the source of re-draws is never padded with repeats
             n = min(n, len(source))
             if n < self._redraw:
-                raise DataError(path, f'{n} points, fewer than redraw_from={self._redraw}')
+                raise DataError(path, f'{n} points, fewer than redraw_from={self._redraw}', reason='too few points')
         pts = source[farthest_point_sample(source, n) if fps else np.resize(np.arange(min(n, len(source))), n)]
         if self.format == 'off':
             pts = rotate_up_to_y(pts, self.off_up_axis)
         if not np.isfinite(pts).all():
-            raise DataError(path, 'non-finite coordinates')
+            raise DataError(path, 'non-finite coordinates', reason='non-finite')
         return normalize_unit_sphere(pts)
 
-    def _prepare_one(self, path: Path) -> Tuple[Optional[Path], Optional[DataError]]:
+    def _file_points(self, index: int) -> np.ndarray:
+        """The cached sample of a per-file entry, computed and cached on first use."""
+        path, cache, marker = self._cache_files(self._paths[index])
         try:
-            cache = self._cache_path(path)
-        except OSError as e:
-            return None, DataError(path, f'unreadable file ({e})')
-        if cache.is_file():
-            return cache, None
+            with np.load(cache, allow_pickle=False) as z:
+                return z['points']
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # damaged entry: recompute
+            _logger.warning('damaged cache %s (%s): recomputing', cache, e)
+        known = self._known_bad(marker)
+        if known is not None:
+            raise DataError(path, known['problem'], reason=known.get('reason'))
         try:
             pts = self._compute(path)
         except DataError as e:
-            return None, e
-        write_npz(cache, pts)
-        return cache, None
+            body = json.dumps({'problem': e.problem, 'reason': e.reason}).encode()
+            atomic_write(marker, lambda f: f.write(body))
+            raise
+        write_npz(Path(cache), pts)
+        return pts
 
-    def prepare(self) -> 'ModelNet40':
-        """Sample, FPS and cache every file of this split (``off``/``text``); bad files raise or are skipped.
+    @staticmethod
+    def _known_bad(marker: str) -> Optional[dict]:
+        try:
+            with open(marker, 'rb') as f:
+                return json.loads(f.read())
+        except (OSError, ValueError):
+            return None
 
-        Idempotent and cheap once cached (a stat per file). Called by ``__init__`` unless ``prepare=False``.
+    def prepare(self, workers: Optional[int] = None, rank: int = 0, world_size: int = 1,
+                progress: Optional[ProgressFn] = None) -> 'ModelNet40':
+        """Sample and cache this rank's share (``rank::world_size``) of the split's files in ``workers`` processes.
+
+        Afterwards every file known to be bad (found by any rank, now or in an earlier run) is removed from this
+        data set and reported (``skip_bad``), or raises :class:`DataError` naming it. Cheap once cached (a ``stat``
+        per file). ``progress(done, total)`` is called after each sampled file (the CLI draws a bar with it).
         """
-        if self._prepared:
+        if self._paths is None:
             return self
-        if self.format in ('off', 'text'):
-            paths = [p for p, _ in self._entries]
-            todo = sum(not self._cache_path(p).is_file() for p in paths if p.is_file())
-            if todo:
-                _logger.info('ModelNet40 %s: sampling %d of %d %s files into %s', self.split, todo, len(paths),
-                             self.format, self.cache_dir)
-            if self.workers > 1 and todo > 1:
-                with ThreadPoolExecutor(self.workers) as pool:
-                    results = list(pool.map(self._prepare_one, paths))
-            else:
-                results = [self._prepare_one(p) for p in paths]
-            files, cache, targets = [], [], []
-            for (path, label), (cpath, err) in zip(self._entries, results):
-                if err is not None:
-                    self._fail(err)
-                    continue
-                files.append((path, label))
-                cache.append(cpath)
-                targets.append(label)
-            self._files, self._cache, self.targets = files, cache, targets
-        else:
-            self.targets = [label for _, label in self._entries]
-        self._prepared = True
+        workers = self.workers if workers is None else max(0, int(workers))
+        todo = np.array([i for i in range(rank, len(self), world_size) if not self._is_cached(i)], dtype=np.int64)
+        if len(todo):
+            _logger.info('ModelNet40 %s: sampling %d %s files (rank %d of %d, %d workers) into %s', self.split,
+                         len(todo), self.format, rank, world_size, workers, self.cache_dir)
+            loader = DataLoader(_CacheFill(self, todo), batch_size=None, collate_fn=_identity,
+                                num_workers=workers if len(todo) > 1 else 0)
+            if progress is not None:
+                progress(0, len(todo))
+            for done, (_, err) in enumerate(loader, 1):
+                if progress is not None:
+                    progress(done, len(todo))
+                if err is not None and not self.skip_bad:
+                    break  # the first bad file in index order is raised below
+        self._drop_known_bad()
         return self
+
+    def _is_cached(self, index: int) -> bool:
+        try:
+            _, cache, marker = self._cache_files(self._paths[index])
+        except DataError:
+            return True  # unreadable now: reported when read
+        return os.path.isfile(cache) or os.path.isfile(marker)
+
+    def _drop_known_bad(self) -> None:
+        good = np.ones(len(self), dtype=bool)
+        for i in range(len(self)):
+            try:
+                path, _, marker = self._cache_files(self._paths[i])
+                known = self._known_bad(marker)
+                err = DataError(path, known['problem'], reason=known.get('reason')) if known else None
+            except DataError as e:
+                err = e
+            if err is not None:
+                self._fail(err)
+                good[i] = False
+        if not good.all():
+            keep = np.flatnonzero(good)
+            self._paths, self._labels = self._paths.take(keep), self._labels[keep]
 
     # ----------------------------------------------------------------------------------------- access
 
     def __len__(self) -> int:
-        return len(self.targets)
+        return len(self._labels)
 
-    def _load_cached(self, index: int) -> np.ndarray:
-        cache = self._cache[index]
-        try:
-            with np.load(cache, allow_pickle=False) as z:
-                return z['points']
-        except (OSError, ValueError, KeyError) as e:  # a damaged cache file: recompute it
-            _logger.warning('damaged cache %s (%s): recomputing', cache, e)
-            path = self._files[index][0]
-            pts = self._compute(path)
-            write_npz(cache, pts)
-            return pts
+    @property
+    def targets(self) -> List[int]:
+        return self._labels.tolist()
+
+    @property
+    def files(self) -> List[Path]:
+        """The sample files (per-file formats), in index order."""
+        return [self.root / rel for rel in self._paths] if self._paths is not None else []
 
     def _draw(self, cloud: np.ndarray, index: int) -> np.ndarray:
         """A re-drawn training cloud: FPS of ``redraw_from`` points of ``cloud`` from a random start, then a random
@@ -425,17 +517,14 @@ class ModelNet40(Dataset):
         pool = farthest_point_sample(cloud, self._redraw, start=int(rng.integers(len(cloud))))
         return cloud[pool[rng.choice(self._redraw, self.num_points, replace=False)]]
 
-    def __getitem__(self, index: int) -> Tuple[torch.Tensor, int]:
-        if not self._prepared:
-            self.prepare()
-        if self.format in ('off', 'text'):
-            pts = self._load_cached(index)
-            label = self._files[index][1]
+    def _item(self, index: int) -> Tuple[torch.Tensor, int]:
+        if self._paths is not None:
+            pts = self._file_points(index)
             if self._redraw and len(pts) < self._redraw:  # a cache written for a smaller redraw_from
-                raise DataError(self._files[index][0], f'{len(pts)} points, fewer than redraw_from={self._redraw}')
+                raise DataError(self.root / self._paths[index], f'{len(pts)} points, fewer than '
+                                                                 f'redraw_from={self._redraw}', reason='too few points')
         else:
-            key, label = self._entries[index]
-            pts = self._arrays[key]
+            pts = self._points[self._offsets[index]:self._offsets[index + 1]]
             if not self._redraw:
                 pts = pts[farthest_point_sample(pts, self.num_points) if self.sampling == 'fps'
                           else np.resize(np.arange(min(self.num_points, len(pts))), self.num_points)]
@@ -443,8 +532,12 @@ class ModelNet40(Dataset):
             pts = self._draw(pts, index)
         cols = 6 if self.use_normals else 3
         if pts.shape[1] < cols:
-            raise DataError(self._files[index][0] if self._files else self.root, 'no normals for use_normals=True')
-        return torch.from_numpy(np.ascontiguousarray(pts[:, :cols], dtype=np.float32)), int(label)
+            where = self.root / self._paths[index] if self._paths is not None else self.root
+            raise DataError(where, 'no normals for use_normals=True', reason='no normals')
+        return torch.from_numpy(np.ascontiguousarray(pts[:, :cols], dtype=np.float32)), int(self._labels[index])
+
+    def __getitem__(self, index: int) -> Tuple[torch.Tensor, int]:
+        return load_or_next(self._item, index, len(self), self.skip_bad, self.skip_report, str(self.root))
 
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, format={self.format!r}, '

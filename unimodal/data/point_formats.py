@@ -10,15 +10,15 @@
 """
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .cache import atomic_write
 from .errors import DataError
+from .index import read_list_lines
 from .restricted_pickle import load_restricted_pickle
 
 __all__ = ['FORMATS', 'LAYOUT_HELP', 'detect_format', 'resolve_root', 'parse_off', 'read_off', 'read_point_text',
@@ -81,64 +81,68 @@ def detect_format(root: PathLike) -> Tuple[Path, str]:
 
 
 def read_names(path: Path) -> List[str]:
-    try:
-        return [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
-    except OSError as e:
-        raise DataError(path, f'unreadable list file ({e})') from e
+    return [text for _, text in read_list_lines(path)]
 
 
 # --------------------------------------------------------------------------------------------- OFF meshes
 
 
 def parse_off(path: Path) -> Tuple[np.ndarray, np.ndarray]:
-    """Numpy OFF parser tolerant of the glued ``OFF<nv> <nf> <ne>`` header, comments and polygon faces."""
+    """Numpy OFF parser tolerant of the glued ``OFF<nv> <nf> <ne>`` header, comments and polygon faces.
+
+    The file is read as lines (header, ``nv`` vertex lines, ``nf`` face lines), so a header that promises more
+    vertices or faces than the file holds is an error instead of face numbers read as vertices.
+    """
     try:
-        text = path.read_text(encoding='ascii', errors='strict')
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(path, f'unreadable OFF file ({e})') from e
-    lines = [ln.split('#', 1)[0].strip() for ln in text.splitlines()]
-    tokens = ' '.join(ln for ln in lines if ln).split()
-    if not tokens or not tokens[0].startswith('OFF'):
-        raise DataError(path, 'not an OFF mesh (first keyword is not "OFF")')
-    head = tokens[0][3:]
-    rest = tokens[1:]
-    if head:  # glued header: 'OFF490 518 0'
-        rest = [head] + rest
+        text = path.read_bytes().decode('ascii')
+    except UnicodeDecodeError as e:
+        raise DataError(path, f'not an OFF mesh (non-ASCII byte at offset {e.start})', reason='bad header') from None
+    except OSError as e:
+        raise DataError(path, f'unreadable OFF file ({e.strerror or e})', reason='unreadable') from None
+    lines = [ln for ln in (raw.split('#', 1)[0].strip() for raw in text.splitlines()) if ln]
+    if not lines or not lines[0].startswith('OFF'):
+        raise DataError(path, 'not an OFF mesh (first keyword is not "OFF")', reason='bad header')
+    counts, body = (lines[0][3:].split(), lines[1:]) if lines[0][3:].strip() else \
+        ((lines[1].split() if len(lines) > 1 else []), lines[2:])
     try:
-        nv, nf = int(rest[0]), int(rest[1])
-        body = rest[3:]
-        verts = np.asarray(body[:3 * nv], dtype=np.float64)
-    except (IndexError, ValueError) as e:
-        raise DataError(path, f'bad OFF header or vertex list ({e})') from e
+        nv, nf = int(counts[0]), int(counts[1])
+    except (IndexError, ValueError):
+        raise DataError(path, f'bad OFF header {" ".join(counts)!r} (expected "<vertices> <faces> <edges>")',
+                        reason='bad header') from None
+    if nv < 1 or nf < 0:
+        raise DataError(path, f'bad OFF header: {nv} vertices, {nf} faces', reason='bad header')
+    if nf == 0:
+        raise DataError(path, 'mesh has no faces (OFF header face count is 0)', reason='no faces')
+    if len(body) < nv + nf:
+        raise DataError(path, f'OFF header promises {nv} vertices and {nf} faces ({nv + nf} lines), the file holds '
+                              f'{len(body)} lines after the header', reason='truncated')
+    try:
+        verts = np.asarray(' '.join(body[:nv]).split(), dtype=np.float64)
+        fint = np.asarray(' '.join(body[nv:nv + nf]).split(), dtype=np.int64)
+    except (ValueError, OverflowError) as e:
+        raise DataError(path, f'bad OFF vertex or face list ({e})', reason='bad body') from None
     if verts.size != 3 * nv:
-        raise DataError(path, f'OFF header promises {nv} vertices, file holds {verts.size // 3}')
+        raise DataError(path, f'expected 3 coordinates on each of the {nv} vertex lines, found {verts.size} numbers',
+                        reason='bad body')
     verts = verts.reshape(nv, 3)
-    if nf <= 0:
-        raise DataError(path, 'mesh has no faces (OFF header face count is 0)')
-    ftok = body[3 * nv:]
-    try:
-        fint = np.asarray(ftok, dtype=np.int64)
-    except ValueError as e:
-        raise DataError(path, f'bad OFF face list ({e})') from e
-    if fint.size >= 4 * nf and np.all(fint[0:4 * nf:4] == 3):  # all triangles: the fast path
-        faces = fint[:4 * nf].reshape(nf, 4)[:, 1:]
-    else:  # polygons: fan-triangulate
+    if not np.isfinite(verts).all():
+        raise DataError(path, 'non-finite vertex coordinates (NaN or inf)', reason='non-finite')
+    if fint.size == 4 * nf and np.all(fint[0::4] == 3):  # all triangles: the fast path
+        faces = fint.reshape(nf, 4)[:, 1:]
+    else:  # polygons (or per-face colours after the indices): fan-triangulate each line
         faces_l: List[List[int]] = []
-        pos = 0
-        for _ in range(nf):
-            if pos >= fint.size:
-                raise DataError(path, f'OFF header promises {nf} faces, file ends early')
-            k = int(fint[pos])
-            poly = fint[pos + 1:pos + 1 + k]
-            if k < 3 or poly.size != k:
-                raise DataError(path, f'bad OFF face with {k} vertices')
-            faces_l.extend([int(poly[0]), int(poly[j]), int(poly[j + 1])] for j in range(1, k - 1))
-            pos += 1 + k
+        for j, line in enumerate(body[nv:nv + nf]):
+            row = [int(t) for t in line.split()]
+            k = row[0]
+            if k < 3 or len(row) < 1 + k:
+                raise DataError(path, f'bad OFF face {j} ({line!r}): expected a vertex count >= 3 and that many '
+                                      f'indices', reason='bad body')
+            faces_l.extend([row[1], row[i], row[i + 1]] for i in range(2, k))
         faces = np.asarray(faces_l, dtype=np.int64).reshape(-1, 3)
-    if faces.size == 0:
-        raise DataError(path, 'mesh has no faces')
     if faces.min() < 0 or faces.max() >= nv:
-        raise DataError(path, f'OFF face indices out of range (0..{nv - 1})')
+        bad = int(faces.max()) if faces.max() >= nv else int(faces.min())
+        raise DataError(path, f'OFF face index {bad} out of range (the mesh has {nv} vertices: 0..{nv - 1})',
+                        reason='bad body')
     return verts, faces
 
 
@@ -207,11 +211,4 @@ def read_point_bert_dat(path: Path) -> Tuple[Sequence[np.ndarray], List]:
 def write_npz(cache: Path, points: np.ndarray) -> None:
     """Write ``points`` to ``cache`` atomically (temporary file + rename): readers never see half a file."""
     cache.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{cache.stem}.', suffix='.tmp', dir=cache.parent)
-    try:
-        with os.fdopen(fd, 'wb') as fh:
-            np.savez(fh, points=points)
-        os.replace(tmp, cache)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(cache, lambda fh: np.savez(fh, points=points))

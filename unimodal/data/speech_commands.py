@@ -14,9 +14,11 @@ and adds ``_silence_`` clips cut deterministically from ``_background_noise_``.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
-import struct
+import os
+from collections.abc import Sequence as _SequenceABC
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple, Union
 
@@ -25,8 +27,11 @@ import soundfile as sf
 import torch
 from torch.utils.data import Dataset
 
+from .audio_io import frames_needed, read_audio, read_audio_header, resample
 from .builtin import build_once
-from .errors import DataError, SkipReport
+from .cache import file_stamp, reader_cache_dir, stable_key
+from .errors import DataError, SkipReport, load_or_next
+from .index import StringTable, load_index, read_list_lines, save_index
 
 _logger = logging.getLogger(__name__)
 
@@ -54,6 +59,9 @@ LAYOUT_HELP = ('expected the Speech Commands V2 layout: <root>/<word>/*.wav (one
                '<root>/validation_list.txt, <root>/testing_list.txt, <root>/_background_noise_/*.wav')
 
 
+_INDEX_VERSION = 1
+
+
 class _Item(NamedTuple):
     path: Path
     label: int
@@ -64,41 +72,35 @@ class _Item(NamedTuple):
     gain: float = 1.0      # _silence_: deterministic level
 
 
-def _wav_truncation(path: Path) -> Optional[Tuple[int, int]]:
-    """For a RIFF/WAVE file, ``(declared_bytes, available_bytes)`` of the data chunk if it is truncated.
+class _Samples(_SequenceABC):
+    """A read-only view of a :class:`SpeechCommands` index as :class:`_Item` tuples (built on access)."""
 
-    libsndfile silently reads a truncated WAV as a shorter clip, so the header is checked here.
-    Returns ``None`` when the file is not RIFF/WAVE, the size is unknown (streamed files write 0 or
-    0xFFFFFFFF), or the data chunk is complete.
-    """
-    size = path.stat().st_size
-    with open(path, 'rb') as f:
-        head = f.read(12)
-        if len(head) < 12 or head[:4] != b'RIFF' or head[8:12] != b'WAVE':
-            return None
-        pos = 12
-        while pos + 8 <= size:
-            f.seek(pos)
-            chunk = f.read(8)
-            if len(chunk) < 8:
-                return None
-            cid, csize = chunk[:4], struct.unpack('<I', chunk[4:])[0]
-            if cid == b'data':
-                available = size - pos - 8
-                if csize in (0, 0xFFFFFFFF) or available >= csize:
-                    return None
-                return csize, available
-            pos += 8 + csize + (csize & 1)
-    return None
+    def __init__(self, ds: 'SpeechCommands') -> None:
+        self._ds = ds
+
+    def __len__(self) -> int:
+        return len(self._ds)
+
+    def __getitem__(self, i: int) -> _Item:  # type: ignore[override]
+        d = self._ds
+        if not -len(d) <= i < len(d):
+            raise IndexError(i)
+        return _Item(d.root / d._rel[i], int(d._labels[i]), int(d._frames[i]), int(d._rates[i]),
+                     bool(d._silence[i]), int(d._offsets[i]), float(d._gains[i]))
 
 
 class SpeechCommands(Dataset):
     """Speech Commands V2 clips as ``(waveform float32 (clip_samples,), label int)``.
 
-    Files are read with ``soundfile`` (WAV or FLAC); other sample rates are resampled to ``sample_rate`` with
-    ``torchaudio.functional.resample`` (logged once per data set), multi-channel audio is mixed down, and every
-    clip is zero-padded or cropped to ``clip_samples``. File headers are validated in ``__init__`` so bad files
-    fail early (or are skipped and counted in :attr:`skip_report` in the main process).
+    Files are read with ``soundfile`` (WAV or FLAC); other sample rates are resampled to ``sample_rate``
+    (:func:`unimodal.data.audio_io.resample`, logged once per data set), multi-channel audio is mixed down, and every
+    clip is zero-padded or cropped to ``clip_samples``.
+
+    The index (every clip's path, label, frame count and sample rate, and the bad files found) is built in one pass
+    (one open and one header read per clip) and cached in ``<cache folder>/speech_commands``, keyed by the list
+    files' and the folders' sizes and modification times, so later runs start without opening any clip. Bad headers
+    fail early (or are skipped and counted in :attr:`skip_report`); NaN/inf samples and files damaged after
+    indexing are found when a clip is read (under ``skip_bad`` the next clip is served and the file reported).
 
     With ``return_length`` a sample's input is ``(waveform, real length)`` (an int64 scalar, the samples before the
     zero padding), so the audio adapter pads in the feature domain as published. With ``mixup`` (training split
@@ -116,6 +118,7 @@ class SpeechCommands(Dataset):
         silence_fraction: variant 12: ``_silence_`` clips per split as a fraction of the split's word clips.
         sample_rate: output sample rate in Hz.
         clip_samples: output length in samples (1 s at 16 kHz).
+        cache_dir: the cache folder (default ``$UNIMODAL_CACHE``, else ``~/.cache/unimodal``).
         return_length: yield ``((waveform, length), label)``: the adapter then computes features over the real
             samples and pads with zero frames (the published features; needed for clips shorter than
             ``clip_samples``).
@@ -128,12 +131,14 @@ class SpeechCommands(Dataset):
     Attributes:
         classes: class names; ``label`` indexes this list.
         targets: the label of every sample.
+        samples: the index as a sequence of ``(path, label, frames, sample_rate, silence, offset, gain)``.
         skip_report: what was skipped (empty unless ``skip_bad``).
     """
 
     def __init__(self, root: Union[str, Path], split: str = 'train', variant: int = 35,
                  classes: Optional[Sequence[str]] = None, skip_bad: bool = False, silence_fraction: float = 0.1,
-                 sample_rate: int = 16000, clip_samples: int = 16000, return_length: bool = False,
+                 sample_rate: int = 16000, clip_samples: int = 16000,
+                 cache_dir: Optional[Union[str, Path]] = None, return_length: bool = False,
                  mixup: Optional[Mapping[str, float]] = None) -> None:
         if split not in _SPLITS:
             raise ValueError(f'split must be one of {_SPLITS}, got {split!r}')
@@ -144,17 +149,19 @@ class SpeechCommands(Dataset):
         if classes is not None and variant != 35:
             raise ValueError('classes applies to variant 35 only (variant 12 has a fixed class list)')
         self.root = Path(root)
+        self._root_s = str(self.root)
         self.split = split
         self.variant = variant
         self.skip_bad = skip_bad
         self.sample_rate = sample_rate
         self.clip_samples = clip_samples
+        self.silence_fraction = silence_fraction
         self.skip_report = SkipReport(f'speech_commands/{split}')
         if not self.root.is_dir():
             raise FileNotFoundError(f'Speech Commands root {self.root} does not exist; {LAYOUT_HELP}')
 
-        words = sorted(p.name for p in self.root.iterdir()
-                       if p.is_dir() and not p.name.startswith(('.', '_')))
+        words = sorted(e.name for e in os.scandir(self.root)
+                       if e.is_dir() and not e.name.startswith(('.', '_')))
         if not words:
             raise DataError(self.root, f'no word folders found; {LAYOUT_HELP}')
         if variant == 12:
@@ -167,42 +174,42 @@ class SpeechCommands(Dataset):
             self.classes = words
         self._class_index = {c: i for i, c in enumerate(self.classes)}
 
-        rel_paths = self._split_files(words)
-        items = self._validated_items(rel_paths)
-        if variant == 12:
-            items += self._silence_items(max(1, round(silence_fraction * len(items))) if items else 0)
-        self.samples: List[_Item] = items
-        self.targets = [it.label for it in items]
-        self.skip_report.total = len(items) + self.skip_report.count
-        if not items:
+        for name in _SPLIT_LISTS.values():
+            if not (self.root / name).is_file():
+                raise FileNotFoundError(f'{self.root / name} does not exist; {LAYOUT_HELP}')
+        cache = reader_cache_dir(cache_dir, 'speech_commands') / f'{split}-{self._index_key(words)}.npz'
+        errors = self._load_index(cache)
+        if errors is None:
+            errors = self._build_index(words)
+            self._save_index(cache, errors)
+        else:
+            _logger.info('speech_commands/%s: index read from %s', split, cache)
+        if errors and not skip_bad:
+            raise errors[0]
+        for e in errors:
+            self.skip_report.add(e)
+        self.skip_report.total = len(self) + len(errors)
+        if not len(self):
             raise DataError(self.root, f'no usable clips for split {split!r}; {LAYOUT_HELP}')
 
-        rates = {}
-        for it in items:
-            if it.sample_rate != sample_rate:
-                rates[it.sample_rate] = rates.get(it.sample_rate, 0) + 1
-        if rates:
+        other, counts = np.unique(self._rates[self._rates != sample_rate], return_counts=True)
+        if len(other):
             _logger.warning('speech_commands/%s: clips not at %d Hz are resampled to %d Hz (%s)', split, sample_rate,
-                            sample_rate, ', '.join(f'{n} at {sr} Hz' for sr, n in sorted(rates.items())))
-        _logger.info('speech_commands/%s: %d clips, %d classes (variant %d), %d skipped', split, len(items),
-                     len(self.classes), variant, self.skip_report.count)
+                            sample_rate, ', '.join(f'{n} at {sr} Hz' for sr, n in zip(other, counts)))
+        _logger.info('speech_commands/%s: %d clips, %d classes (variant %d), %d skipped', split, len(self),
+                     len(self.classes), variant, len(errors))
 
-    # ---- index building (main process) ---------------------------------------------------------------
-    def _bad(self, error: DataError) -> None:
-        if not self.skip_bad:
-            raise error
-        self.skip_report.add(error)
-
-    def _read_list(self, name: str) -> List[Tuple[int, str]]:
-        path = self.root / name
-        if not path.is_file():
-            raise FileNotFoundError(f'{path} does not exist; {LAYOUT_HELP}')
-        out = []
-        for i, line in enumerate(path.read_text(encoding='utf-8').splitlines(), 1):
-            line = line.strip().replace('\\', '/')
-            if line:
-                out.append((i, line))
-        return out
+    # ---- index (main process) -----------------------------------------------------------------------------
+    def _index_key(self, words: List[str]) -> str:
+        """Changes when a list file or a folder (an added, removed or renamed clip) changes, or an option does."""
+        stamps = []
+        for rel in [*_SPLIT_LISTS.values(), '.', *words, BACKGROUND]:
+            try:
+                stamps.append((rel, *file_stamp(self.root / rel)))
+            except OSError:
+                stamps.append((rel, None))
+        return stable_key(_INDEX_VERSION, os.path.realpath(self.root), self.split, self.variant, self.classes,
+                          self.silence_fraction, self.sample_rate, self.clip_samples, stamps)
 
     def _label_of(self, rel: str) -> Optional[int]:
         word = rel.split('/', 1)[0]
@@ -210,125 +217,145 @@ class SpeechCommands(Dataset):
             return self._class_index.get(word, self._class_index[UNKNOWN])
         return self._class_index.get(word)
 
-    def _split_files(self, words: List[str]) -> List[str]:
-        """Relative paths (``word/file``) of the split's clips; list entries are checked to exist."""
+    def _split_rels(self, words: List[str]) -> List[Tuple[str, str]]:
+        """``(relative path, where it comes from)`` of the split's clips, before any file is opened."""
         if self.split == 'train':
             listed: Set[str] = set()
             for name in _SPLIT_LISTS.values():
-                listed.update(rel for _, rel in self._read_list(name))
+                listed.update(rel.replace('\\', '/') for _, rel in read_list_lines(self.root / name))
             rels = []
             for word in words:
-                for f in sorted((self.root / word).iterdir()):
-                    if f.is_file() and f.suffix.lower() in _AUDIO_SUFFIXES:
-                        rel = f'{word}/{f.name}'
-                        if rel not in listed:
-                            rels.append(rel)
+                names = sorted(e.name for e in os.scandir(self.root / word)
+                               if e.name.lower().endswith(_AUDIO_SUFFIXES) and e.is_file())
+                rels.extend((rel, '') for rel in (f'{word}/{n}' for n in names) if rel not in listed)
             return rels
-        list_name = _SPLIT_LISTS[self.split]
-        rels = []
-        for line_no, rel in self._read_list(list_name):
-            if not (self.root / rel).is_file():
-                self._bad(DataError(self.root / rel, f'listed in {list_name} (line {line_no}) but does not exist'))
-                continue
-            rels.append(rel)
-        return rels
+        name = _SPLIT_LISTS[self.split]
+        return [(rel.replace('\\', '/'), f'listed in {name} (line {i})') for i, rel in read_list_lines(self.root / name)]
 
-    def _validated_items(self, rels: List[str]) -> List[_Item]:
-        items = []
-        for rel in rels:
+    def _build_index(self, words: List[str]) -> List[DataError]:
+        """One pass over the split's clips (one open + header read each); returns the bad files found."""
+        errors: List[DataError] = []
+        rels, labels, frames, rates = [], [], [], []
+        for rel, source in self._split_rels(words):
             path = self.root / rel
             label = self._label_of(rel)
             if label is None:
-                self._bad(DataError(path, f'word {rel.split("/", 1)[0]!r} is not in the class list {self.classes}'))
+                errors.append(DataError(path, f'word {rel.split("/", 1)[0]!r} is not in the class list '
+                                              f'{self.classes}', reason='unknown class'))
                 continue
             try:
-                info = self._check_header(path)
-            except DataError as e:
-                self._bad(e)
+                head = read_audio_header(path)
+            except FileNotFoundError:
+                errors.append(DataError(path, f'{source or "found"} but does not exist', reason='missing'))
                 continue
-            items.append(_Item(path, label, info.frames, info.samplerate))
-        return items
+            except DataError as e:
+                errors.append(e)
+                continue
+            rels.append(rel)
+            labels.append(label)
+            frames.append(head.frames)
+            rates.append(head.sample_rate)
+        n = len(rels)
+        silence = self._silence_items(max(1, round(self.silence_fraction * n)) if n else 0, errors) \
+            if self.variant == 12 else []
+        self._rel = StringTable.from_strings(rels + [s[0] for s in silence])
+        self._labels = np.array(labels + [self._class_index.get(SILENCE, -1)] * len(silence), dtype=np.int64)
+        self._frames = np.array(frames + [s[1] for s in silence], dtype=np.int64)
+        self._rates = np.array(rates + [s[2] for s in silence], dtype=np.int64)
+        self._silence = np.array([False] * n + [True] * len(silence), dtype=bool)
+        self._offsets = np.array([0] * n + [s[3] for s in silence], dtype=np.int64)
+        self._gains = np.array([1.0] * n + [s[4] for s in silence], dtype=np.float64)
+        return errors
 
-    @staticmethod
-    def _check_header(path: Path) -> Any:  # soundfile's info object
-        if path.stat().st_size == 0:
-            raise DataError(path, 'zero-length file (0 bytes), expected a WAV/FLAC clip')
-        try:
-            info = sf.info(str(path))
-        except (RuntimeError, sf.SoundFileError) as e:
-            raise DataError(path, f'unreadable audio file ({e}); expected a WAV/FLAC clip') from None
-        if info.frames <= 0:
-            raise DataError(path, 'zero-length audio (the header declares 0 frames)')
-        trunc = _wav_truncation(path)
-        if trunc is not None:
-            declared, available = trunc
-            raise DataError(path, f'truncated WAV: the header declares {declared} data bytes, '
-                                  f'the file holds {available}')
-        return info
-
-    def _silence_items(self, count: int) -> List[_Item]:
-        """``count`` deterministic 1-s windows from this split's part of each background-noise file."""
+    def _silence_items(self, count: int, errors: List[DataError]) -> List[Tuple[str, int, int, int, float]]:
+        """``count`` deterministic 1-s windows ``(rel, frames, rate, offset, gain)`` from this split's part of each
+        background-noise file."""
         folder = self.root / BACKGROUND
         noise = []
         if folder.is_dir():
-            for f in sorted(folder.iterdir()):
-                if f.is_file() and f.suffix.lower() in _AUDIO_SUFFIXES:
+            for name in sorted(e.name for e in os.scandir(folder) if e.is_file()):
+                if name.lower().endswith(_AUDIO_SUFFIXES):
                     try:
-                        info = self._check_header(f)
+                        noise.append((f'{BACKGROUND}/{name}', read_audio_header(folder / name)))
                     except DataError as e:
-                        self._bad(e)
-                        continue
-                    noise.append((f, info))
+                        errors.append(e)
         if count and not noise:
             raise DataError(folder, f'variant 12 needs background noise files for {SILENCE} clips; {LAYOUT_HELP}')
         rng = np.random.default_rng(_SILENCE_SEED[self.split])
         lo, hi = _SILENCE_PARTS[self.split]
-        label = self._class_index[SILENCE]
         items = []
         for k in range(count):
-            f, info = noise[k % len(noise)]
-            need = int(math.ceil(self.clip_samples * info.samplerate / self.sample_rate))
-            start, stop = int(lo * info.frames), int(hi * info.frames)
+            rel, head = noise[k % len(noise)]
+            need = int(math.ceil(self.clip_samples * head.sample_rate / self.sample_rate))
+            start, stop = int(lo * head.frames), int(hi * head.frames)
             offset = start + int(rng.integers(0, max(1, stop - start - need + 1)))
             gain = float(rng.uniform(0.1, 1.0))
-            items.append(_Item(f, label, info.frames, info.samplerate, silence=True, offset=offset, gain=gain))
+            items.append((rel, head.frames, head.sample_rate, offset, gain))
         return items
+
+    _ARRAYS = ('_labels', '_frames', '_rates', '_silence', '_offsets', '_gains')
+
+    def _save_index(self, path: Path, errors: List[DataError]) -> None:
+        bad = json.dumps([[e.path, e.problem, e.reason] for e in errors]).encode()
+        save_index(path, {**{k: getattr(self, k) for k in self._ARRAYS},
+                          'errors': np.frombuffer(bad, dtype=np.uint8)}, {'rel': self._rel})
+
+    def _load_index(self, path: Path) -> Optional[List[DataError]]:
+        loaded = load_index(path)
+        if loaded is None:
+            return None
+        arrays, tables = loaded
+        if set(arrays) != {*self._ARRAYS, 'errors'} or 'rel' not in tables:
+            return None
+        for k in self._ARRAYS:
+            setattr(self, k, arrays[k])
+        self._rel = tables['rel']
+        return [DataError(*e) for e in json.loads(arrays['errors'].tobytes())]
 
     # ---- loading ---------------------------------------------------------------------------------------
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self._labels)
+
+    @property
+    def targets(self) -> List[int]:
+        return self._labels.tolist()
+
+    @property
+    def samples(self) -> _Samples:
+        return _Samples(self)
 
     @property
     def soft_targets(self) -> bool:
         """Targets are float class vectors (the reader mixes), not class indices."""
         return self.mixup is not None
 
-    def _load(self, it: _Item) -> torch.Tensor:
+    def _load(self, index: int) -> torch.Tensor:
         """The clip's real samples (at most ``clip_samples``), not padded."""
-        is_silence = it.silence
-        try:
-            if is_silence:
-                need = int(math.ceil(self.clip_samples * it.sample_rate / self.sample_rate))
-                data, sr = sf.read(str(it.path), start=it.offset, frames=need, dtype='float32', always_2d=True)
-            else:
-                data, sr = sf.read(str(it.path), dtype='float32', always_2d=True)
-        except (RuntimeError, sf.SoundFileError) as e:
-            raise DataError(it.path, f'unreadable audio file ({e})') from None
-        if not is_silence and data.shape[0] < it.frames:
-            raise DataError(it.path, f'truncated audio: the header declares {it.frames} frames, '
-                                     f'{data.shape[0]} could be decoded')
+        # a str path, not the samples view's Path: a pathlib.Path per sample interns its parts and grows every
+        # worker over an epoch
+        path = os.path.join(self._root_s, self._rel[index])
+        frames, rate = int(self._frames[index]), int(self._rates[index])
+        want = min(frames, frames_needed(self.clip_samples, rate, self.sample_rate))
+        silence = bool(self._silence[index])
+        if silence:
+            data, sr = read_audio(path, start=int(self._offsets[index]), frames=want)
+        else:
+            data, sr = read_audio(path, frames=want)
+            if data.shape[0] < want:
+                raise DataError(path, f'truncated audio: the header declares {frames} frames, '
+                                      f'{data.shape[0]} could be decoded', reason='truncated')
         wav = torch.from_numpy(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0])
         if sr != self.sample_rate:
-            wav = _resample(wav, sr, self.sample_rate)
-        if is_silence:
-            wav = wav * it.gain
+            wav = resample(wav, sr, self.sample_rate)
+        if silence:
+            wav = wav * float(self._gains[index])
         return wav[:self.clip_samples].contiguous()
 
-    def _output(self, wav: torch.Tensor, it: _Item) -> Tuple[Any, Any]:
-        """``(input, target)`` of a loaded clip: mixed when ``mixup`` draws so, padded, with its length if asked."""
-        target: Any = it.label
+    def _item(self, index: int) -> Tuple[Any, Any]:
+        """``(input, target)``: mixed when ``mixup`` draws so, zero-padded, with the real length if asked."""
+        wav, target = self._load(index), int(self._labels[index])
         if self.mixup is not None:
-            wav, target = self._mixed(wav, it.label)
+            wav, target = self._mixed(wav, target)
         x = torch.nn.functional.pad(wav, (0, self.clip_samples - wav.shape[0]))
         return ((x, torch.tensor(wav.shape[0], dtype=torch.int64)) if self.return_length else x), target
 
@@ -350,30 +377,19 @@ class SpeechCommands(Dataset):
         target[other_label] += 1.0 - lam
         return mix_waveforms(wav, other, lam), target
 
-    def _partner(self) -> Tuple[torch.Tensor, int]:
-        for _ in range(len(self)):
-            it = self.samples[np.random.randint(len(self))]
+    def _partner(self, limit: int = 64) -> Tuple[torch.Tensor, int]:
+        for _ in range(limit):
+            j = int(np.random.randint(len(self)))
             try:
-                return self._load(it), it.label
+                return self._load(j), int(self._labels[j])
             except DataError as e:
                 if not self.skip_bad:
                     raise
                 self.skip_report.add(e)  # an unreadable partner is reported and another one drawn
-        raise DataError(self.root, f'no readable mixup partner left in split {self.split!r}')
+        raise DataError(str(self.root), f'{limit} mixup partners in a row are unusable')
 
     def __getitem__(self, index: int) -> Tuple[Any, Any]:
-        for attempt in range(len(self)):
-            it = self.samples[(index + attempt) % len(self)]
-            try:
-                wav = self._load(it)
-            except DataError as e:
-                if not self.skip_bad:
-                    raise
-                # A file that went bad after validation: record it (logged) and serve the next sample.
-                self.skip_report.add(e)
-                continue
-            return self._output(wav, it)
-        raise DataError(self.root, f'no readable clip left in split {self.split!r}')
+        return load_or_next(self._item, index, len(self), self.skip_bad, self.skip_report, str(self.root))
 
 
 def _check_mixup(mixup: Optional[Mapping[str, float]], split: str) -> Optional[Dict[str, float]]:
@@ -402,12 +418,6 @@ def mix_waveforms(a: torch.Tensor, b: torch.Tensor, lam: float) -> torch.Tensor:
     b = torch.nn.functional.pad(b, (0, max(0, a.shape[0] - b.shape[0])))[:a.shape[0]]
     m = lam * a + (1.0 - lam) * b
     return m - m.mean()
-
-
-def _resample(wav: torch.Tensor, orig: int, new: int) -> torch.Tensor:
-    """Resample a 1-D waveform with torchaudio's band-limited sinc interpolation."""
-    import torchaudio.functional as AF
-    return AF.resample(wav, orig, new)
 
 
 # ==== built-in synthetic data set ==========================================================================

@@ -14,10 +14,17 @@ Formats:
 Every dataset yields ``(x (L, N) float32, y (H, N) float32)`` windows (train stride ``stride``, val/test
 stride 1) and never drops a window: the evaluation DataLoader must keep its last partial batch
 (``drop_last=False``, the DataLoader default), or published numbers get skewed.
+
+Memory: the arrays stay in files and each window's rows are read when it is drawn (:mod:`.series_store`), so the
+memory of a run does not depend on the array's size. A float32 ``.npy`` is read in place; other dtypes, a CSV (parsed
+once), and the filled copy of a fill policy are written once into ``<cache folder>/timeseries`` (see
+:mod:`unimodal.data.cache`) and read from there. CSV standard scaling is applied to each window as it is read.
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -26,7 +33,9 @@ import torch
 from torch.utils.data import Dataset
 
 from .builtin import build_once
+from .cache import atomic_write, file_stamp, reader_cache_dir, stable_key
 from .errors import DataError, SkipReport
+from .series_store import MissingScan, NpyRows, convert_npy, fill_frame, fill_npy, save_rows, scan_missing
 from .timeseries_covariates import load_time_stamps, read_station_coords, time_features
 
 _logger = logging.getLogger(__name__)
@@ -44,15 +53,17 @@ BUILTIN_FILE = 'weather_synthetic.csv'
 COORDS_FILE = 'stations_sorted.npy'
 _BUILTIN_VERSION = 2
 _GLOBAL_VARIABLES = {'temp': '°C', 'wind': 'm/s'}
+_CACHE_VERSION = 1
 _DAY_NS = 86_400 * 10**9
 
 PathLike = Union[str, Path]
 
 
 class ForecastWindows(Dataset):
-    """Sliding ``(input, target)`` windows over a ``(T, N)`` series array.
+    """Sliding ``(input, target)`` windows over a ``(T, N)`` series (an array, or :class:`NpyRows` read on demand).
 
-    Window ``i`` starts at ``starts[i]``: ``x = values[s : s + L]``, ``y = values[s + L : s + L + H]``. With calendar
+    Window ``i`` starts at ``starts[i]``: ``x = values[s : s + L]``, ``y = values[s + L : s + L + H]``, each
+    standardised as ``(v - mean) / std`` when ``mean``/``std`` are given (in float64, then float32). With calendar
     ``marks`` and/or station ``coords`` the input is structured: ``x = (values[s : s + L], marks[s : s + L + H],
     coords)`` (the parts present, in that order). The marks cover the horizon too: a forecaster knows the calendar of
     the steps it forecasts (the published decoder reads them), never their values.
@@ -69,18 +80,19 @@ class ForecastWindows(Dataset):
             tensors) or ``None``; mark_dim, coord_dim: F and C (0 when absent).
     """
 
-    def __init__(self, values: np.ndarray, input_len: int, horizon: int, *, stride: int = 1,
+    def __init__(self, values: Union[np.ndarray, NpyRows], input_len: int, horizon: int, *, stride: int = 1,
                  starts: Optional[np.ndarray] = None, period: int = 24,
                  phys_scale: Union[float, torch.Tensor] = 1.0, phys_offset: Union[float, torch.Tensor] = 0.0,
                  units: str = 'data units', value_desc: str = 'raw values', columns: Optional[List[str]] = None,
                  times: Optional[np.ndarray] = None, path: PathLike = '', split: str = '',
-                 skip_report: Optional[SkipReport] = None, marks: Optional[np.ndarray] = None,
+                 skip_report: Optional[SkipReport] = None, mean: Optional[np.ndarray] = None,
+                 std: Optional[np.ndarray] = None, marks: Optional[np.ndarray] = None,
                  coords: Optional[np.ndarray] = None) -> None:
-        if values.ndim != 2:
+        if len(values.shape) != 2:
             raise ValueError(f'values must be (T, N), got shape {values.shape}')
         if input_len < 1 or horizon < 1 or stride < 1:
             raise ValueError(f'input_len, horizon and stride must be >= 1, got {input_len}, {horizon}, {stride}')
-        self.values = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
+        self.values = values if isinstance(values, NpyRows) else np.ascontiguousarray(values, dtype=np.float32)
         self.input_len, self.horizon = int(input_len), int(horizon)
         self.num_series = int(values.shape[1])
         last = values.shape[0] - self.input_len - self.horizon
@@ -94,6 +106,8 @@ class ForecastWindows(Dataset):
         self.times = times
         self.path, self.split = str(path), split
         self.skip_report = skip_report
+        self._mean = None if mean is None else np.asarray(mean, dtype=np.float64)
+        self._std = None if std is None else np.asarray(std, dtype=np.float64)
         if marks is not None and (marks.ndim != 2 or len(marks) != values.shape[0]):
             raise ValueError(f'marks must be (T, F) with T = {values.shape[0]}, got shape {marks.shape}')
         if coords is not None and (coords.ndim != 2 or len(coords) != self.num_series):
@@ -106,15 +120,23 @@ class ForecastWindows(Dataset):
     def __len__(self) -> int:
         return len(self.starts)
 
+    def _rows(self, start: int, stop: int) -> np.ndarray:
+        if isinstance(self.values, NpyRows):
+            return self.values.read(start, stop)
+        return self.values[start:stop]
+
     def __getitem__(self, index: int) -> Tuple[Any, torch.Tensor]:
         s = int(self.starts[index])
-        mid = s + self.input_len
-        x, y = self.values[s:mid].clone(), self.values[mid:mid + self.horizon].clone()
+        block = self._rows(s, s + self.input_len + self.horizon)
+        if self._mean is not None:
+            block = (block - self._mean) / self._std
+        t = torch.from_numpy(np.array(block, dtype=np.float32))
+        x, y = t[:self.input_len], t[self.input_len:]
         if self.marks is None and self.coords is None:
             return x, y
         parts = [x]
         if self.marks is not None:
-            parts.append(self.marks[s:mid + self.horizon].clone())
+            parts.append(self.marks[s:s + self.input_len + self.horizon].clone())
         if self.coords is not None:
             parts.append(self.coords.clone())
         return tuple(parts), y
@@ -129,44 +151,34 @@ class ForecastWindows(Dataset):
 
 
 # --------------------------------------------------------------------------------------------- missing values
-def _first_bad(values: np.ndarray) -> Optional[Tuple[int, int, int]]:
-    """``(row, column, count)`` of the earliest non-finite value, or ``None``."""
-    bad = ~np.isfinite(values)
-    count = int(bad.sum())
-    if not count:
-        return None
-    row = int(np.argmax(bad.any(axis=1)))
-    col = int(np.argmax(bad[row]))
-    return row, col, count
+def _missing_error(scan: MissingScan, path: PathLike, names: Sequence[str], row_desc) -> DataError:
+    row = int(np.argmax(scan.bad_rows))
+    return DataError(path, f"missing/non-finite value in column {names[int(scan.first_col[row])]!r} at "
+                           f"{row_desc(row)} ({scan.count} missing in all); choose a fill policy (fill='ffill', "
+                           f"'interpolate' or 'zero') or fix the file", reason='missing value')
+
+
+def _check_fill(scan: MissingScan, fill: str, path: PathLike, names: Sequence[str], row_desc) -> None:
+    """Raise for ``fill='error'`` or a column a fill policy cannot fill; log what is filled otherwise."""
+    if fill not in FILL_POLICIES:
+        raise ValueError(f'fill must be one of {FILL_POLICIES}, got {fill!r}')
+    if fill == 'error':
+        raise _missing_error(scan, path, names, row_desc)
+    if scan.all_bad_col >= 0 and fill != 'zero':
+        raise DataError(path, f'column {names[scan.all_bad_col]!r} has no valid value to fill from',
+                        reason='missing value')
+    row = int(np.argmax(scan.bad_rows))
+    _logger.warning('%s: filled %d missing values with policy %r (first in column %r at %s)', path, scan.count, fill,
+                    names[int(scan.first_col[row])], row_desc(row))
 
 
 def _fill_missing(values: np.ndarray, fill: str, path: PathLike, names: Sequence[str], row_desc) -> np.ndarray:
-    """Apply a fill policy to the non-finite entries of ``(T, N)`` values (in place where possible)."""
-    if fill not in FILL_POLICIES:
-        raise ValueError(f'fill must be one of {FILL_POLICIES}, got {fill!r}')
-    found = _first_bad(values)
-    if found is None:
+    """Apply a fill policy to the non-finite entries of in-memory ``(T, N)`` values."""
+    scan = scan_missing(values)
+    if not scan.count:
         return values
-    row, col, count = found
-    if fill == 'error':
-        raise DataError(path, f"missing/non-finite value in column {names[col]!r} at {row_desc(row)} "
-                              f"({count} missing in all); choose a fill policy (fill='ffill', 'interpolate' or "
-                              f"'zero') or fix the file")
-    import pandas as pd
-    values = np.where(np.isfinite(values), values, np.nan)
-    all_bad = np.isnan(values).all(axis=0)
-    if all_bad.any() and fill != 'zero':
-        raise DataError(path, f'column {names[int(np.argmax(all_bad))]!r} has no valid value to fill from')
-    df = pd.DataFrame(values)
-    if fill == 'ffill':
-        df = df.ffill().bfill()  # leading gaps take the first valid value (nothing earlier exists)
-    elif fill == 'interpolate':
-        df = df.interpolate(method='linear', limit_direction='both')
-    else:
-        df = df.fillna(0.0)
-    _logger.warning('%s: filled %d missing values with policy %r (first in column %r at %s)', path, count, fill,
-                    names[col], row_desc(row))
-    return df.to_numpy(dtype=np.float32)
+    _check_fill(scan, fill, path, names, row_desc)
+    return fill_frame(values, fill)
 
 
 # ----------------------------------------------------------------------------------------------------- readers
@@ -253,48 +265,47 @@ def _find_global_dir(root: Path, variable: Optional[str]) -> Tuple[Path, str]:
     return root, variables[0]
 
 
-def read_global_npy(root: PathLike, variable: str = 'temp', split: str = 'train', *, fill: Optional[str] = 'error',
-                    require_times: bool = False) -> Tuple[np.ndarray, Optional[np.ndarray], Path]:
-    """Read one split of the Corrformer Global Temp/Wind release.
+def _cache_file(cache_dir: Optional[PathLike], source: Path, kind: str, *key) -> Path:
+    """``<cache>/timeseries/<source stem>-<kind>-<key>.npy``; the key covers the source's path, size and mtime."""
+    stamp = stable_key(_CACHE_VERSION, os.path.realpath(source), file_stamp(source), kind, *key)
+    return reader_cache_dir(cache_dir, 'timeseries') / f'{source.stem}-{kind}-{stamp}.npy'
 
-    Args:
-        root: folder holding ``{variable}_global_hourly_{split}.npy`` (also searched: ``root/global_{variable}``,
-            ``root/global``).
-        variable: ``'temp'`` or ``'wind'``.
-        split: ``'train'``, ``'val'`` or ``'test'``.
-        fill: missing-value policy (see :func:`read_csv_series`; the "column" is the station index).
-        require_times: ``data_time_{split}.npy`` must exist and be readable (calendar features need it); otherwise
-            a missing or unusable file only logs a warning and ``times`` is ``None``.
 
-    Returns:
-        ``values (T, N) float32`` (stored scale, ×10), ``times (T,)`` or ``None``, and the file read.
-    """
-    if variable not in _GLOBAL_VARIABLES:
-        raise ValueError(f'variable must be one of {sorted(_GLOBAL_VARIABLES)}, got {variable!r}')
-    folder, _ = _find_global_dir(Path(root), variable)
+def _filled(rows: NpyRows, source: Path, fill: str, cache_dir: Optional[PathLike], names: Sequence[str],
+            row_desc) -> Tuple[NpyRows, Optional[MissingScan]]:
+    """``rows`` with missing values handled by ``fill`` (``None``: kept, with the scan that located them)."""
+    done = _cache_file(cache_dir, source, f'fill-{fill}') if fill not in (None, 'error') else None
+    if done is not None and done.is_file():  # filled on an earlier run
+        return NpyRows.open(done)[0], None
+    scan = scan_missing(rows)
+    if not scan.count or fill is None:
+        return rows, (scan if scan.count else None)
+    _check_fill(scan, fill, source, names, row_desc)
+    return fill_npy(rows, done, fill), None
+
+
+def _open_global(folder: Path, variable: str, split: str, fill: Optional[str], cache_dir: Optional[PathLike],
+                 require_times: bool = False) -> Tuple[NpyRows, Optional[np.ndarray], Path, Optional[MissingScan]]:
     path = folder / f'{variable}_global_hourly_{split}.npy'
     if not path.is_file():
         raise FileNotFoundError(f'{path}: not found (Global {variable.title()} layout: '
                                 f'{variable}_global_hourly_{{train,val,test}}.npy of shape (T, 3850, 1))')
     try:
-        arr = np.load(path, allow_pickle=False)
-    except ValueError as e:  # object arrays need pickle: refused
-        raise DataError(path, f'not a plain numeric .npy array ({e})') from e
-    if arr.ndim == 3 and arr.shape[2] == 1:
-        arr = arr[:, :, 0]
-    if arr.ndim != 2:
-        raise DataError(path, f'expected shape (T, stations, 1) or (T, stations), got {arr.shape}')
-    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-        raise DataError(path, f'expected numeric values, got dtype {arr.dtype}')
-    values = arr.astype(np.float32, copy=False)
-    if fill is not None:
-        values = _fill_missing(values, fill, path, [f'station {i}' for i in range(values.shape[1])],
-                               lambda r: f'time step {r}')
+        rows, c_order = NpyRows.open(path)
+    except ValueError as e:  # object arrays need pickle: refused; other shapes
+        raise DataError(path, f'not a plain numeric (T, stations, 1) .npy array ({e})', reason='bad array') from e
+    if not (np.issubdtype(rows.dtype, np.floating) or np.issubdtype(rows.dtype, np.integer)):
+        raise DataError(path, f'expected numeric values, got dtype {rows.dtype}', reason='bad array')
+    if rows.dtype != np.float32 or not c_order:  # converted once into the cache, read from there
+        dest = _cache_file(cache_dir, path, 'f32')
+        rows = NpyRows.open(dest)[0] if dest.is_file() else convert_npy(path, dest)
+    names = [f'station {i}' for i in range(rows.shape[1])]
+    rows, scan = _filled(rows, path, fill, cache_dir, names, lambda r: f'time step {r}')
     times = None
     tpath = folder / f'data_time_{split}.npy'
     if tpath.is_file():
         try:
-            times = load_time_stamps(tpath, len(values))
+            times = load_time_stamps(tpath, len(rows))
         except DataError as e:
             if require_times:
                 raise
@@ -302,7 +313,72 @@ def read_global_npy(root: PathLike, variable: str = 'temp', split: str = 'train'
     elif require_times:
         raise FileNotFoundError(f'{tpath}: not found (calendar features need the time stamps of every step: '
                                 f'data_time_{{train,val,test}}.npy of the Global Temp/Wind release)')
-    return values, times, path
+    return rows, times, path, scan
+
+
+def read_global_npy(root: PathLike, variable: str = 'temp', split: str = 'train', *, fill: Optional[str] = 'error',
+                    require_times: bool = False, cache_dir: Optional[PathLike] = None,
+                    ) -> Tuple[NpyRows, Optional[np.ndarray], Path]:
+    """Open one split of the Corrformer Global Temp/Wind release (rows are read on demand, see :class:`NpyRows`).
+
+    Args:
+        root: folder holding ``{variable}_global_hourly_{split}.npy`` (also searched: ``root/global_{variable}``,
+            ``root/global``).
+        variable: ``'temp'`` or ``'wind'``.
+        split: ``'train'``, ``'val'`` or ``'test'``.
+        fill: missing-value policy (see :func:`read_csv_series`; the "column" is the station index). A filled copy
+            (and a float32 copy of a file of another dtype) is written once into the cache folder.
+        require_times: ``data_time_{split}.npy`` must exist and be readable (calendar features need it); otherwise
+            a missing or unusable file only logs a warning and ``times`` is ``None``.
+        cache_dir: the cache folder (default ``$UNIMODAL_CACHE``, else ``~/.cache/unimodal``).
+
+    Returns:
+        ``values (T, N)`` float32 rows (stored scale, ×10), ``times (T,)`` or ``None``, and the file read.
+    """
+    if variable not in _GLOBAL_VARIABLES:
+        raise ValueError(f'variable must be one of {sorted(_GLOBAL_VARIABLES)}, got {variable!r}')
+    folder, _ = _find_global_dir(Path(root), variable)
+    return _open_global(folder, variable, split, fill, cache_dir, require_times)[:3]
+
+
+def _csv_rows(path: Path, time_column: Optional[str], columns: Optional[Sequence[str]], require_first: bool,
+              cache_dir: Optional[PathLike]) -> Tuple[NpyRows, List[str], Optional[np.ndarray]]:
+    """A CSV's series as float32 rows in the cache (parsed by pandas on the first run only), names and times."""
+    values_file = _cache_file(cache_dir, path, 'csv', time_column, None if columns is None else list(columns),
+                              require_first)
+    meta_file, times_file = values_file.with_suffix('.json'), values_file.with_suffix('.times.npy')
+    try:
+        meta = json.loads(meta_file.read_text())  # written last: its presence means the entry is complete
+        rows = NpyRows.open(values_file)[0]
+        times = np.load(times_file, allow_pickle=False).astype('datetime64[ns]') if meta['times'] else None
+        return rows, meta['names'], times
+    except (OSError, ValueError, KeyError):
+        pass
+    values, names, times = read_csv_series(path, time_column=time_column, columns=columns, fill=None,
+                                           require_first=require_first)
+    rows = save_rows(values, values_file)
+    if times is not None:
+        atomic_write(times_file, lambda f: np.save(f, times.astype(np.int64), allow_pickle=False))
+    meta = json.dumps({'names': names, 'times': times is not None, 'source': str(path)}).encode()
+    atomic_write(meta_file, lambda f: f.write(meta))
+    return rows, names, times
+
+
+def _train_stats(rows: NpyRows, n: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Per-variable mean and population std of the first ``n`` rows, NaN ignored (two chunked passes, float64)."""
+    part = rows.rows(0, n)
+    count = np.zeros(rows.shape[1])
+    total = np.zeros(rows.shape[1])
+    for _, block in part.chunks():
+        ok = np.isfinite(block)
+        count += ok.sum(axis=0)
+        total += np.where(ok, block, 0).sum(axis=0, dtype=np.float64)
+    mean = total / np.maximum(count, 1)
+    dev = np.zeros(rows.shape[1])
+    for _, block in part.chunks():
+        d = np.where(np.isfinite(block), block - mean, 0)
+        dev += (d * d).sum(axis=0)
+    return mean, np.sqrt(dev / np.maximum(count, 1))
 
 
 def split_borders(num_rows: int, input_len: int, rule: str = 'ratio', train_ratio: float = 0.7,
@@ -338,15 +414,18 @@ def _infer_period(times: Optional[np.ndarray], default: int = 24) -> int:
     return default
 
 
-def _window_starts(values: np.ndarray, window: int, stride: int, split: str, path: PathLike, names: Sequence[str],
-                   report: Optional[SkipReport], row_offset: int) -> np.ndarray:
-    """Window starts; with a skip report, windows touching a missing value are skipped and recorded."""
-    last = values.shape[0] - window
+def _window_starts(num_rows: int, window: int, stride: int, split: str, path: PathLike, names: Sequence[str],
+                   report: Optional[SkipReport], row_offset: int, scan: Optional[MissingScan]) -> np.ndarray:
+    """Window starts; with a skip report, windows touching a missing value (rows of ``scan``, which covers this
+    split's rows from ``row_offset`` on) are skipped and recorded."""
+    last = num_rows - window
     starts = np.arange(0, last + 1, stride, dtype=np.int64) if last >= 0 else np.zeros(0, np.int64)
     if report is None:
         return starts
     report.total += len(starts)
-    bad_rows = ~np.isfinite(values).all(axis=1)
+    if scan is None:
+        return starts
+    bad_rows = scan.bad_rows[row_offset:row_offset + num_rows]
     if not bad_rows.any():
         return starts
     # windows [s, s + window) containing a bad row: prefix sums of the bad-row indicator
@@ -354,11 +433,10 @@ def _window_starts(values: np.ndarray, window: int, stride: int, split: str, pat
     bad = csum[starts + window] - csum[starts] > 0
     for s in starts[bad]:
         r = int(s + np.argmax(bad_rows[s:s + window]))
-        c = int(np.argmax(~np.isfinite(values[r])))
-        # appended directly: one summary warning below instead of one log line per window
+        c = int(scan.first_col[r + row_offset])
         problem = (f'{split} window at row {int(s) + row_offset}: missing value in column {names[c]!r} '
                    f'at row {r + row_offset}')
-        report.skipped.append({'path': str(path), 'problem': problem})
+        report.add(DataError(path, problem, reason='missing value'), log=False)  # one summary line below
     _logger.warning('%s: skipped %d of %d %s windows touching missing values (skip_bad)', path, int(bad.sum()),
                     len(starts), split)
     return starts[~bad]
@@ -398,7 +476,8 @@ def build_timeseries_datasets(root: PathLike, *, format: str = 'auto', variable:
                               columns: Optional[Sequence[str]] = None, scale: bool = True, borders: str = 'auto',
                               train_ratio: float = 0.7, test_ratio: float = 0.2, period: Optional[int] = None,
                               skip_bad: bool = False, splits: Optional[Sequence[str]] = None, marks: bool = False,
-                              freq: str = 'h', coords: Optional[str] = None) -> Dict[str, ForecastWindows]:
+                              freq: str = 'h', coords: Optional[str] = None, cache_dir: Optional[PathLike] = None,
+                              ) -> Dict[str, ForecastWindows]:
     """Train/val/test forecasting windows from a weather / time-series data root.
 
     Args:
@@ -425,6 +504,8 @@ def build_timeseries_datasets(root: PathLike, *, format: str = 'auto', variable:
         coords: station coordinates file (relative to the data folder, or absolute; e.g. ``stations_sorted.npy``
             of the Global release): one row per series, standardised over the stations, appended to every sample's
             input (see :func:`~unimodal.data.timeseries_covariates.read_station_coords`).
+        cache_dir: the cache folder of converted/filled arrays and parsed CSVs (the config's ``data.cache_dir``;
+            default ``$UNIMODAL_CACHE``, else ``~/.cache/unimodal``).
     """
     splits = list(splits) if splits is not None else list(SPLITS)
     unknown = [s for s in splits if s not in SPLITS]
@@ -461,15 +542,15 @@ def build_timeseries_datasets(root: PathLike, *, format: str = 'auto', variable:
         folder, var = _find_global_dir(Path(root), variable)
         station_coords = None
         for split in splits:
-            values, times, fpath = read_global_npy(folder, var, split, fill=read_fill, require_times=marks)
+            values, times, fpath, scan = _open_global(folder, var, split, read_fill, cache_dir, require_times=marks)
             if station_coords is None:
                 station_coords = coords_for(values.shape[1])
             if values.shape[0] < window:
                 raise DataError(fpath, f'{values.shape[0]} time steps < input_len + horizon = {window}')
             names = [f'station {i}' for i in range(values.shape[1])]
             report = SkipReport(f'weather/{split}') if skip_bad else None
-            starts = _window_starts(values, window, stride if split == 'train' else 1, split, fpath, names,
-                                    report, 0)
+            starts = _window_starts(values.shape[0], window, stride if split == 'train' else 1, split, fpath, names,
+                                    report, 0, scan)
             out[split] = ForecastWindows(
                 values, input_len, horizon, starts=starts, period=period or _infer_period(times),
                 phys_scale=0.1, phys_offset=0.0, units=_GLOBAL_VARIABLES[var],
@@ -478,11 +559,15 @@ def build_timeseries_datasets(root: PathLike, *, format: str = 'auto', variable:
                 marks=time_features(times, freq) if marks else None, coords=station_coords)
         return out
 
-    values, names, times = read_csv_series(path, time_column=time_column, columns=columns, fill=read_fill,
-                                           require_first=(format == 'tslib'))
+    values, names, times = _csv_rows(path, time_column, columns, format == 'tslib', cache_dir)
     if marks and times is None:
         raise DataError(path, 'marks=true needs time stamps, but time_column is None; name the time column')
     station_coords = coords_for(values.shape[1])
+
+    def row_desc(i: int) -> str:
+        return f'row {i} (line {i + 2})'
+
+    values, scan = _filled(values, path, read_fill, cache_dir, names, row_desc)
     rule = borders
     if rule == 'auto':
         stem = path.stem.lower()
@@ -492,12 +577,10 @@ def build_timeseries_datasets(root: PathLike, *, format: str = 'auto', variable:
         if b2 - b1 < window:
             raise DataError(path, f'the {split} split (rows {b1}..{b2}, rule {rule!r}) holds {max(0, b2 - b1)} '
                                   f'rows < input_len + horizon = {window}; use a shorter window or more data')
-    t0, t1 = bounds['train']
-    if scale:
-        mean = np.nanmean(values[t0:t1], axis=0).astype(np.float64)
-        std = np.nanstd(values[t0:t1], axis=0).astype(np.float64)  # population std, as sklearn StandardScaler
+    mean = std = None
+    if scale:  # applied to each window as it is read (no scaled copy of the series)
+        mean, std = _train_stats(values, bounds['train'][1])  # population std, as sklearn StandardScaler
         std[~(std > 0)] = 1.0  # constant variables: sklearn's rule (scale 1)
-        values = ((values - mean) / std).astype(np.float32)
         phys_scale, phys_offset = torch.tensor(std, dtype=torch.float32), torch.tensor(mean, dtype=torch.float32)
         desc = 'z-scored per variable with train-split mean/std (TSLib)'
     else:
@@ -506,13 +589,13 @@ def build_timeseries_datasets(root: PathLike, *, format: str = 'auto', variable:
     for split in splits:
         b1, b2 = bounds[split]
         report = SkipReport(f'weather/{split}') if skip_bad else None
-        part = values[b1:b2]
-        starts = _window_starts(part, window, stride if split == 'train' else 1, split, path, names, report, b1)
+        starts = _window_starts(b2 - b1, window, stride if split == 'train' else 1, split, path, names, report, b1,
+                                scan)
         out[split] = ForecastWindows(
-            part, input_len, horizon, starts=starts, period=per, phys_scale=phys_scale, phys_offset=phys_offset,
-            units='data units', value_desc=desc, columns=names,
+            values.rows(b1, b2), input_len, horizon, starts=starts, period=per, phys_scale=phys_scale,
+            phys_offset=phys_offset, units='data units', value_desc=desc, columns=names,
             times=times[b1:b2] if times is not None else None, path=path, split=split, skip_report=report,
-            marks=time_features(times[b1:b2], freq) if marks else None, coords=station_coords)
+            mean=mean, std=std, marks=time_features(times[b1:b2], freq) if marks else None, coords=station_coords)
     if scale:
         for ds in out.values():
             ds.scaler_mean, ds.scaler_std = mean, std
