@@ -6,7 +6,6 @@ and :class:`~unimodal.tasks.TaskSpec` objects; nothing reads or merges config la
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
@@ -15,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..config.errors import ConfigError
 from ..config.schema import DataConfig, ModelConfig
+from ..data.cache import resolve_cache_dir
 from ..modalities.base import Adapter
 from ..tasks.base import Task
 from ..tasks.plugin import PluginTask, adapter_class
@@ -29,9 +29,9 @@ __all__ = ['cache_dir', 'data_root', 'build_task_datasets', 'EvenSubset', 'train
 
 
 def cache_dir(data: DataConfig) -> Path:
-    """``data.cache_dir``, else ``$UNIMODAL_CACHE``, else ``~/.cache/unimodal``."""
-    value = data.cache_dir or os.environ.get('UNIMODAL_CACHE') or Path.home() / '.cache' / 'unimodal'
-    return Path(value).expanduser()
+    """``data.cache_dir``, else ``$UNIMODAL_CACHE``, else ``~/.cache/unimodal`` (the one cache rule, checked to be
+    writable: :func:`unimodal.data.cache.resolve_cache_dir`)."""
+    return resolve_cache_dir(data.cache_dir)
 
 
 def data_root(task: Task, data: DataConfig, dist_info: Optional[DistInfo] = None) -> Tuple[Optional[Path], bool]:
@@ -78,8 +78,11 @@ class EvenSubset(Dataset):
 def build_task_datasets(task: Task, data: DataConfig, root: Optional[Path],
                         splits: Optional[Sequence[str]] = None) -> Dict[str, Dataset]:
     """Readers for ``splits`` with ``data.limit_*`` applied; reader option errors become :class:`ConfigError`."""
+    options = dict(data.options)
+    if task.reader_cache and root is not None and options.get('cache_dir') is None:
+        options['cache_dir'] = str(cache_dir(data))
     try:
-        sets = task.build_datasets(root, dict(data.options), skip_bad=data.skip_bad,
+        sets = task.build_datasets(root, options, skip_bad=data.skip_bad,
                                    splits=list(splits) if splits else None)
     except TypeError as e:
         if 'argument' in str(e) or 'option' in str(e):

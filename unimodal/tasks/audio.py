@@ -25,6 +25,7 @@ class AudioTask(Task):
     name = 'audio'
     adapter = 'audio'
     kind = 'classification'
+    reader_cache = True
     description = 'Keyword spotting on Speech Commands V2 (35 or 12 classes) from 16 kHz waveforms'
     real_data = (
         'Speech Commands V2 (Warden 2018, CC BY 4.0): '

@@ -62,6 +62,10 @@ class Task(abc.ABC):
         """
         return {}
 
+    #: the task's reader takes ``cache_dir`` (index caches, sampled clouds, converted arrays): the engine passes the
+    #: run's cache folder (``data.cache_dir`` by the one cache rule) unless ``data.options`` names one
+    reader_cache: ClassVar[bool] = False
+
     def split_options(self, options: Optional[Dict[str, Any]], split: str) -> Dict[str, Any]:
         """The reader options of ``split``: all of ``options`` for train, less :attr:`train_only_options` else."""
         options = dict(options or {})

@@ -52,6 +52,7 @@ class PointTask(Task):
     adapter = 'point'
     kind = 'classification'
     eval_protocols = (PUBLISHED_8POSE,)
+    reader_cache = True
     description = ('point-cloud classification: ModelNet40 (raw OFF, normal_resampled text, PointNet HDF5, '
                    'Point-BERT .dat)')
     real_data = (

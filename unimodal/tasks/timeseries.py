@@ -29,6 +29,7 @@ class TimeSeriesTask(Task):
     aliases = ('weather',)
     adapter = 'timeseries'
     kind = 'forecast'
+    reader_cache = True
     description = 'multi-series forecasting: (B, L, N) windows -> (B, H, N) (Global Temp/Wind, TSLib CSVs)'
     real_data = (
         'Global Temp / Global Wind (Corrformer, Nature Machine Intelligence 2023; hourly NCEI data of 3,850 '
