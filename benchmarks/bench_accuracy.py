@@ -116,7 +116,7 @@ def train_baseline(task_name: str, stored: Dict[str, Any], args: argparse.Namesp
     ebs = settings.eval_batch_size
     g = torch.Generator().manual_seed(args.seed)
     train_dl = DataLoader(sets['train'], batch_size=bs, shuffle=True, generator=g, num_workers=args.workers,
-                          drop_last=len(sets['train']) > bs)
+                          drop_last=len(sets['train']) > bs, collate_fn=getattr(sets['train'], 'collate_fn', None))
     val_dl = DataLoader(sets['val'], batch_size=ebs, num_workers=args.workers)
     test_dl = DataLoader(sets['test'], batch_size=ebs, num_workers=args.workers)
     steps = len(train_dl)

@@ -26,6 +26,8 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch.utils.data import DataLoader
 
+from unimodal.data.inputs import batch_size as samples_in
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench_util import RESULTS_DIR, finish_machine, machine_info, markdown_table, save_json, set_threads  # noqa: E402
 
@@ -47,7 +49,7 @@ def loader_rate(ds, batch_size: int, workers: int, batches: int, seed: int) -> D
         except StopIteration:
             it = iter(dl)
             x, _ = next(it)
-        n += x.shape[0]
+        n += samples_in(x)  # a tensor or a structured (tensor, ...) batch
     dt = time.perf_counter() - t1
     del it
     return {'samples_per_s': round(n / dt, 1) if n else None, 'first_batch_s': round(first, 3),
@@ -68,7 +70,7 @@ def step_rate(model: torch.nn.Module, x: torch.Tensor, loss_fn, steps: int) -> f
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
-    return round(steps * x.shape[0] / (time.perf_counter() - t0), 1)
+    return round(steps * samples_in(x) / (time.perf_counter() - t0), 1)
 
 
 class TrunkWithHead(torch.nn.Module):

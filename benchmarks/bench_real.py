@@ -126,22 +126,26 @@ def _video_descriptor(clip: torch.Tensor) -> np.ndarray:
 
 def descriptors(task: str, cfg: Dict[str, Any]) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
     """``{split: (features (n, d), labels (n,))}`` from the same readers and options as the trunk's run."""
+    from unimodal.config import resolve_run_config
+    from unimodal.data.inputs import primary
     from unimodal.engine.build import build_task_datasets, data_root
     from unimodal.tasks import get_task
     t = get_task(task)
-    root, _ = data_root(t, cfg)
-    sets = build_task_datasets(t, cfg, root, ['train', 'val', 'test'])
+    data = resolve_run_config(base=cfg).task_settings(t.name).data  # the stored config.yaml, resolved
+    root, _ = data_root(t, data)
+    sets = build_task_datasets(t, data, root, ['train', 'val', 'test'])
     if task == 'audio':
         import torchaudio
         mel = torchaudio.transforms.MelSpectrogram(sample_rate=sets['train'].sample_rate, n_fft=400, hop_length=160,
                                                    n_mels=40)
-        fn = lambda x: _audio_descriptor(x, mel)  # noqa: E731
+        fn = lambda x: _audio_descriptor(primary(x), mel)  # noqa: E731  (the waveform of (waveform, length))
     elif task == 'point':
         fn = _point_descriptor
     elif task == 'video':
         # every split read as the validation split reads (one centre clip, centre crop): no random crops
         from unimodal.data.kinetics import Kinetics
-        opts = {k: (tuple(v) if isinstance(v, list) else v) for k, v in (cfg['data']['options'] or {}).items()}
+        opts = {k: (tuple(v) if isinstance(v, list) else v)
+                for k, v in t.split_options(cfg['data']['options'], 'val').items()}  # no train-only repeats
         sets = {s: Kinetics(root, 'val', annotation=ds.annotation, classes=sets['train'].classes, **opts)
                 for s, ds in sets.items()}
         fn = _video_descriptor

@@ -5,7 +5,7 @@ import torchaudio
 
 import unimodal
 from unimodal import InputShapeError
-from unimodal.modalities.audio import AudioAdapter, compute_norm_stats, waveform_mixup
+from unimodal.modalities.audio import AudioAdapter, compute_norm_stats
 
 SR = 16000
 
@@ -54,6 +54,48 @@ def test_paper_fbank_crops_long_clips_and_handles_odd_lengths():
         (x[1] - x[1].mean()).unsqueeze(0), htk_compat=True, sample_frequency=16000, use_energy=False,
         window_type='hanning', num_mel_bins=128, dither=0.0, frame_length=25, frame_shift=10)
     torch.testing.assert_close(feats[1], ref[:128], rtol=1e-5, atol=1e-5)
+
+
+
+def _published_input(wav):
+    """The published pipeline for one real-length clip: mean removal, Kaldi fbank, zero frames up to 128,
+    normalisation; as (mel bins, frames)."""
+    ref = torchaudio.compliance.kaldi.fbank(
+        (wav - wav.mean()).unsqueeze(0), htk_compat=True, sample_frequency=16000, use_energy=False,
+        window_type='hanning', num_mel_bins=128, dither=0.0, frame_length=25, frame_shift=10)
+    ref = torch.nn.functional.pad(ref, (0, 0, 0, 128 - ref.shape[0]))
+    return ((ref - (-6.845978)) / (2 * 5.5654526)).T
+
+
+@pytest.mark.parametrize('lengths', [[11200, 12345], [12345, SR, 6400]])
+def test_paper_mode_pads_short_clips_in_the_feature_domain(lengths):
+    """(zero-padded waveform, real length) -> fbank of the real samples, then zero frames: the published input."""
+    full = _tone_batch(len(lengths))
+    real = [full[i, :n] for i, n in enumerate(lengths)]
+    padded = torch.stack([torch.nn.functional.pad(r, (0, SR - len(r))) for r in real])
+    got, _ = AudioAdapter(mode='paper').eval()((padded, torch.tensor(lengths)))
+    for i, r in enumerate(real):
+        torch.testing.assert_close(got[i, 0], _published_input(r), rtol=1e-5, atol=1e-5)
+        n = 1 + (len(r) - 400) // 160
+        zero_frame = (0 - (-6.845978)) / (2 * 5.5654526)   # +0.615: a zero log-mel frame after normalisation
+        assert torch.allclose(got[i, 0, :, n:], torch.tensor(zero_frame))
+    # without the length the padded tail is signal: its frames are log(eps), 1.43 away after normalisation
+    plain, _ = AudioAdapter(mode='paper').eval()(padded[:1])
+    assert (plain[0, 0] - _published_input(real[0])).abs().max() == pytest.approx(1.432, abs=0.01)
+
+
+def test_lengths_in_fast_mode_and_bad_lengths():
+    x = _tone_batch(2)
+    lengths = torch.tensor([8000, SR])
+    fast = AudioAdapter(mode='fast').eval()((x * (torch.arange(SR) < lengths[:, None]), lengths))[0]
+    zero_frame = torch.tensor((0 - (-6.845978)) / (2 * 5.5654526))
+    n = 1 + (8000 - 400) // 160
+    assert torch.allclose(fast[0, 0, :, n:], zero_frame) and not torch.allclose(fast[0, 0, :, :n], zero_frame)
+    ad = AudioAdapter()
+    for bad, problem in [((x, torch.tensor([SR + 1, 5])), r'\[1, 16000\]'), ((x, torch.tensor([0.5, 1.0])), 'integer'),
+                         ((x, torch.tensor([3])), 'lengths'), ((x, lengths, lengths), 'tuple of 3')]:
+        with pytest.raises(InputShapeError, match=problem):
+            ad.check_input(bad)
 
 
 def test_fast_mode_approximates_paper_features():
@@ -152,18 +194,3 @@ def test_compute_norm_stats_matches_features():
     g = ad2(x)[0]
     assert abs(g.mean().item()) < 0.05 and g.std().item() == pytest.approx(0.5, rel=0.05)
 
-
-def test_waveform_mixup():
-    torch.manual_seed(0)
-    x = torch.randn(64, 800)
-    y = torch.eye(64)  # every partner has another label, so mixed targets are visibly soft
-    xm, ym = waveform_mixup(x, y, alpha=10, prob=0.6)
-    assert xm.shape == x.shape and ym.shape == y.shape
-    torch.testing.assert_close(ym.sum(1), torch.ones(64))
-    changed = ~(xm == x).all(1)
-    assert 0.3 < changed.float().mean() < 0.9                      # about prob of the samples mixed
-    assert torch.equal(ym[~changed], y[~changed])                  # the others untouched
-    lam_main = ym[changed].gather(1, y[changed].argmax(1, keepdim=True)).squeeze(1)
-    assert (lam_main > 0.2).all() and (lam_main < 1).all()         # Beta(10, 10) weights, around 0.5
-    torch.testing.assert_close(xm[changed].mean(1), torch.zeros(int(changed.sum())), atol=1e-5, rtol=0)
-    assert waveform_mixup(x, y, prob=0.0)[0] is x

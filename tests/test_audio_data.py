@@ -358,3 +358,130 @@ def test_task_builds_readers_and_model_kwargs(builtin):
     assert sets12['val'].classes[-2:] == [UNKNOWN, SILENCE] and sets12['val'].skip_bad
     with pytest.raises(TypeError):
         task.build_datasets(builtin, {'varient': 12})  # unknown reader options are errors
+
+
+# ---- published input: real lengths and per-sample mixup ---------------------------------------------------------
+def _one_clip_per_word(root: Path, words=30):
+    """Every training clip is its own class (the label names the clip), with a DC offset and its own length."""
+    for i in range(words):
+        path = root / f'w{i:02d}' / 'a_nohash_0.wav'
+        path.parent.mkdir(parents=True)
+        clip = 0.05 + 0.1 * np.random.default_rng(i).standard_normal(int((0.5 + 0.01 * i) * SR))
+        sf.write(str(path), clip.astype(np.float32), SR, subtype='FLOAT')
+    for name in ('v', 't'):
+        _wav(root / 'w00' / f'{name}_nohash_0.wav', seconds=0.7, seed=90)
+    (root / 'validation_list.txt').write_text('w00/v_nohash_0.wav\n')
+    (root / 'testing_list.txt').write_text('w00/t_nohash_0.wav\n')
+    return root
+
+
+def test_return_length_gives_the_published_adapter_input(tmp_path):
+    import torchaudio
+    from unimodal.modalities.audio import AudioAdapter
+    root = _layout(tmp_path)
+    ds = SpeechCommands(root, split='train', return_length=True)
+    (wav, length), label = ds[0]
+    real = sf.read(str(ds.samples[0].path), dtype='float32')[0]
+    assert wav.shape == (SR,) and length.dtype == torch.int64 and int(length) == len(real) == 12800
+    assert torch.equal(wav[:len(real)], torch.from_numpy(real)) and not wav[len(real):].any()
+    got = AudioAdapter(mode='paper').eval()((wav[None], length[None]))[0][0, 0]
+    ref = torchaudio.compliance.kaldi.fbank(
+        torch.from_numpy(real - real.mean())[None], htk_compat=True, sample_frequency=SR, use_energy=False,
+        window_type='hanning', num_mel_bins=128, dither=0.0, frame_shift=10)
+    ref = (torch.nn.functional.pad(ref, (0, 0, 0, 128 - ref.shape[0])) + 6.845978) / (2 * 5.5654526)
+    torch.testing.assert_close(got, ref.T, rtol=1e-5, atol=1e-5)
+
+
+def test_mix_waveforms_pads_or_cuts_the_partner_and_recentres():
+    from unimodal.data.speech_commands import mix_waveforms
+    a, short, long = torch.arange(6.), torch.tensor([1., 3.]), torch.arange(10.)
+    m = mix_waveforms(a, short, 0.75)
+    expected = 0.75 * (a - a.mean()) + 0.25 * torch.tensor([-1., 1., 0, 0, 0, 0])
+    torch.testing.assert_close(m, expected - expected.mean())
+    cut = (long - long.mean())[:6]  # the partner is centred over its own samples, then cut to the clip's length
+    expected = 0.5 * (a - a.mean()) + 0.5 * cut
+    torch.testing.assert_close(mix_waveforms(a, long, 0.5), expected - expected.mean())
+
+
+def test_per_sample_mixup_statistics_as_published(tmp_path):
+    """Each clip mixed with p 0.6, its own lambda ~ Beta(10, 10), partner uniform over the whole split (itself
+    included), soft targets summing to 1; evaluation splits are never mixed."""
+    root = _one_clip_per_word(tmp_path)
+    ds = SpeechCommands(root, split='train', return_length=True, mixup={'prob': 0.6, 'alpha': 10})
+    n = len(ds)
+    assert n == 30 and ds.soft_targets
+    clips = [torch.from_numpy(sf.read(str(it.path), dtype='float32')[0]) for it in ds.samples]
+    np.random.seed(0)
+    draws, mixed, lams, partners = 2400, 0, [], torch.zeros(n)
+    from unimodal.data.speech_commands import mix_waveforms
+    for k in range(draws):
+        i = k % n
+        (wav, length), target = ds[i]
+        assert target.dtype == torch.float32 and target.shape == (n,)
+        assert abs(float(target.sum()) - 1) < 1e-6 and int(length) == len(clips[i])  # the clip's own length
+        if abs(float(wav[:len(clips[i])].mean())) > 1e-3:  # not mixed: the raw clip (DC offset kept)
+            assert torch.equal(wav[:len(clips[i])], clips[i]) and float(target[i]) == 1
+            continue
+        mixed += 1
+        if float(target[i]) == 1:  # mixed with itself
+            partners[i] += 1
+            continue
+        lam, j = float(target[i]), next(c for c in target.nonzero().flatten().tolist() if c != i)
+        partners[j] += 1
+        lams.append(lam)
+        if len(lams) <= 50:
+            torch.testing.assert_close(wav[:len(clips[i])], mix_waveforms(clips[i], clips[j], lam), atol=1e-6, rtol=0)
+    assert abs(mixed / draws - 0.6) < 0.03
+    lams = torch.tensor(lams)
+    assert abs(float(lams.mean()) - 0.5) < 0.01 and abs(float(lams.var()) - 1 / 84) < 0.0015  # Beta(10, 10)
+    assert partners.min() >= 20 and partners.max() <= 80  # ~48 each: the whole split, the clip itself included
+    with pytest.raises(ValueError, match='train split only'):
+        SpeechCommands(root, split='val', mixup={'prob': 0.6, 'alpha': 10})
+    for bad in ({'prob': 1.5, 'alpha': 10}, {'prob': 0.6}, {'prob': 0.6, 'alpha': 0}, [0.6, 10]):
+        with pytest.raises(ValueError, match='mixup'):
+            SpeechCommands(root, split='train', mixup=bad)
+    # the task gives mixup to the training reader only
+    sets = get_task('audio').build_datasets(root, {'mixup': {'prob': 1.0, 'alpha': 10}}, splits=['train', 'val'])
+    assert sets['train'].soft_targets and not sets['val'].soft_targets
+    assert isinstance(sets['val'][0][1], int)
+
+
+def test_recipe_audio_input_and_mixup_are_published():
+    from unimodal.config import load_config_file, resolve_run_config
+    cfg = resolve_run_config(load_config_file('audio_speechcommands35'))
+    assert cfg.data.options['return_length'] is True and cfg.model.adapter['mode'] == 'paper'
+    assert cfg.data.options['mixup'] == {'prob': 0.6, 'alpha': 10.0}
+    assert cfg.train.mixup == 0 and cfg.train.cutmix == 0  # the reader mixes: no second, batch-level mixup
+    assert (cfg.train.batch_size, cfg.train.epochs, cfg.train.lr, cfg.train.weight_decay) == (128, 100, 2.5e-4, 5e-7)
+    assert (cfg.train.optimizer, list(cfg.train.betas), cfg.train.loss) == ('adam', [0.95, 0.999], 'bce')
+    assert (cfg.model.variant, cfg.model.drop_path_rate) == ('unireplknet_s', 0.4)
+    assert (cfg.model.adapter['freq_mask'], cfg.model.adapter['time_mask']) == (48, 48)
+    assert cfg.eval.checkpoint == 'best'  # published: best on the validation list, then the test list
+
+
+def test_training_with_reader_mixup_soft_targets(tmp_path, run_cli):
+    mix = ['--set', 'data.options.mixup.prob=0.6', '--set', 'data.options.mixup.alpha=10']
+    fast = ['--epochs', '1', '--batch-size', '4', '--set', 'train.max_steps_per_epoch=2', '--set',
+            'data.limit_eval=8', '--no-progress']
+    code, _, err = run_cli('train', '--task', 'audio', *fast, *mix, '--out', tmp_path / 'r')  # float targets
+    assert code == 0, err
+    code, _, err = run_cli('train', '--task', 'audio', *fast, *mix, '--set', 'train.mixup=0.8',
+                           '--set', 'data.options.return_length=false', '--out', tmp_path / 'twice')
+    assert code == 2 and 'one mixup per purpose' in err
+
+
+def test_soft_targets_from_the_data_in_the_loss():
+    from unimodal.tasks.kinds import get_kind
+    from unimodal.tasks.spec import TaskSpec
+    kind = get_kind('classification')
+    out = torch.randn(3, 4)
+    soft = torch.tensor([[0.3, 0.7, 0, 0], [0, 0, 1., 0], [0.5, 0, 0, 0.5]])
+    for loss, ref in (('ce', -(soft * out.log_softmax(-1)).sum(-1).mean()),
+                      ('bce', torch.nn.functional.binary_cross_entropy_with_logits(out, soft))):
+        spec = TaskSpec(name='a', kind='classification', adapter='audio', loss=loss)
+        torch.testing.assert_close(kind.train_loss(spec, out, soft, None, 0.0), ref)
+    smoothed = soft * 0.9 + 0.1 / 4
+    torch.testing.assert_close(kind.train_loss(spec, out, soft, None, 0.1),
+                               torch.nn.functional.binary_cross_entropy_with_logits(out, smoothed))
+    with pytest.raises(ValueError, match='soft targets'):
+        kind.train_loss(spec, out, soft[:, :3], None, 0.0)

@@ -65,7 +65,7 @@ def test_unknown_key_lists_valid_keys_and_suggests(override, bad, suggestion):
 def test_free_form_sections_are_not_checked_here():
     cfg = resolve_run_config({'task': 'audio', 'data': {'options': {'anything': 1}},
                               'model': {'adapter': {'mode': 'x'}, 'trunk': {'kernel_sizes': [3]}}})
-    assert cfg.data.options == {'variant': 35, 'anything': 1}  # merged over the task's reader options
+    assert cfg.data.options == {'variant': 35, 'return_length': True, 'anything': 1}  # merged over the task's
     assert cfg.model.trunk == {'kernel_sizes': [3]}
     with pytest.raises(ConfigError, match='data.options must be a mapping'):
         resolve_run_config({'task': 'audio', 'data': {'options': 3}})
@@ -89,7 +89,7 @@ def test_merge_order_defaults_task_file_cli_set():
     assert cfg.train.lr == 4.0                   # --set wins
     assert cfg.train.epochs == 3                 # file over task (audio: 30)
     assert cfg.train.clip_grad == 1.0            # task over defaults (default: none)
-    assert cfg.data.options == {'variant': 35, 'b': 2}  # nested dicts merge key by key
+    assert cfg.data.options == {'variant': 35, 'return_length': True, 'b': 2}  # nested dicts merge key by key
     assert cfg.train.momentum == TrainConfig().momentum
 
 

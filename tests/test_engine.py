@@ -253,6 +253,33 @@ def test_grad_accumulation_and_clipping_run(tmp_path):
     assert res['metrics']['num_samples'] == 13
 
 
+def test_global_batch_size_sets_grad_accum_for_any_process_count(tmp_path):
+    cfg = fake_cfg('train.global_batch_size=32')  # batch 8 per process
+    assert [cfg.grad_accum_steps(w) for w in (1, 2, 4)] == [4, 2, 1]
+    res = train(fake_cfg('train.epochs=1', 'train.global_batch_size=16'), out_dir=tmp_path / 'r')
+    log = json.loads((tmp_path / 'r' / 'metrics.jsonl').read_text().splitlines()[0])
+    assert log['step'] == math.ceil(5 / 2) and res['epochs'] == 1  # 5 batches of 8, 2 per optimiser step
+    with pytest.raises(ConfigError, match=r'global_batch_size=20 is not a multiple of train.batch_size'):
+        fake_cfg('train.global_batch_size=20')
+    with pytest.raises(ConfigError, match='not a multiple'):
+        fake_cfg('train.global_batch_size=32').grad_accum_steps(3)
+    with pytest.raises(ConfigError, match=r'grad_accum=2 contradicts train.global_batch_size=32'):
+        fake_cfg('train.global_batch_size=32', 'train.grad_accum=2').grad_accum_steps(1)
+    assert fake_cfg('train.global_batch_size=32', 'train.grad_accum=2').grad_accum_steps(2) == 2  # consistent
+    assert fake_cfg('train.grad_accum=3').grad_accum_steps(4) == 3 and fake_cfg().grad_accum_steps(4) == 1
+
+
+@pytest.mark.parametrize('choice', ['best', 'last'])
+def test_eval_checkpoint_chooses_the_tested_epoch_and_results_say_which(tmp_path, choice):
+    res = train(fake_cfg('train.epochs=2', f'eval.checkpoint={choice}'), out_dir=tmp_path / 'r')
+    saved = json.loads((tmp_path / 'r' / 'results.json').read_text())
+    assert saved['tested_checkpoint'] == res['tested_checkpoint'] == choice
+    assert saved['checkpoint'].endswith(f'{choice}.pt')
+    assert saved['tested_epoch'] == (saved['best_epoch'] if choice == 'best' else 2)
+    with pytest.raises(ConfigError, match='eval.checkpoint'):
+        fake_cfg('eval.checkpoint=first')
+
+
 # ------------------------------------------------------------------------------------------------ multi-task model
 
 def _fake_specs():

@@ -177,7 +177,8 @@ def test_task_model_erf_is_taken_on_the_adapter_grid():
     got = task_model_erf(model, src.inputs)
     assert got.shape == grid.shape[-2:] and got.sum() > 0
     assert torch.allclose(got, erf_map(model.trunk.forward_features, grid), rtol=1e-5, atol=1e-8)
-    assert src.inputs.shape[0] == 2 and 'audio' in src.description
+    from unimodal.data.inputs import primary
+    assert primary(src.inputs).shape[0] == 2 and 'audio' in src.description  # (waveforms, lengths)
 
 
 def test_image_folder_inputs(tmp_path):

@@ -37,7 +37,7 @@ def test_point_modelnet40_trunk_loss_and_optimisation():
     assert cfg.model.pretrained is False and cfg.model.init_from is None
     t = cfg.train
     assert (t.optimizer, t.lr, t.weight_decay, tuple(t.betas)) == ('adamw', 5e-4, 0.05, (0.9, 0.999))
-    assert (t.epochs, t.batch_size, t.grad_accum, t.schedule, t.warmup_epochs, t.min_lr) == \
+    assert (t.epochs, t.batch_size, cfg.grad_accum_steps(1), t.schedule, t.warmup_epochs, t.min_lr) == \
         (300, 16, 1, 'cosine', 0.0, 1e-6)
     assert t.mixup == 0 and t.cutmix == 0 and t.clip_grad is None and t.layer_decay is None and not t.ema
     assert t.loss == 'auto' and t.amp == 'bf16'

@@ -77,7 +77,7 @@ def test_rand_augment_and_erasing_treat_the_clip_as_one_image(tmp_path):
     (tmp_path / 'train.txt').write_text('a.mp4 0\n')
     kw = dict(num_frames=4, stride=2, image_size=16, flip=False, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0))
     plain = Kinetics(tmp_path, 'train', **kw)
-    aug = Kinetics(tmp_path, 'train', rand_augment=[4, 9], erase_prob=1.0, **kw)
+    aug = Kinetics(tmp_path, 'train', rand_augment='rand-m9-n4-mstd0.5-inc1', erase_prob=1.0, **kw)
     torch.manual_seed(0)
     changed = 0
     for _ in range(6):
@@ -86,7 +86,7 @@ def test_rand_augment_and_erasing_treat_the_clip_as_one_image(tmp_path):
         assert all(torch.allclose(x[:, 0], x[:, t], atol=1e-6) for t in range(1, 4))  # frames still identical
         changed += not torch.allclose(x, plain[0][0], atol=1e-3)
     assert changed == 6  # erasing (p = 1) alters every sample
-    for bad in ([4], [0, 9], [4, 31], 'rand-m7-n4', [4, 9.5]):
+    for bad in ([4, 7], 'm7-n4', 'rand-m7-n4-incx', 'rand-m7-q3', 7):
         with pytest.raises(ValueError, match='rand_augment'):
             Kinetics(tmp_path, 'train', rand_augment=bad, **kw)
     with pytest.raises(ValueError, match='erase_prob'):
@@ -308,3 +308,129 @@ def test_a_list_serving_val_and_test_is_read_once(tmp_path, monkeypatch):
                                             splits=['val', 'test'])
     assert len(sets['val']) == len(sets['test']) == 8
     assert reads.count('val.txt') == 1
+
+
+# ---- published augmentation: timm RandAugment per clip, repeated augmentation -------------------------------------
+def _textured(n=5, size=24, seed=0):
+    """Distinct frames with structure (gradients + noise), so geometric and colour ops all show."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    base = np.stack([xx * 255 / size, yy * 255 / size, (xx + yy) * 127 / size], -1)
+    return np.stack([np.clip(base + rng.normal(0, 30, base.shape) + 10 * t, 0, 255) for t in range(n)]).astype(np.uint8)
+
+
+def test_clip_rand_augment_is_timm_at_the_published_strength():
+    from timm.data.auto_augment import _RAND_INCREASING_TRANSFORMS
+    from unimodal.data.clip_augment import PUBLISHED_VIDEO_RAND_AUGMENT, ClipRandAugment
+    ra = ClipRandAugment(PUBLISHED_VIDEO_RAND_AUGMENT, 224).transform
+    assert ra.num_layers == 4 and [op.name for op in ra.ops] == list(_RAND_INCREASING_TRANSFORMS)
+    assert all((op.magnitude, op.magnitude_std, op.prob) == (7, 0.5, 0.5) for op in ra.ops)
+    ops = {op.name: op for op in ra.ops}
+    level = lambda name: abs(ops[name].level_fn(ops[name].magnitude, ops[name].hparams)[0])  # noqa: E731
+    # magnitude 7 on timm's 0-10 scale: rotate 21 degrees, shear 0.21, enhance 1 +- 0.63 (torchvision's 7/30: 7 deg)
+    assert level('Rotate') == pytest.approx(21) and level('ShearX') == pytest.approx(0.21)
+    assert abs(level('ColorIncreasing') - 1) == pytest.approx(0.63)
+
+
+def test_clip_rand_augment_gives_every_frame_the_same_ops():
+    import random
+
+    from PIL import Image
+    from unimodal.data.clip_augment import ClipRandAugment
+    aug = ClipRandAugment('rand-m9-n4-mstd0.5-inc1', 24)
+    clip, changed = _textured(), 0
+    for seed in range(12):
+        random.seed(seed)
+        np.random.seed(seed)
+        out = aug(clip)
+        assert out.shape == clip.shape and out.dtype == np.uint8
+        for t in range(len(clip)):  # each frame as if it were augmented alone from the same RNG state
+            random.seed(seed)
+            np.random.seed(seed)
+            assert np.array_equal(out[t], np.asarray(aug.transform(Image.fromarray(clip[t]))))
+        random.seed(seed)
+        np.random.seed(seed)
+        same = aug(np.repeat(clip[:1], 4, 0))  # one frame repeated stays one frame repeated
+        assert all(np.array_equal(same[0], f) for f in same[1:]) and np.array_equal(same[0], out[0])
+        changed += not np.array_equal(out, clip)
+    assert changed >= 10  # 4 ops at p 0.5 each: nearly every draw changes the clip
+
+
+def test_rand_augment_runs_before_the_crop(tmp_path):
+    """Reader output == RandAugment on the decoded full-size frames, then the (here deterministic) resize crop."""
+    import random
+    frames = _textured(n=12, size=32, seed=3)
+    write_mp4(tmp_path / 'a.mp4', frames)
+    (tmp_path / 'train.txt').write_text('a.mp4 0\n')
+    ds = Kinetics(tmp_path, 'train', num_frames=4, stride=4, image_size=16, flip=False, crop_scale=(1.0, 1.0),
+                  crop_ratio=(1.0, 1.0), rand_augment='rand-m9-n4-mstd0.5-inc1')
+    decoded = ds._decode(ds.samples[0][0])[0]  # 12 frames, span 13: the start is always 0
+    for seed in range(4):
+        random.seed(seed)
+        np.random.seed(seed)
+        x, _ = ds[0]
+        random.seed(seed)
+        np.random.seed(seed)
+        ref = torch.from_numpy(ds._rand_augment(decoded)).permute(0, 3, 1, 2).float() / 255
+        ref = torch.nn.functional.interpolate(ref, size=(16, 16), mode='bilinear', antialias=True)
+        torch.testing.assert_close(x, ds._normalise(ref), atol=1e-4, rtol=0)
+
+
+def test_repeats_give_independent_views_of_one_clip_and_a_flattening_collate(list_root):
+    kw = dict(num_frames=4, stride=3, image_size=16, crop_scale=(0.2, 0.5))
+    write_mp4(list_root / 'a.mp4', _textured(n=24, size=32))
+    ds = Kinetics(list_root, 'train', repeats=2, **kw)
+    decodes = []
+    decode = ds._decode
+    ds._decode = lambda path: decodes.append(path) or decode(path)
+    torch.manual_seed(0)
+    x, y = ds[0]
+    assert x.shape == (2, 3, 4, 16, 16) and y == 0
+    assert len(decodes) == 1                          # one decoded clip ...
+    assert not torch.allclose(x[0], x[1], atol=1e-2)  # ... augmented twice, independently
+    xb, yb = next(iter(DataLoader(ds, batch_size=2, collate_fn=ds.collate_fn)))
+    assert xb.shape == (4, 3, 4, 16, 16) and yb.tolist() == [0, 0, 1, 1]  # video-major, labels repeated
+    assert Kinetics(list_root, 'train', **kw).collate_fn is None
+    with pytest.raises(ValueError, match='train split only'):
+        Kinetics(list_root, 'val', annotation=list_root / 'train.txt', repeats=2, **kw)
+    with pytest.raises(ValueError, match='repeats'):
+        Kinetics(list_root, 'train', repeats=0, **kw)
+    from unimodal.tasks import get_task
+    sets = get_task('video').build_datasets(list_root, dict(kw, repeats=2, val_list=str(list_root / 'train.txt')),
+                                            splits=['train', 'val'])
+    assert sets['train'].repeats == 2 and sets['val'].repeats == 1
+
+
+def test_video_recipe_is_the_published_one():
+    from unimodal.config import load_config_file, resolve_run_config
+    cfg = resolve_run_config(load_config_file('video_kinetics400'))
+    opts, t = cfg.data.options, cfg.train
+    assert opts['rand_augment'] == 'rand-m7-n4-mstd0.5-inc1' and opts['repeats'] == 2
+    assert (opts['num_frames'], opts['stride'], opts['image_size'], opts['erase_prob']) == (16, 4, 224, 0.25)
+    assert (opts['num_clips'], opts['num_crops'], opts['flip']) == (5, 3, True)
+    assert (cfg.model.variant, cfg.model.drop_path_rate, cfg.model.adapter['mode']) == ('unireplknet_b', 0.4, 'paper')
+    assert cfg.model.trunk['kernel_sizes'][3] == [11, 11, 11]
+    for world in (1, 4, 8):  # 64 videos per optimizer step on any process count
+        assert t.batch_size * world * cfg.grad_accum_steps(world) == t.global_batch_size == 64
+    assert cfg.grad_accum_steps(8) == 2  # the published 4 per GPU x 8 GPUs x update_freq 2
+    assert (t.lr, t.min_lr, t.warmup_epochs, t.epochs, t.schedule) == (1e-3, 2.5e-7, 5, 90, 'cosine')
+    assert (t.optimizer, list(t.betas), t.weight_decay, t.layer_decay) == ('adamw', [0.9, 0.999], 0.05, 0.75)
+    assert (t.mixup, t.cutmix, t.mixup_prob, t.mixup_switch_prob, t.label_smoothing) == (0.8, 1.0, 1.0, 0.5, 0.1)
+    assert cfg.eval.checkpoint == 'last'  # the published test protocol: the last epoch
+
+
+def test_training_with_repeats_mixes_the_2b_clips(tmp_path, run_cli):
+    """Engine wiring: the reader's collate (2 clips per video) feeds batch mixup/cutmix, 8 videos per optimiser
+    step from batches of 4, the last epoch tested; the spec describes one clip, not the repeats."""
+    out = tmp_path / 'r'
+    code, _, err = run_cli('train', '--task', 'video', '--epochs', '1', '--batch-size', '4', '--out', out,
+                           '--no-progress', '--set', 'train.max_steps_per_epoch=4', '--set', 'data.limit_eval=8',
+                           '--set', 'data.options.repeats=2', '--set', 'train.global_batch_size=8',
+                           '--set', 'train.mixup=0.8', '--set', 'train.cutmix=1.0', '--set', 'eval.checkpoint=last')
+    assert code == 0, err
+    import json
+    results = json.loads((out / 'results.json').read_text())
+    assert results['tested_checkpoint'] == 'last' and results['checkpoint'].endswith('last.pt')
+    assert json.loads((out / 'metrics.jsonl').read_text().splitlines()[0])['step'] == 2  # 4 batches / accum 2
+    spec = torch.load(out / 'last.pt', weights_only=True)['tasks']['video']
+    assert spec['input_shape'] == [3, 8, 64, 64]

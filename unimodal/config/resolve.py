@@ -305,6 +305,8 @@ def _checked(merged: Mapping[str, Any], tasks: Mapping[str, Any]) -> RunConfig:
     protocol applies."""
     from ..tasks.kinds import get_kind
     cfg = build_run_config(merged)
+    if cfg.train.global_batch_size is not None and cfg.train.grad_accum is None:
+        cfg.grad_accum_steps(1)  # a total that no process count reaches fails now, not at the start of training
     for name, task in tasks.items():
         prefix = f'tasks.{name}.' if cfg.is_joint else ''
         settings = cfg.task_settings(name)

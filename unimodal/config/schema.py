@@ -114,13 +114,14 @@ class ModelConfig(TaskModelConfig):
 @dataclass(frozen=True)
 class TaskTrainConfig:
     """The per-task keys of ``train``: batch size, loss and mixing."""
-    batch_size: int = setting(32, 'per process (global batch = batch_size x world size x grad_accum)', lo=1)
+    batch_size: int = setting(32, 'per process (global batch = batch_size x world size x grad_accum; see '
+                                  'train.global_batch_size)', lo=1)
     loss: str = setting('auto', 'auto (the task kind\'s: ce or mse) | ce | bce | mse',
                         choices=('auto', 'ce', 'bce', 'mse'))
     label_smoothing: float = setting(0.0, 'classification label smoothing', lo=0, hi=1)
     mixup: float = setting(0.0, 'mixup Beta(alpha, alpha); 0 = off', lo=0)
     cutmix: float = setting(0.0, 'cutmix Beta(alpha, alpha) on the last two dims; 0 = off', lo=0)
-    mixup_prob: float = setting(1.0, 'probability a batch is mixed (audio recipe: 0.6)', lo=0, hi=1)
+    mixup_prob: float = setting(1.0, 'probability a batch is mixed', lo=0, hi=1)
     mixup_switch_prob: float = setting(0.5, 'with both on: probability of cutmix instead of mixup', lo=0, hi=1)
     loss_weight: float = setting(1.0, "joint runs: this task's loss multiplier", lo=0)
     sample_weight: Optional[float] = setting(None, 'joint runs, weighted sampling: relative draw weight; null = '
@@ -148,7 +149,12 @@ class TrainConfig(TaskTrainConfig):
     step_start: int = setting(0, '... starting after this many epochs (audio recipe: x0.85 per epoch from 5)',
                               lo=0, joint='agree')
     min_lr: float = setting(0.0, 'cosine floor', lo=0, joint='agree')
-    grad_accum: int = setting(1, 'optimiser step every N batches', lo=1)
+    grad_accum: Optional[int] = setting(None, 'optimiser step every N batches; null = 1, or what '
+                                              'train.global_batch_size implies', lo=1)
+    global_batch_size: Optional[int] = setting(None, 'samples per optimiser step over all processes (videos before '
+                                                     "a reader's repeats); the engine sets grad_accum = global / "
+                                                     '(batch_size x world size), so a recipe holds on any process '
+                                                     'count; null = batch_size x world size x grad_accum', lo=1)
     clip_grad: Optional[float] = setting(None, 'max gradient norm; null = no clipping', lo=0, lo_open=True,
                                          joint='min')
     layer_decay: Optional[float] = setting(None, 'layer-wise lr decay (0-1], the published 14 groups; null = off '
@@ -179,8 +185,12 @@ class TaskEvalConfig:
 
 @dataclass(frozen=True)
 class EvalConfig(TaskEvalConfig):
-    """``eval``: the evaluation batch size and protocol (per task) and split."""
-    split: str = setting('test', 'split evaluated at the end of training (best checkpoint) and by `unimodal eval`')
+    """``eval``: the evaluation batch size and protocol (per task), split and tested checkpoint."""
+    split: str = setting('test', 'split evaluated at the end of training and by `unimodal eval`')
+    checkpoint: str = setting('best', 'which checkpoint the end-of-training test evaluates: best (best validation '
+                                      'score; sound when validation and test differ) or last (the last epoch, as the '
+                                      'published Kinetics protocol); results.json records it',
+                              choices=('best', 'last'))
 
 
 @dataclass(frozen=True)
@@ -253,6 +263,28 @@ class RunConfig:
         if name not in self.tasks:
             raise KeyError(f'the run has no task {name!r}; it trains {", ".join(self.task_names)}')
         return self.tasks[name]
+
+    def grad_accum_steps(self, world_size: int) -> int:
+        """Batches per optimiser step on ``world_size`` processes: ``train.grad_accum``, or
+        ``global_batch_size / (batch_size x world_size)`` when ``train.global_batch_size`` is set."""
+        t = self.train
+        if t.global_batch_size is None:
+            return t.grad_accum or 1
+        sizes = {self.task_settings(n).train.batch_size for n in self.task_names} or {t.batch_size}
+        if len(sizes) > 1:
+            raise ConfigError(f'train.global_batch_size needs one batch size, but the tasks use {sorted(sizes)}; '
+                              f'set train.grad_accum instead')
+        per_step = sizes.pop() * world_size
+        accum, rest = divmod(t.global_batch_size, per_step)
+        if rest or not accum:
+            raise ConfigError(f'train.global_batch_size={t.global_batch_size} is not a multiple of train.batch_size x '
+                              f'processes = {per_step // world_size} x {world_size}; choose a batch size that '
+                              f'divides it')
+        if t.grad_accum is not None and t.grad_accum != accum:
+            raise ConfigError(f'train.grad_accum={t.grad_accum} contradicts train.global_batch_size='
+                              f'{t.global_batch_size} ({per_step // world_size} x {world_size} processes needs '
+                              f'grad_accum {accum}); set only one of them')
+        return accum
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain YAML types, in the config file layout (what ``config.yaml`` and checkpoints store)."""

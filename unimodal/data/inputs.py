@@ -6,11 +6,13 @@ series a forecasting baseline reads, the batch dimension's owner).
 """
 from __future__ import annotations
 
-from typing import Any, List, Tuple, Union
+from typing import Any, List, Sequence, Tuple, Union
 
 import torch
+from torch.utils.data import default_collate
 
-__all__ = ['Inputs', 'to_device', 'primary', 'batch_size', 'take', 'describe', 'is_structured']
+__all__ = ['Inputs', 'to_device', 'primary', 'batch_size', 'take', 'describe', 'is_structured',
+           'flatten_repeats_collate']
 
 Inputs = Union[torch.Tensor, Tuple[torch.Tensor, ...]]
 
@@ -48,3 +50,12 @@ def describe(x: Any) -> Tuple[Union[List[int], List[List[int]]], Union[str, List
         parts = [one(t) for t in x]
         return [s for s, _ in parts], [d for _, d in parts]
     return one(x)
+
+
+def flatten_repeats_collate(batch: Sequence[Tuple[Any, Any]]) -> Tuple[Inputs, torch.Tensor]:
+    """Collate samples whose input holds R augmented repeats ``(R, ...)``: inputs ``(B·R, ...)`` sample-major
+    (video 0's repeats, then video 1's: VideoMAE's ``multiple_samples_collate``), each target repeated R times."""
+    x, y = default_collate(list(batch))
+    r = primary(x).shape[1]
+    x = tuple(t.flatten(0, 1) for t in x) if is_structured(x) else x.flatten(0, 1)
+    return x, y.repeat_interleave(r, dim=0)

@@ -14,7 +14,9 @@ Parsing and the index are in :mod:`.kinetics_index`: a list is read once per pro
 also serves as the test list too), and kept as NumPy arrays (no Python object per video in DataLoader workers).
 
 Sampling (published protocol): ``num_frames`` frames every ``stride`` frames. ``train``: random temporal start,
-random resized crop to ``image_size`` and horizontal flip; ``val``: centre clip, short side resized to
+optional RandAugment (the same ops on every frame), random resized crop to ``image_size``, horizontal flip and
+optional random erasing, ``repeats`` times per decoded clip (repeated augmentation: the batch of B videos becomes
+B·repeats clips through :attr:`Kinetics.collate_fn`); ``val``: centre clip, short side resized to
 ``image_size`` and centre crop; ``test``: ``num_clips`` evenly spaced clips × ``num_crops`` crops along the long
 side, returned as ``(num_clips·num_crops, 3, T, S, S)``. Frames are normalised with the ImageNet mean/std.
 
@@ -32,7 +34,7 @@ import logging
 from collections.abc import Sequence as _SequenceABC
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -41,7 +43,9 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from .builtin import build_once
+from .clip_augment import ClipRandAugment
 from .errors import DataError, SkipReport, load_or_next
+from .inputs import flatten_repeats_collate
 from .kinetics_index import (VIDEO_EXTENSIONS, AnnotationIndex, find_annotation, parse_annotation, read_class_list,
                              stat_sizes)
 
@@ -107,11 +111,14 @@ class Kinetics(Dataset):
         crop_ratio: aspect-ratio range of the train random resized crop.
         flip: horizontal flip at train time (turn off when the class depends on left/right, e.g. the built-in
             motion classes).
-        rand_augment: ``[num_ops, magnitude]`` for train-time RandAugment (torchvision; magnitude 0-30), the same
-            ops and strengths on every frame of a clip; the published recipe (VideoMAE's ``rand-m7-n4``) is
-            ``[4, 7]``. ``None``: off.
+        rand_augment: train-time RandAugment as a timm config string, applied to the decoded frames before the
+            crop with the same ops and magnitudes on every frame (:class:`~unimodal.data.clip_augment.ClipRandAugment`);
+            the published recipe (VideoMAE's default) is ``'rand-m7-n4-mstd0.5-inc1'``. ``None``: off.
         erase_prob: train-time random erasing probability (one rectangle of normal noise, after normalisation,
             at the same place in every frame); the published recipe uses 0.25.
+        repeats: train split only: independently augmented clips per decoded video (the published
+            ``num_sample=2``); with ``repeats > 1`` a sample is ``(repeats, 3, T, S, S)`` and :attr:`collate_fn`
+            flattens a batch to ``(B·repeats, 3, T, S, S)`` with the labels repeated.
         num_clips: test temporal clips.
         num_crops: test spatial crops (1: centre; 3: both ends and centre of the long side).
         skip_bad: skip (and count in ``skip_report``) bad videos and lines instead of raising.
@@ -123,11 +130,16 @@ class Kinetics(Dataset):
                  video_dir: Optional[PathLike] = None, classes: Union[None, PathLike, Sequence[str]] = None,
                  num_frames: int = 16, stride: int = 4, image_size: int = 224,
                  crop_scale: Tuple[float, float] = (0.08, 1.0), crop_ratio: Tuple[float, float] = (3 / 4, 4 / 3),
-                 flip: bool = True, rand_augment: Optional[Sequence[int]] = None, erase_prob: float = 0.0,
-                 num_clips: int = 5, num_crops: int = 3, skip_bad: bool = False,
+                 flip: bool = True, rand_augment: Optional[str] = None, erase_prob: float = 0.0,
+                 repeats: int = 1, num_clips: int = 5, num_crops: int = 3, skip_bad: bool = False,
                  check_decode: bool = False, check_threads: int = 4) -> None:
         if split not in SPLITS:
             raise ValueError(f'split must be one of {SPLITS}, got {split!r}')
+        if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+            raise ValueError(f'repeats must be an integer >= 1, got {repeats!r}')
+        if repeats > 1 and split != 'train':
+            raise ValueError(f'repeats applies to the train split only (got split {split!r})')
+        self.repeats = repeats
         if num_frames < 1 or stride < 1 or image_size < 1 or num_clips < 1 or num_crops < 1:
             raise ValueError('num_frames, stride, image_size, num_clips and num_crops must all be >= 1')
         if not (0 < crop_scale[0] <= crop_scale[1] <= 1) or not (0 < crop_ratio[0] <= crop_ratio[1]):
@@ -138,18 +150,14 @@ class Kinetics(Dataset):
         self.crop_scale, self.crop_ratio = tuple(crop_scale), tuple(crop_ratio)
         self.flip = flip
         # torchvision's v2 transforms draw their parameters once per call: every frame of a (T, C, H, W) clip gets
-        # the same crop, flip, RandAugment ops and erased rectangle, so the motion stays intact
+        # the same crop, flip and erased rectangle, so the motion stays intact (RandAugment: ClipRandAugment)
         self._train_crop = v2.Compose(
             [v2.RandomResizedCrop(self.image_size, scale=self.crop_scale, ratio=self.crop_ratio,
                                   interpolation=v2.InterpolationMode.BILINEAR, antialias=True)]
             + ([v2.RandomHorizontalFlip()] if flip else []))
         self._rand_augment = self._erase = None
         if rand_augment is not None:
-            if (isinstance(rand_augment, (str, bytes)) or len(rand_augment) != 2
-                    or not all(isinstance(v, int) and not isinstance(v, bool) for v in rand_augment)
-                    or rand_augment[0] < 1 or not 0 <= rand_augment[1] <= 30):
-                raise ValueError(f'rand_augment must be [num_ops >= 1, magnitude 0-30], got {rand_augment!r}')
-            self._rand_augment = v2.RandAugment(num_ops=rand_augment[0], magnitude=rand_augment[1])
+            self._rand_augment = ClipRandAugment(rand_augment, self.image_size)
         if isinstance(erase_prob, bool) or not isinstance(erase_prob, (int, float)) or not 0 <= erase_prob <= 1:
             raise ValueError(f'erase_prob must be a probability in [0, 1], got {erase_prob!r}')
         if erase_prob > 0:
@@ -237,6 +245,11 @@ class Kinetics(Dataset):
         return self.num_clips * self.num_crops if self.split == 'test' else 1
 
     @property
+    def collate_fn(self) -> Optional[Callable[[list], tuple]]:
+        """The training loader's collate with ``repeats > 1`` (``None`` otherwise: the default collate)."""
+        return flatten_repeats_collate if self.split == 'train' and self.repeats > 1 else None
+
+    @property
     def labels(self) -> List[int]:
         return self._labels.tolist()
 
@@ -301,18 +314,26 @@ class Kinetics(Dataset):
         """``(T, 3, S, S)`` in [0, 1] → ``(3, T, S, S)`` normalised."""
         return (x.transpose(0, 1) - self._mean) / self._std
 
+    def _train_view(self, frames: torch.Tensor) -> torch.Tensor:
+        """One augmented ``(3, T, S, S)`` clip of decoded ``(T, H, W, 3)`` uint8 frames (published order:
+        RandAugment, random resized crop + flip, normalisation, random erasing)."""
+        if self._rand_augment is not None:
+            frames = torch.from_numpy(self._rand_augment(frames))
+        x = self._train_crop(frames.permute(0, 3, 1, 2).float().div_(255))
+        x = self._normalise(x)
+        if self._erase is not None:  # on (T, 3, S, S): one rectangle, same place in every frame
+            x = self._erase(x.transpose(0, 1)).transpose(0, 1)
+        return x
+
     def load(self, index: int) -> Tuple[torch.Tensor, int]:
         """The sample at ``index``; raises :class:`DataError` if its video cannot be decoded."""
         path, label = self._path(index), int(self._labels[index])
-        clips = self._decode(path).permute(0, 1, 4, 2, 3).float().div_(255)  # (clips, T, 3, H, W)
+        frames = self._decode(path)  # (clips, T, H, W, 3) uint8
         if self.split == 'train':
-            x = self._train_crop(clips[0])
-            if self._rand_augment is not None:
-                x = self._rand_augment(x)
-            x = self._normalise(x)
-            if self._erase is not None:  # on (T, 3, S, S): one rectangle, same place in every frame
-                x = self._erase(x.transpose(0, 1)).transpose(0, 1)
-            return x, label
+            if self.repeats == 1:
+                return self._train_view(frames[0]), label
+            return torch.stack([self._train_view(frames[0]) for _ in range(self.repeats)]), label
+        clips = frames.permute(0, 1, 4, 2, 3).float().div_(255)  # (clips, T, 3, H, W)
         if self.split == 'val':
             return self._normalise(self._short_side_crops(clips[0], 1)[0]), label
         views = [self._normalise(c) for clip in clips for c in self._short_side_crops(clip, self.num_crops)]

@@ -20,7 +20,7 @@ import math
 import os
 from collections.abc import Sequence as _SequenceABC
 from pathlib import Path
-from typing import Dict, List, NamedTuple, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 import soundfile as sf
@@ -35,7 +35,7 @@ from .index import StringTable, load_index, read_list_lines, save_index
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ['SpeechCommands', 'make_builtin_speech', 'file_digest', 'V2_WORDS', 'V12_WORDS', 'UNKNOWN', 'SILENCE', 'BACKGROUND']
+__all__ = ['SpeechCommands', 'mix_waveforms', 'make_builtin_speech', 'file_digest', 'V2_WORDS', 'V12_WORDS', 'UNKNOWN', 'SILENCE', 'BACKGROUND']
 
 #: The 35 words of Speech Commands V2.
 V2_WORDS = (
@@ -102,6 +102,11 @@ class SpeechCommands(Dataset):
     fail early (or are skipped and counted in :attr:`skip_report`); NaN/inf samples and files damaged after
     indexing are found when a clip is read (under ``skip_bad`` the next clip is served and the file reported).
 
+    With ``return_length`` a sample's input is ``(waveform, real length)`` (an int64 scalar, the samples before the
+    zero padding), so the audio adapter pads in the feature domain as published. With ``mixup`` (training split
+    only) the target is a float ``(num_classes,)`` vector: the published per-sample waveform mixup
+    (:meth:`_mixed`).
+
     Args:
         root: the data set folder (holding the word folders and the split lists).
         split: ``'train'``, ``'val'`` or ``'test'``.
@@ -114,6 +119,14 @@ class SpeechCommands(Dataset):
         sample_rate: output sample rate in Hz.
         clip_samples: output length in samples (1 s at 16 kHz).
         cache_dir: the cache folder (default ``$UNIMODAL_CACHE``, else ``~/.cache/unimodal``).
+        return_length: yield ``((waveform, length), label)``: the adapter then computes features over the real
+            samples and pads with zero frames (the published features; needed for clips shorter than
+            ``clip_samples``).
+        mixup: training split only: ``{'prob': p, 'alpha': a}``, the published per-sample mixup (AST loader):
+            each clip is, with probability ``p``, mixed at waveform level with a partner drawn uniformly from the
+            whole split (possibly itself) with its own ``lambda ~ Beta(a, a)``; the target becomes
+            ``lambda`` on the clip's class plus ``1 - lambda`` on the partner's. Published: ``{prob: 0.6,
+            alpha: 10}``. Every target is then a float vector (one-hot when not mixed).
 
     Attributes:
         classes: class names; ``label`` indexes this list.
@@ -125,9 +138,12 @@ class SpeechCommands(Dataset):
     def __init__(self, root: Union[str, Path], split: str = 'train', variant: int = 35,
                  classes: Optional[Sequence[str]] = None, skip_bad: bool = False, silence_fraction: float = 0.1,
                  sample_rate: int = 16000, clip_samples: int = 16000,
-                 cache_dir: Optional[Union[str, Path]] = None) -> None:
+                 cache_dir: Optional[Union[str, Path]] = None, return_length: bool = False,
+                 mixup: Optional[Mapping[str, float]] = None) -> None:
         if split not in _SPLITS:
             raise ValueError(f'split must be one of {_SPLITS}, got {split!r}')
+        self.return_length = bool(return_length)
+        self.mixup = _check_mixup(mixup, split)
         if variant not in (35, 12):
             raise ValueError(f'variant must be 35 or 12, got {variant!r}')
         if classes is not None and variant != 35:
@@ -308,7 +324,13 @@ class SpeechCommands(Dataset):
     def samples(self) -> _Samples:
         return _Samples(self)
 
+    @property
+    def soft_targets(self) -> bool:
+        """Targets are float class vectors (the reader mixes), not class indices."""
+        return self.mixup is not None
+
     def _load(self, index: int) -> torch.Tensor:
+        """The clip's real samples (at most ``clip_samples``), not padded."""
         # a str path, not the samples view's Path: a pathlib.Path per sample interns its parts and grows every
         # worker over an epoch
         path = os.path.join(self._root_s, self._rel[index])
@@ -327,16 +349,75 @@ class SpeechCommands(Dataset):
             wav = resample(wav, sr, self.sample_rate)
         if silence:
             wav = wav * float(self._gains[index])
-        n = wav.shape[0]
-        if n < self.clip_samples:
-            wav = torch.nn.functional.pad(wav, (0, self.clip_samples - n))
         return wav[:self.clip_samples].contiguous()
 
-    def _item(self, index: int) -> Tuple[torch.Tensor, int]:
-        return self._load(index), int(self._labels[index])
+    def _item(self, index: int) -> Tuple[Any, Any]:
+        """``(input, target)``: mixed when ``mixup`` draws so, zero-padded, with the real length if asked."""
+        wav, target = self._load(index), int(self._labels[index])
+        if self.mixup is not None:
+            wav, target = self._mixed(wav, target)
+        x = torch.nn.functional.pad(wav, (0, self.clip_samples - wav.shape[0]))
+        return ((x, torch.tensor(wav.shape[0], dtype=torch.int64)) if self.return_length else x), target
 
-    def __getitem__(self, index: int) -> Tuple[torch.Tensor, int]:
+    def _mixed(self, wav: torch.Tensor, label: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The published per-sample mixup (AST ``_wav2fbank`` / ``__getitem__``) and its soft target.
+
+        With probability ``prob``: a partner uniform over the whole split (may be the clip itself),
+        ``lambda ~ Beta(alpha, alpha)``, waveform :func:`mix_waveforms`; target ``lambda`` on this clip's class
+        plus ``1 - lambda`` on the partner's. Otherwise the clip and its one-hot target. NumPy's global RNG, as
+        published (the engine seeds it per epoch and per DataLoader worker).
+        """
+        target = torch.zeros(len(self.classes), dtype=torch.float32)
+        if np.random.rand() >= self.mixup['prob']:
+            target[label] = 1.0
+            return wav, target
+        other, other_label = self._partner()
+        lam = float(np.random.beta(self.mixup['alpha'], self.mixup['alpha']))
+        target[label] += lam
+        target[other_label] += 1.0 - lam
+        return mix_waveforms(wav, other, lam), target
+
+    def _partner(self, limit: int = 64) -> Tuple[torch.Tensor, int]:
+        for _ in range(limit):
+            j = int(np.random.randint(len(self)))
+            try:
+                return self._load(j), int(self._labels[j])
+            except DataError as e:
+                if not self.skip_bad:
+                    raise
+                self.skip_report.add(e)  # an unreadable partner is reported and another one drawn
+        raise DataError(str(self.root), f'{limit} mixup partners in a row are unusable')
+
+    def __getitem__(self, index: int) -> Tuple[Any, Any]:
         return load_or_next(self._item, index, len(self), self.skip_bad, self.skip_report, str(self.root))
+
+
+def _check_mixup(mixup: Optional[Mapping[str, float]], split: str) -> Optional[Dict[str, float]]:
+    if mixup is None:
+        return None
+    if split != 'train':
+        raise ValueError(f'mixup applies to the train split only (got split {split!r}): evaluation is never mixed')
+    if not isinstance(mixup, Mapping) or set(mixup) != {'prob', 'alpha'}:
+        raise ValueError(f'mixup must be {{prob: P, alpha: A}} (published: {{prob: 0.6, alpha: 10}}), got {mixup!r}')
+    prob, alpha = mixup['prob'], mixup['alpha']
+    if isinstance(prob, bool) or not isinstance(prob, (int, float)) or not 0 <= prob <= 1:
+        raise ValueError(f'mixup.prob must be a probability in [0, 1], got {prob!r}')
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < math.inf:
+        raise ValueError(f'mixup.alpha must be a positive number (the Beta parameter), got {alpha!r}')
+    return {'prob': float(prob), 'alpha': float(alpha)}
+
+
+def mix_waveforms(a: torch.Tensor, b: torch.Tensor, lam: float) -> torch.Tensor:
+    """Published waveform mixup of clip ``a`` with partner ``b`` (both 1-D, real samples).
+
+    ``m = lam * (a - mean a) + (1 - lam) * fit(b - mean b)``, returned as ``m - mean m``, where ``fit`` zero-pads
+    or cuts the partner to ``a``'s length (so the result has ``a``'s real length).
+    """
+    a = a - a.mean()
+    b = b - b.mean()
+    b = torch.nn.functional.pad(b, (0, max(0, a.shape[0] - b.shape[0])))[:a.shape[0]]
+    m = lam * a + (1.0 - lam) * b
+    return m - m.mean()
 
 
 # ==== built-in synthetic data set ==========================================================================

@@ -120,9 +120,10 @@ def train_loader(ds: Dataset, batch_size: int, dist_info: DistInfo, seed: int, n
                                  seed=seed, drop_last=False)
     # drop a last partial batch only when at least one full batch remains (tiny data sets keep their samples)
     drop_last = len(sampler) > batch_size
+    # a reader's own collate (e.g. repeated augmentation: B samples -> B x repeats clips)
     return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=num_workers, drop_last=drop_last,
                       pin_memory=dist_info.device.type == 'cuda', worker_init_fn=_seed_worker,
-                      persistent_workers=num_workers > 0)
+                      persistent_workers=num_workers > 0, collate_fn=getattr(ds, 'collate_fn', None))
 
 
 def eval_loader(ds: Dataset, batch_size: int, dist_info: DistInfo, num_workers: int) -> DataLoader:

@@ -1,9 +1,10 @@
 """Batch mixing for classification: mixup (any input: waveforms, spectrograms, images, clips) and cutmix.
 
-Mixup blends whole samples, so it works on raw waveforms as in the audio recipe (λ ~ Beta(10, 10), applied
-to 60 % of the batches). Cutmix pastes a box over the last two dimensions and is used only for inputs with
-at least two spatial dimensions (images ``(B, C, H, W)``, clips ``(B, C, T, H, W)`` or ``(B, T, C, H, W)``).
-Targets become soft labels (with label smoothing), used by cross-entropy with probabilities or by BCE.
+Mixup blends whole samples with the batch reversed, one λ per batch (timm's batch mode, as the published video
+recipe uses it; the audio recipe mixes per sample in its reader instead). Cutmix pastes a box over the last two
+dimensions and is used only for inputs with at least two spatial dimensions (images ``(B, C, H, W)``, clips
+``(B, C, T, H, W)`` or ``(B, T, C, H, W)``). Targets become soft labels (with label smoothing), used by
+cross-entropy with probabilities or by BCE.
 """
 from __future__ import annotations
 

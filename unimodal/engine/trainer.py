@@ -7,7 +7,8 @@ mixup/cutmix, loss weight. Shared: optimiser, per-step schedule with warm-up, AM
 
 The run directory (rank 0 writes it, locked for the run's life: :mod:`unimodal.engine.rundir`) holds
 ``config.yaml``, ``metrics.jsonl`` (one record per epoch, written before that epoch's checkpoints),
-``last.pt``/``best.pt`` (atomic), ``results.json`` (test metrics of ``best.pt``) and PNG plots.
+``last.pt``/``best.pt`` (atomic), ``results.json`` (test metrics of ``best.pt``, or of ``last.pt`` with
+``eval.checkpoint: last``; it records which as ``tested_checkpoint``), the lists of skipped samples and PNG plots.
 """
 from __future__ import annotations
 
@@ -234,6 +235,10 @@ class _Run:
                 run.batches = min(run.batches, t.max_steps_per_epoch)
             run.sample_weight = t.sample_weight if t.sample_weight is not None else float(run.batches)
             run.mixer = run.spec.task_kind.create_mixer(run.spec, t)
+            if run.mixer is not None and getattr(run.sets['train'], 'soft_targets', False):
+                raise ConfigError(f'task {run.name}: its reader already mixes the training samples (soft targets); '
+                                  f'one mixup per purpose: set train.mixup=0 and train.cutmix=0, or drop the '
+                                  f"reader's mixing option")
 
     # -------------------------------------------------------------------------------------------- main
     def run(self) -> Dict[str, Any]:
@@ -276,7 +281,12 @@ class _Run:
                 _logger.warning('train.sync_bn needs GPUs (nccl); ignored on CPU')
         n_params = sum(p.numel() for p in model.parameters())
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        steps_per_epoch = max(1, math.ceil(len(_epoch_plan(runs, cfg.joint, tcfg.seed, 0)) / tcfg.grad_accum))
+        self.grad_accum = cfg.grad_accum_steps(self.dist.world_size)
+        if tcfg.global_batch_size is not None and self.dist.is_main:
+            _logger.info('train.global_batch_size %d: %d per process x %d process(es) x grad_accum %d',
+                         tcfg.global_batch_size, tcfg.global_batch_size // (self.grad_accum * self.dist.world_size),
+                         self.dist.world_size, self.grad_accum)
+        steps_per_epoch = max(1, math.ceil(len(_epoch_plan(runs, cfg.joint, tcfg.seed, 0)) / self.grad_accum))
         optimizer = create_optimizer(model, optimizer=tcfg.optimizer, lr=tcfg.lr, weight_decay=tcfg.weight_decay,
                                      betas=tcfg.betas, momentum=tcfg.momentum, layer_decay=tcfg.layer_decay)
         schedule = create_schedule(optimizer, schedule=tcfg.schedule, epochs=tcfg.epochs,
@@ -381,7 +391,7 @@ class _Run:
     def _train_epoch(self, ddp_model: nn.Module, model: MultiTaskModel, runs: List[TaskRun], optimizer, schedule,
                      scaler, ema, epoch: int, step: int, amp: str) -> Tuple[Dict[str, Any], int]:
         tcfg = self.cfg.train
-        accum = tcfg.grad_accum
+        accum = self.grad_accum
         plan = _epoch_plan(runs, self.cfg.joint, tcfg.seed, epoch)
         by_name = {r.name: r for r in runs}
         for r in runs:
@@ -523,16 +533,20 @@ class _Run:
     def _finish(self, model: MultiTaskModel, ema, runs: List[TaskRun], amp: str, best: Dict[str, Any], t0: float,
                 n_params: int) -> Dict[str, Any]:
         from . import plots
-        best_path = self.out / 'best.pt'
-        best_path = broadcast_object(str(best_path) if best_path.is_file() else str(self.out / 'last.pt'))
-        state, which = load_run_checkpoint(best_path).eval_state()
+        choice = self.cfg.eval.checkpoint
+        if choice == 'best' and not (self.out / 'best.pt').is_file():
+            choice = 'last'  # no validation score was ever recorded
+        tested_path = broadcast_object(str(self.out / f'{choice}.pt'))
+        tested = load_run_checkpoint(tested_path)
+        state, which = tested.eval_state()
         eval_model = ema.module if ema is not None else model
         if which == 'model_ema' and ema is None:
             eval_model = model
         load_weights(eval_model, state, best_path)
         split = self.cfg.eval.split
         results: Dict[str, Any] = {
-            'task': self.label, 'tasks': {}, 'split': split, 'run_dir': str(self.out), 'checkpoint': str(best_path),
+            'task': self.label, 'tasks': {}, 'split': split, 'run_dir': str(self.out), 'checkpoint': str(tested_path),
+            'tested_checkpoint': choice, 'tested_epoch': int(tested.raw['epoch']),
             'best_epoch': best['epoch'], 'best_val_score': best['score'], 'epochs': self.cfg.train.epochs,
             'model': {'variant': self.cfg.model.variant, 'params': n_params, 'weights': which},
             'world_size': self.dist.world_size, 'device': str(self.device),

@@ -1,20 +1,30 @@
 """Audio adapter: a batch of 16 kHz waveforms → log-mel filterbank images for the trunk.
 
+Input: ``(B, samples)`` waveforms, or the structured pair ``(waveforms (B, samples), lengths (B,))`` of clips
+zero-padded to a common length with their real lengths in samples (the Speech Commands reader's
+``return_length``). With lengths, each clip's features are computed over its real samples only and the frames
+after its end are **zero frames** in the log-mel domain, as the published (AST) loader pads: fbank of the
+real-length clip, then zero frames up to ``target_frames``. Without lengths the whole waveform counts as signal
+(a zero-padded tail then gives log(eps) frames, not zero frames).
+
 Two feature paths produce the same layout ``(B, 1, num_mel_bins=128, target_frames=128)`` (mel bins × frames):
 
-* ``mode='paper'``: the published (AST-style) features: per-clip mean subtraction, Kaldi-compatible fbank
-  (``torchaudio.compliance.kaldi.fbank``; htk_compat, hanning window, 128 bins, no dither, 25 ms / 10 ms,
-  no energy), zero pad/crop to 128 frames, normalisation ``(x - mean) / (2 * std)`` with the published
-  Speech Commands statistics. Kaldi fbank is per utterance, so the batch is processed clip by clip.
+* ``mode='paper'``: the published (AST-style) features: mean subtraction over the clip's real samples,
+  Kaldi-compatible fbank (``torchaudio.compliance.kaldi.fbank``; htk_compat, hanning window, 128 bins, no dither,
+  25 ms / 10 ms, no energy), zero frames up to / crop to 128 frames, normalisation ``(x - mean) / (2 * std)`` with
+  the published Speech Commands statistics. Batched: one Kaldi call over the concatenated batch (exact, see
+  :meth:`AudioAdapter._kaldi_fbank`).
 * ``mode='fast'``: one batched ``torchaudio.transforms.MelSpectrogram`` over the whole batch (runs on the
   batch's device, e.g. GPU), configured to approximate the Kaldi features: same frames (400-sample symmetric
   Hann window, 160-sample hop, 512-point FFT), pre-emphasis 0.97, HTK mel scale 20 Hz–Nyquist, natural log.
-  Same shape and roughly the same scale, so the same normalisation statistics apply.
+  Same shape and roughly the same scale, so the same normalisation statistics apply. Lengths are honoured the
+  same way (mean over the real samples, zero frames after the end).
 
 Train-time augmentation as published (inside :meth:`AudioAdapter.encode`, only when ``self.training``):
 SpecAugment (frequency mask 48, time mask 48) applied to the un-normalised fbank, then after normalisation
-additive noise ``U(0,1) * U(0,1) / 10`` with a random time roll of up to ±10 frames. Waveform mixup
-(:func:`waveform_mixup`) needs the labels, so it is a helper for the training loop, not part of the adapter.
+additive noise ``U(0,1) * U(0,1) / 10`` with a random time roll of up to ±10 frames. The published per-sample
+waveform mixup draws its partner from the whole training set, so it lives in the reader
+(:class:`unimodal.data.speech_commands.SpeechCommands`, option ``mixup``), not here.
 """
 from __future__ import annotations
 
@@ -27,11 +37,12 @@ import torch.nn.functional as F
 import torchaudio
 from torch.utils.data import DataLoader, Dataset
 
-from .base import Adapter, register_adapter
+from ..data.inputs import is_structured
+from .base import Adapter, InputShapeError, register_adapter
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ['AudioAdapter', 'compute_norm_stats', 'waveform_mixup', 'SPEECH_COMMANDS_NORM']
+__all__ = ['AudioAdapter', 'compute_norm_stats', 'SPEECH_COMMANDS_NORM']
 
 #: Published fbank statistics of Speech Commands V2 (AST), used by ``(x - mean) / (2 * std)``.
 SPEECH_COMMANDS_NORM = (-6.845978, 5.5654526)
@@ -58,7 +69,8 @@ class AudioAdapter(Adapter):
 
     name = 'audio'
     head_kind = 'classification'
-    input_desc = '(B, samples) float waveform at 16 kHz'
+    input_desc = ('(B, samples) float waveform at 16 kHz, or ((B, samples) zero-padded waveforms, (B,) integer '
+                  'real lengths)')
 
     def __init__(self, mode: str = 'paper', target_frames: int = 128, num_mel_bins: int = 128,
                  norm_mean: float = SPEECH_COMMANDS_NORM[0], norm_std: float = SPEECH_COMMANDS_NORM[1],
@@ -108,7 +120,17 @@ class AudioAdapter(Adapter):
                 f'norm=({self.norm_mean:.4f}, {self.norm_std:.4f}), spec_augment={self.spec_augment}, '
                 f'noise={self.noise}')
 
-    def check_input(self, x: torch.Tensor) -> None:
+    @staticmethod
+    def split_input(x: Any) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """``(waveforms, lengths or None)`` of a plain or structured batch."""
+        if is_structured(x):
+            if len(x) != 2:
+                raise InputShapeError(f'audio adapter expects (waveforms, lengths), got a tuple of {len(x)} tensors')
+            return x[0], x[1]
+        return x, None
+
+    def check_input(self, x: Any) -> None:
+        x, lengths = self.split_input(x)
         super().check_input(x)
         if x.ndim == 1:
             raise self.shape_error(x, 'a single waveform where a batch was expected; use x.unsqueeze(0)')
@@ -121,6 +143,13 @@ class AudioAdapter(Adapter):
             raise self.shape_error(x, 'empty batch')
         if x.shape[1] < self.win_length:
             raise self.shape_error(x, f'clips must hold at least one {self.win_length}-sample (25 ms) frame')
+        if lengths is not None:
+            if not torch.is_tensor(lengths) or lengths.shape != (x.shape[0],) or lengths.is_floating_point():
+                got = tuple(lengths.shape) if torch.is_tensor(lengths) else type(lengths).__name__
+                raise self.shape_error(x, f'lengths must be a ({x.shape[0]},) integer tensor, got {got}')
+            if bool((lengths < 1).any()) or bool((lengths > x.shape[1]).any()):
+                raise self.shape_error(x, f'lengths must lie in [1, {x.shape[1]}], got {lengths.min().item()}..'
+                                          f'{lengths.max().item()}')
 
     # ---- features ----------------------------------------------------------------------------------------
     def _pad_crop(self, feats: torch.Tensor) -> torch.Tensor:
@@ -130,29 +159,48 @@ class AudioAdapter(Adapter):
             return F.pad(feats, (0, 0, 0, self.target_frames - n))
         return feats[..., :self.target_frames, :]
 
+    def _centre(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Subtract each clip's mean over its real samples (as published); the padding stays zero."""
+        real = torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None]
+        mean = (x * real).sum(1, keepdim=True) / lengths[:, None].to(x.dtype)
+        return (x - mean) * real
+
+    def _frames(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Kaldi frame count of each clip (``snip_edges``: whole 25 ms windows only; 0 below one window)."""
+        return torch.where(lengths >= self.win_length, 1 + (lengths - self.win_length) // self.hop_length,
+                           torch.zeros_like(lengths))
+
+    def _zero_after(self, feats: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        """``(B, frames, bins)`` with every frame past each clip's own count set to 0 (feature-domain padding)."""
+        keep = torch.arange(feats.shape[1], device=feats.device)[None] < frames.to(feats.device)[:, None]
+        return feats * keep[..., None]
+
     def _kaldi(self, wav: torch.Tensor) -> torch.Tensor:
         return torchaudio.compliance.kaldi.fbank(
             wav.unsqueeze(0), htk_compat=True, sample_frequency=self.sample_rate, use_energy=False,
             window_type='hanning', num_mel_bins=self.num_mel_bins, dither=0.0, frame_length=25., frame_shift=10.)
 
-    def _kaldi_fbank(self, x: torch.Tensor) -> torch.Tensor:
-        x = x - x.mean(dim=1, keepdim=True)  # per-clip mean subtraction, as published
-        b, length = x.shape
-        n_frames = 1 + (length - self.win_length) // self.hop_length
-        if length % self.hop_length:
-            return torch.stack([self._kaldi(wav) for wav in x])  # (B, frames, bins)
-        # Kaldi fbank is per utterance, but every step after framing (DC removal, pre-emphasis, window, FFT,
-        # mel, log) acts on one frame at a time. With clips a whole number of hops long, clip i's frames start
-        # exactly at frame i * length / hop of the concatenated batch, so one call gives the same features as
-        # B calls (frames straddling two clips are dropped) and avoids B small-op loops.
-        feats = self._kaldi(x.reshape(-1))
-        per_clip = length // self.hop_length
-        idx = (torch.arange(b, device=feats.device) * per_clip)[:, None] + torch.arange(n_frames, device=feats.device)
-        return feats[idx]  # (B, frames, bins)
+    def _kaldi_fbank(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Per-clip Kaldi fbank of the real samples, frames past the end zero; one Kaldi call for the batch.
 
-    def _fast_fbank(self, x: torch.Tensor) -> torch.Tensor:
+        Kaldi fbank is per utterance, but every step after framing (DC removal, pre-emphasis, window, FFT, mel,
+        log) acts on one frame at a time, and a clip's frames (whole windows only) never reach past its real
+        samples. So with the clips zero-padded to a whole number of hops and concatenated, clip i's frame k is
+        frame ``i * padded / hop + k`` of one call over the batch: the same numbers as B calls on the
+        real-length clips (frames straddling two clips are dropped), without B small-op loops.
+        """
+        x = self._centre(x, lengths)
+        x = F.pad(x, (0, -x.shape[1] % self.hop_length))
+        b, padded = x.shape
+        per_clip = padded // self.hop_length
+        n_frames = 1 + (padded - self.win_length) // self.hop_length
+        feats = self._kaldi(x.reshape(-1))
+        idx = (torch.arange(b, device=feats.device) * per_clip)[:, None] + torch.arange(n_frames, device=feats.device)
+        return self._zero_after(feats[idx], self._frames(lengths))  # (B, frames, bins)
+
+    def _fast_fbank(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         assert self.melspec is not None
-        x = x - x.mean(dim=1, keepdim=True)
+        x = self._centre(x, lengths)
         # Kaldi pre-emphasis (per frame there; over the whole clip here, identical except at frame starts).
         x = torch.cat([x[:, :1] * 0.03, x[:, 1:] - 0.97 * x[:, :-1]], dim=1)
         # Centre each 400-sample window in its 512-sample FFT frame so frame i covers Kaldi's samples
@@ -161,14 +209,19 @@ class AudioAdapter(Adapter):
         x = F.pad(x, (pad, self.n_fft - self.win_length - pad))
         mel = self.melspec(x)  # (B, bins, frames)
         eps = torch.finfo(mel.dtype).eps
-        return mel.clamp_min(eps).log().transpose(1, 2)  # (B, frames, bins)
+        return self._zero_after(mel.clamp_min(eps).log().transpose(1, 2), self._frames(lengths))  # (B, frames, bins)
 
-    def fbank(self, x: torch.Tensor) -> torch.Tensor:
+    def fbank(self, x: Any) -> torch.Tensor:
         """Un-normalised log-mel features ``(B, target_frames, num_mel_bins)`` (no augmentation).
 
-        This is what :func:`compute_norm_stats` measures.
+        ``x``: waveforms ``(B, samples)`` or ``(waveforms, lengths)``. This is what :func:`compute_norm_stats`
+        measures.
         """
-        feats = self._kaldi_fbank(x) if self.mode == 'paper' else self._fast_fbank(x.float())
+        x, lengths = self.split_input(x)
+        if lengths is None:
+            lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.long, device=x.device)
+        lengths = lengths.to(x.device, torch.long)
+        feats = self._kaldi_fbank(x, lengths) if self.mode == 'paper' else self._fast_fbank(x.float(), lengths)
         return self._pad_crop(feats)
 
     def normalize(self, feats: torch.Tensor) -> torch.Tensor:
@@ -182,7 +235,7 @@ class AudioAdapter(Adapter):
         shifts = torch.randint(-10, 10, (b,)).tolist()  # numpy randint(-10, 10) in the published loader
         return torch.stack([torch.roll(s, shifts=k, dims=-1) for s, k in zip(img, shifts)])
 
-    def encode(self, x: torch.Tensor) -> Tuple[torch.Tensor, Any]:
+    def encode(self, x: Any) -> Tuple[torch.Tensor, Any]:
         feats = self.fbank(x)                       # (B, frames, bins)
         img = feats.transpose(1, 2).unsqueeze(1)    # (B, 1, bins, frames)
         if self.training and self.spec_augment:
@@ -233,40 +286,3 @@ def compute_norm_stats(data: Union[Dataset, Iterable], adapter: AudioAdapter, ba
     _logger.info('audio feature statistics over %d batches: mean %.6f std %.6f', len(means), mean, std)
     return mean, std
 
-
-def waveform_mixup(x: torch.Tensor, y_onehot: torch.Tensor, alpha: float = 10.,
-                   prob: float = 0.6) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Published waveform mixup for a training batch (call before the model; targets become soft).
-
-    Each sample is, with probability ``prob``, mixed with another random sample of the batch:
-    ``x = lam * x_i + (1 - lam) * x_j`` (then re-centred to zero mean), ``y = lam * y_i + (1 - lam) * y_j``
-    with ``lam ~ Beta(alpha, alpha)``. Samples not chosen stay unchanged. Use with a soft-target loss
-    (BCE-with-logits as published, or soft cross-entropy). Randomness comes from torch's global RNG,
-    so ``torch.manual_seed`` makes it reproducible.
-
-    Args:
-        x: ``(B, samples)`` waveforms.
-        y_onehot: ``(B, num_classes)`` float targets (one-hot or already soft).
-        alpha: Beta distribution parameter (10 as published).
-        prob: probability that a sample is mixed (0.6 as published).
-
-    Returns:
-        Mixed ``(x, y)``.
-    """
-    if x.ndim != 2 or y_onehot.ndim != 2 or x.shape[0] != y_onehot.shape[0]:
-        raise ValueError(f'waveform_mixup expects (B, samples) waveforms and (B, classes) targets, '
-                         f'got {tuple(x.shape)} and {tuple(y_onehot.shape)}')
-    b = x.shape[0]
-    if b < 2 or prob <= 0:
-        return x, y_onehot
-    dev = x.device
-    mixed = (torch.rand(b) < prob).to(dev)
-    # a partner j != i for every sample: a random non-zero cyclic offset per sample
-    partner = ((torch.arange(b) + torch.randint(1, b, (b,))) % b).to(dev)
-    lam = torch.distributions.Beta(float(alpha), float(alpha)).sample((b,)).to(dev)
-    lam = torch.where(mixed, lam, torch.ones_like(lam))
-    lam_x = lam.to(x.dtype).unsqueeze(1)
-    x_mix = lam_x * x + (1 - lam_x) * x[partner]
-    x_mix = torch.where(mixed.unsqueeze(1), x_mix - x_mix.mean(dim=1, keepdim=True), x)
-    lam_y = lam.to(y_onehot.dtype).unsqueeze(1)
-    return x_mix, lam_y * y_onehot + (1 - lam_y) * y_onehot[partner]

@@ -1,6 +1,7 @@
 """Audio task: keyword spotting on Speech Commands V2 from 16 kHz waveforms."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
@@ -11,6 +12,8 @@ from .base import Task, register_task
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config.schema import TaskSettings
+
+_logger = logging.getLogger(__name__)
 
 __all__ = ['AudioTask']
 
@@ -32,6 +35,7 @@ class AudioTask(Task):
         'testing_list.txt (relative paths; train = every clip in neither list), and _background_noise_/ '
         '(long noise WAVs, not a class). data.options.variant: 35 (every word) or 12 (10 commands + '
         '_unknown_ + _silence_).')
+    train_only_options = ('mixup',)
 
     def default_config(self) -> Dict[str, Any]:
         # Demo settings for the built-in synthetic set (8 words, 400 training clips) with the tiny trunk:
@@ -43,7 +47,7 @@ class AudioTask(Task):
         # 3e-3 the loss spiked and went NaN once the model left chance. The published recipe is the shipped
         # configs/audio_speechcommands35.yaml (`--config audio_speechcommands35`).
         return {
-            'data': {'options': {'variant': 35}},
+            'data': {'options': {'variant': 35, 'return_length': True}},
             'model': {'variant': 'unireplknet_test', 'adapter': {'mode': 'paper', 'spec_augment': False}},
             'train': {'epochs': 30, 'batch_size': 32, 'optimizer': 'adamw', 'lr': 2e-3, 'weight_decay': 0.05,
                       'schedule': 'cosine', 'warmup_epochs': 1, 'loss': 'ce', 'clip_grad': 1.0},
@@ -54,8 +58,11 @@ class AudioTask(Task):
 
     def build_datasets(self, root: Path, options: Dict[str, Any], skip_bad: bool = False,
                        splits: Optional[List[str]] = None) -> Dict[str, Dataset]:
-        return {split: SpeechCommands(root, split=split, skip_bad=skip_bad, **(options or {}))
+        return {split: SpeechCommands(root, split=split, skip_bad=skip_bad, **self.split_options(options, split))
                 for split in (splits or ['train', 'val', 'test'])}
 
     def model_kwargs(self, settings: 'TaskSettings', train_set: Dataset) -> Dict[str, Any]:
+        if settings.model.adapter.get('mode', 'paper') == 'paper' and not getattr(train_set, 'return_length', True):
+            _logger.warning('audio: adapter mode paper without data.options.return_length: clips shorter than 1 s '
+                            'get log(eps) frames after their end instead of the published zero frames')
         return {'num_classes': len(train_set.classes)}

@@ -39,6 +39,8 @@ class Task(abc.ABC):
         description: one line for ``unimodal tasks``.
         real_data: where the real data set comes from and the on-disk layout expected (shown when the built-in
             data is used and when a data directory is wrong).
+        train_only_options: reader options that shape training samples only (mixing, repeated augmentation):
+            :meth:`split_options` passes them to the training split's reader alone.
         eval_protocols: the named evaluation protocols ``eval.protocol`` may choose besides the standard one
             (``null``): e.g. the point task's ``published_8pose``.
     """
@@ -49,6 +51,7 @@ class Task(abc.ABC):
     kind: ClassVar[str] = 'classification'
     description: ClassVar[str] = ''
     real_data: ClassVar[str] = ''
+    train_only_options: ClassVar[Tuple[str, ...]] = ()
     eval_protocols: ClassVar[Tuple[str, ...]] = ()
 
     def default_config(self) -> Dict[str, Any]:
@@ -62,6 +65,13 @@ class Task(abc.ABC):
     #: the task's reader takes ``cache_dir`` (index caches, sampled clouds, converted arrays): the engine passes the
     #: run's cache folder (``data.cache_dir`` by the one cache rule) unless ``data.options`` names one
     reader_cache: ClassVar[bool] = False
+
+    def split_options(self, options: Optional[Dict[str, Any]], split: str) -> Dict[str, Any]:
+        """The reader options of ``split``: all of ``options`` for train, less :attr:`train_only_options` else."""
+        options = dict(options or {})
+        if split == 'train':
+            return options
+        return {k: v for k, v in options.items() if k not in self.train_only_options}
 
     @abc.abstractmethod
     def make_builtin(self, cache_dir: Path) -> Path:

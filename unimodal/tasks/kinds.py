@@ -149,8 +149,15 @@ class Classification(TaskKind):
 
     def train_loss(self, spec: 'TaskSpec', out: torch.Tensor, y: torch.Tensor, soft: Optional[torch.Tensor],
                    label_smoothing: float) -> torch.Tensor:
+        """``y``: class indices ``(B,)``, or float ``(B, C)`` soft targets from the data (a reader that mixes, e.g.
+        the audio reader's per-sample mixup), smoothed like mixed one-hot targets: ``y (1 - s) + s / C``."""
         from ..engine.mixup import smooth_one_hot, soft_target_cross_entropy
         out = out.float()
+        if soft is None and y.is_floating_point():
+            if y.shape != out.shape:
+                raise ValueError(f'task {spec.name}: soft targets from the data have shape {tuple(y.shape)}, the '
+                                 f'model gives {tuple(out.shape)}')
+            soft = y.float() * (1. - label_smoothing) + label_smoothing / out.shape[-1]
         if spec.loss == 'ce':
             if soft is not None:
                 return soft_target_cross_entropy(out, soft)

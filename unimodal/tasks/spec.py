@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, 
 import torch
 
 from ..config.errors import ConfigError
-from ..data.inputs import describe
+from ..data.inputs import describe, is_structured
 from .kinds import TaskKind, get_kind
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -112,7 +112,12 @@ def make_task_spec(task: 'Task', settings: 'TaskSettings', sets: Mapping[str, 'D
     eval_split = next((s for s in ('val', 'test') if s in sets), 'train')
     info = task.metric_info(sets[eval_split])
     classes = info.get('classes', getattr(train_set, 'classes', None))
-    x, _ = train_set[0]
+    sample = train_set[0]
+    collate = getattr(train_set, 'collate_fn', None)
+    x = sample[0]
+    if collate is not None:  # what the model sees: one sample of a collated batch (e.g. one of its repeats)
+        xb = collate([sample])[0]
+        x = tuple(t[0] for t in xb) if is_structured(xb) else xb[0]
     input_shape, input_dtype = describe(x)
     return TaskSpec(name=task.name, kind=kind.name, adapter=adapter, adapter_kwargs=adapter_kwargs,
                     head_kwargs=head_kwargs, classes=list(classes) if classes is not None else None,

@@ -44,6 +44,7 @@ class VideoTask(Task):
         '  ROOT/{train,val,test}.csv (or annotations/*.csv, validate.csv) official CSVs '
         '(label,youtube_id,time_start,time_end,split) with the videos <youtube_id>_<start:06d>_<end:06d>.mp4 '
         'anywhere under ROOT/train, ROOT/val, ROOT/test (flat or per-class folders).')
+    train_only_options = ('repeats',)
 
     def default_config(self) -> Dict[str, Any]:
         # Built-in motion clips (64x64, 40 frames) on the tiny trunk, CPU: 8 frames folded into channels is the
@@ -91,7 +92,8 @@ class VideoTask(Task):
                                  root, annotation)
             if annotation is None:
                 raise FileNotFoundError(f'no annotation file for the {split} split under {root}. {self.real_data}')
-            ds = Kinetics(root, split, annotation=annotation, classes=classes, skip_bad=skip_bad, **options)
+            ds = Kinetics(root, split, annotation=annotation, classes=classes, skip_bad=skip_bad,
+                          **self.split_options(options, split))
             if classes is None:
                 classes = ds.classes
             out[split] = ds
