@@ -341,7 +341,7 @@ def _requirement(tp: Any, md: Mapping[str, Any]) -> str:
         text = md['expects']
     elif md.get('choices') is not None:
         choices = md['choices']
-        text = f'one of {", ".join(choices() if callable(choices) else choices)}'
+        text = f'one of {", ".join(map(str, choices() if callable(choices) else choices))}'
     elif inner == [bool]:
         text = 'true or false'
     elif inner == [int]:
@@ -350,7 +350,7 @@ def _requirement(tp: Any, md: Mapping[str, Any]) -> str:
     elif inner == [float]:
         lo, hi, lo_open = md.get('lo'), md.get('hi'), md.get('lo_open')
         if lo is not None and hi is not None:
-            text = f'a number in {"(" if lo_open else "["}{lo:g}, {hi:g}]'
+            text = f'a number in {"(" if lo_open else "["}{lo:g}, {hi:g}{")" if md.get("hi_open") else "]"}'
         elif lo == 0:
             text = 'a positive number' if lo_open else 'a non-negative number'
         else:
@@ -366,7 +366,7 @@ def _in_range(value: float, md: Mapping[str, Any]) -> bool:
     lo, hi = md.get('lo'), md.get('hi')
     if lo is not None and (value < lo or (md.get('lo_open') and value == lo)):
         return False
-    return hi is None or value <= hi
+    return hi is None or value < hi or (value == hi and not md.get('hi_open'))
 
 
 def _convert(value: Any, tp: Any, md: Mapping[str, Any]) -> Tuple[bool, Any]:
@@ -374,7 +374,9 @@ def _convert(value: Any, tp: Any, md: Mapping[str, Any]) -> Tuple[bool, Any]:
     if tp is bool:
         return isinstance(value, bool), value
     if tp is int:
-        ok = isinstance(value, int) and not isinstance(value, bool) and _in_range(value, md)
+        choices = md.get('choices')
+        ok = isinstance(value, int) and not isinstance(value, bool) and _in_range(value, md) \
+            and (choices is None or value in (choices() if callable(choices) else choices))
         return ok, value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -423,18 +425,20 @@ def check_value(key: str, value: Any, tp: Any, md: Mapping[str, Any]) -> Any:
     hint = ''
     if isinstance(value, str) and md.get('choices') is not None:
         choices = md['choices']
-        hint = suggest(value, choices() if callable(choices) else choices)
+        hint = suggest(value, [c for c in (choices() if callable(choices) else choices) if isinstance(c, str)])
     elif isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f'{key} must be a finite number, got {value!r}')
     raise ConfigError(f'{key} must be {_requirement(tp, md)}, got {short_repr(value)}{hint}')
 
 
 def check_option(key: str, value: Any, tp: Any, *, lo: Optional[float] = None, hi: Optional[float] = None,
-                 lo_open: bool = False, choices: Optional[Sequence[str]] = None, length: Optional[int] = None,
-                 expects: str = '') -> Any:
+                 lo_open: bool = False, hi_open: bool = False, choices: Optional[Sequence[Any]] = None,
+                 length: Optional[int] = None, expects: str = '') -> Any:
     """A free-form option (an adapter's, a reader's) checked like a schema key: :func:`check_value` with the limits
-    of :func:`setting`. ``key`` names it in the error, e.g. ``'data.options.input_len'``."""
-    md = {'lo': lo, 'hi': hi, 'lo_open': lo_open, 'choices': choices, 'length': length, 'expects': expects}
+    of :func:`setting`, plus ``hi_open`` (the range ``[lo, hi)``) and integer ``choices``. ``key`` names it in the
+    error, e.g. ``'data.options.input_len'``."""
+    md = {'lo': lo, 'hi': hi, 'lo_open': lo_open, 'hi_open': hi_open, 'choices': choices, 'length': length,
+          'expects': expects}
     return check_value(key, value, tp, md)
 
 

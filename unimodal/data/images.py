@@ -17,19 +17,46 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from ..config.errors import ConfigError, short_repr
 from .builtin import build_once
 from .errors import DataError, SkipReport, load_or_next
 from .index import StringTable
+from .options import CLASS_NAMES, RATIO_RANGE, SCALE_RANGE, Option, checked_options
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ['ImageFolderDataset', 'IMAGE_EXTENSIONS', 'make_builtin_images', 'BUILTIN_IMAGE_CLASSES',
-           'READER_DEFAULTS_FILE', 'load_image', 'eval_transform', 'resolve_eval_config']
+__all__ = ['ImageFolderDataset', 'OPTIONS', 'EVAL_OPTIONS', 'IMAGE_EXTENSIONS', 'make_builtin_images',
+           'BUILTIN_IMAGE_CLASSES', 'READER_DEFAULTS_FILE', 'load_image', 'eval_transform', 'resolve_eval_config']
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm', '.pgm', '.tif', '.tiff', '.webp', '.gif')
 
 _INTERPOLATIONS = ('bicubic', 'bilinear', 'nearest', 'lanczos')
 _CROP_MODES = ('center', 'squash', 'border')
+
+def _is_cfg(value: Any) -> bool:
+    """A pretrained cfg as a model holds it: a dict of named fields, or timm's ``PretrainedCfg``."""
+    return (isinstance(value, Mapping) and all(isinstance(k, str) for k in value)) or hasattr(value, 'to_dict')
+
+
+#: The evaluation options (:func:`resolve_eval_config`) and their allowed values.
+EVAL_OPTIONS = {
+    'image_size': Option(Optional[int], lo=1),
+    'crop_pct': Option(Optional[float], lo=0, hi=1, lo_open=True),
+    'interpolation': Option(Optional[str], choices=_INTERPOLATIONS),
+    'crop_mode': Option(Optional[str], choices=_CROP_MODES),
+    'pretrained_cfg': Option(Optional[str], accept=_is_cfg,
+                             expects="a timm model name with tag (e.g. 'unireplknet_b.in22k_ft_in1k_384') or a "
+                                     "model's pretrained_cfg"),
+}
+#: The options of :class:`ImageFolderDataset` and their allowed values.
+OPTIONS = {
+    **EVAL_OPTIONS,
+    'train_scale': SCALE_RANGE,
+    'train_ratio': RATIO_RANGE,
+    'classes': CLASS_NAMES,
+    'verify': Option(bool),
+    'seed': Option(int),
+}
 # The published evaluation (UniRepLKNet's and ConvNeXt's ``build_transform``) warps to the square, without a crop,
 # from 384 pixels up; below, it resizes the short side to size / crop_pct and centre-crops.
 _WARP_FROM = 384
@@ -61,14 +88,16 @@ def _as_dict(pretrained_cfg: Union[None, str, Mapping[str, Any], Any]) -> Dict[s
         try:
             found = get_pretrained_cfg(pretrained_cfg, allow_unregistered=False)
         except RuntimeError as e:
-            raise ValueError(f'pretrained_cfg {pretrained_cfg!r}: {e} (e.g. unireplknet_b.in22k_ft_in1k_384; '
-                             f'timm.list_pretrained("unireplknet*") lists them)') from None
+            raise ConfigError(f'data.options.pretrained_cfg {short_repr(pretrained_cfg)}: {e} (e.g. '
+                              f'unireplknet_b.in22k_ft_in1k_384; timm.list_pretrained("unireplknet*") lists them)'
+                              ) from None
         return found.to_dict()
     if hasattr(pretrained_cfg, 'to_dict'):  # timm's PretrainedCfg (model.pretrained_cfg is already a dict)
         return pretrained_cfg.to_dict()
     return dict(pretrained_cfg)
 
 
+@checked_options(EVAL_OPTIONS)
 def resolve_eval_config(image_size: Optional[int] = None, crop_pct: Optional[float] = None,
                         interpolation: Optional[str] = None, crop_mode: Optional[str] = None,
                         pretrained_cfg: Union[None, str, Mapping[str, Any], Any] = None) -> Dict[str, Any]:
@@ -83,17 +112,9 @@ def resolve_eval_config(image_size: Optional[int] = None, crop_pct: Optional[flo
         pretrained_cfg: a timm name with tag (``'unireplknet_b.in22k_ft_in1k_384'``), a model's
             ``pretrained_cfg`` dict, or a timm ``PretrainedCfg``.
     """
-    if image_size is not None and (isinstance(image_size, bool) or int(image_size) != image_size or image_size < 1):
-        raise ValueError(f'image_size must be an integer >= 1, got {image_size!r}')
-    if crop_pct is not None and not 0. < crop_pct <= 1.:
-        raise ValueError(f'crop_pct must be in (0, 1], got {crop_pct}')
-    if interpolation is not None and interpolation not in _INTERPOLATIONS:
-        raise ValueError(f'interpolation must be one of {_INTERPOLATIONS}, got {interpolation!r}')
-    if crop_mode is not None and crop_mode not in _CROP_MODES:
-        raise ValueError(f'crop_mode must be one of {_CROP_MODES}, got {crop_mode!r}')
     from timm.data import resolve_data_config
     cfg = _as_dict(pretrained_cfg)
-    args = {'in_chans': 3, 'img_size': None if image_size is None else int(image_size), 'crop_pct': crop_pct,
+    args = {'in_chans': 3, 'img_size': image_size, 'crop_pct': crop_pct,
             'interpolation': interpolation, 'crop_mode': crop_mode}
     data = resolve_data_config(args=args, pretrained_cfg=cfg)
     if crop_mode is None and cfg.get('crop_mode', 'center') == 'center' and min(data['input_size'][1:]) >= _WARP_FROM:
@@ -146,6 +167,7 @@ class ImageFolderDataset(Dataset):
             and the ``mean``/``std`` the model expects, which the image adapter applies).
     """
 
+    @checked_options(OPTIONS)
     def __init__(self, root: Union[str, Path], image_size: Optional[int] = None, crop_pct: Optional[float] = None,
                  interpolation: Optional[str] = None, crop_mode: Optional[str] = None,
                  pretrained_cfg: Union[None, str, Mapping[str, Any], Any] = None, train: bool = False,
@@ -162,8 +184,7 @@ class ImageFolderDataset(Dataset):
         self.crop_mode = self.data_config['crop_mode']
         self.interpolation = self.data_config['interpolation']
         self.train = train
-        self.train_scale = (float(train_scale[0]), float(train_scale[1]))
-        self.train_ratio = (float(train_ratio[0]), float(train_ratio[1]))
+        self.train_scale, self.train_ratio = tuple(train_scale), tuple(train_ratio)
         if train:
             self._transform = v2.Compose([
                 v2.RandomResizedCrop(self.image_size, scale=self.train_scale, ratio=self.train_ratio,
@@ -209,7 +230,7 @@ class ImageFolderDataset(Dataset):
             good = np.ones(len(self._labels), dtype=bool)
             for i in range(len(good)):
                 try:
-                    load_image(os.path.join(self._root_s, self._rel[i]))
+                    load_image(self.sample_source(i))
                 except DataError as e:
                     if not skip_bad:
                         raise
@@ -234,6 +255,10 @@ class ImageFolderDataset(Dataset):
         """``(path, label)`` of every image (built on access: a list of 1.28M tuples for ImageNet train)."""
         return [(str(self.root / rel), int(y)) for rel, y in zip(self._rel, self._labels)]
 
+    def sample_source(self, index: int) -> str:
+        """The image file of sample ``index``."""
+        return os.path.join(self._root_s, self._rel[index])
+
     def _draw_seed(self, index: int) -> int:
         # A fresh seed per call: different draws every epoch (torch's per-worker seed changes with the
         # DataLoader's base seed), reproducible under a fixed seed.
@@ -243,7 +268,7 @@ class ImageFolderDataset(Dataset):
     def _load(self, index: int) -> torch.Tensor:
         # a str path: a pathlib.Path per sample interns its parts, which grows each worker by ~20 MB per 200k
         # distinct files over an epoch (measured in benchmarks/bench_scale.py)
-        img = load_image(os.path.join(self._root_s, self._rel[index]))
+        img = load_image(self.sample_source(index))
         if not self.train:
             return self._transform(img)
         with torch.random.fork_rng(devices=[]):  # torchvision draws from torch's global generator

@@ -42,16 +42,18 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from ..config.errors import ConfigError
 from .builtin import build_once
 from .clip_augment import ClipRandAugment
 from .errors import DataError, SkipReport, load_or_next
 from .inputs import flatten_repeats_collate
+from .options import OPTIONAL_PATH, RATIO_RANGE, SCALE_RANGE, Option, checked_options
 from .kinetics_index import (VIDEO_EXTENSIONS, AnnotationIndex, find_annotation, parse_annotation, read_class_list,
                              stat_sizes)
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ['Kinetics', 'make_builtin_kinetics', 'read_class_list', 'find_annotation', 'BUILTIN_CLASSES',
+__all__ = ['Kinetics', 'OPTIONS', 'make_builtin_kinetics', 'read_class_list', 'find_annotation', 'BUILTIN_CLASSES',
            'IMAGENET_MEAN', 'IMAGENET_STD', 'VIDEO_EXTENSIONS']
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -61,6 +63,27 @@ _LIST_PATTERNS = ('{s}.txt', '{s}_list.txt', 'kinetics400_{s}_list_videos.txt', 
                   'annotations/{s}.csv', 'annotations/{s}.txt')
 
 PathLike = Union[str, Path]
+
+#: The options of :class:`Kinetics` and their allowed values (the video task passes ``train_list`` / ``val_list`` /
+#: ``test_list`` as ``annotation``).
+OPTIONS = {
+    'annotation': OPTIONAL_PATH,
+    'video_dir': OPTIONAL_PATH,
+    'classes': Option(Union[None, str, List[str]], expects='a class-list file or a list of class names'),
+    'num_frames': Option(int, lo=1),
+    'stride': Option(int, lo=1),
+    'image_size': Option(int, lo=1),
+    'crop_scale': SCALE_RANGE,
+    'crop_ratio': RATIO_RANGE,
+    'flip': Option(bool),
+    'rand_augment': Option(Optional[str], expects="a timm RandAugment string (e.g. 'rand-m7-n4-mstd0.5-inc1')"),
+    'erase_prob': Option(float, lo=0, hi=1),
+    'repeats': Option(int, lo=1),
+    'num_clips': Option(int, lo=1),
+    'num_crops': Option(int, lo=1),
+    'check_decode': Option(bool),
+    'check_threads': Option(int, lo=1),
+}
 
 
 def _open_video(path: str):
@@ -126,6 +149,7 @@ class Kinetics(Dataset):
         check_threads: threads of the ``stat`` pass and of that check.
     """
 
+    @checked_options(OPTIONS)
     def __init__(self, root: PathLike, split: str = 'train', *, annotation: Optional[PathLike] = None,
                  video_dir: Optional[PathLike] = None, classes: Union[None, PathLike, Sequence[str]] = None,
                  num_frames: int = 16, stride: int = 4, image_size: int = 224,
@@ -135,18 +159,12 @@ class Kinetics(Dataset):
                  check_decode: bool = False, check_threads: int = 4) -> None:
         if split not in SPLITS:
             raise ValueError(f'split must be one of {SPLITS}, got {split!r}')
-        if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-            raise ValueError(f'repeats must be an integer >= 1, got {repeats!r}')
         if repeats > 1 and split != 'train':
             raise ValueError(f'repeats applies to the train split only (got split {split!r})')
         self.repeats = repeats
-        if num_frames < 1 or stride < 1 or image_size < 1 or num_clips < 1 or num_crops < 1:
-            raise ValueError('num_frames, stride, image_size, num_clips and num_crops must all be >= 1')
-        if not (0 < crop_scale[0] <= crop_scale[1] <= 1) or not (0 < crop_ratio[0] <= crop_ratio[1]):
-            raise ValueError(f'bad crop_scale {crop_scale} or crop_ratio {crop_ratio}')
         self.root = Path(root)
         self.split = split
-        self.num_frames, self.stride, self.image_size = int(num_frames), int(stride), int(image_size)
+        self.num_frames, self.stride, self.image_size = num_frames, stride, image_size
         self.crop_scale, self.crop_ratio = tuple(crop_scale), tuple(crop_ratio)
         self.flip = flip
         # torchvision's v2 transforms draw their parameters once per call: every frame of a (T, C, H, W) clip gets
@@ -157,12 +175,13 @@ class Kinetics(Dataset):
             + ([v2.RandomHorizontalFlip()] if flip else []))
         self._rand_augment = self._erase = None
         if rand_augment is not None:
-            self._rand_augment = ClipRandAugment(rand_augment, self.image_size)
-        if isinstance(erase_prob, bool) or not isinstance(erase_prob, (int, float)) or not 0 <= erase_prob <= 1:
-            raise ValueError(f'erase_prob must be a probability in [0, 1], got {erase_prob!r}')
+            try:
+                self._rand_augment = ClipRandAugment(rand_augment, self.image_size)
+            except ValueError as e:  # the string does not parse (ClipRandAugment's messages start 'rand_augment')
+                raise ConfigError(f'data.options.{e}') from None
         if erase_prob > 0:
-            self._erase = v2.RandomErasing(p=float(erase_prob), value='random')
-        self.num_clips, self.num_crops = int(num_clips), int(num_crops)
+            self._erase = v2.RandomErasing(p=erase_prob, value='random')
+        self.num_clips, self.num_crops = num_clips, num_crops
         self.skip_bad = skip_bad
         self.skip_report = SkipReport(f'kinetics/{split}')
 
@@ -234,6 +253,10 @@ class Kinetics(Dataset):
     def _path(self, i: int) -> str:
         # a str: a pathlib.Path per sample interns its parts and grows every worker over an epoch
         return self._index.paths[int(self._rows[i])]
+
+    def sample_source(self, index: int) -> str:
+        """The video file of sample ``index``."""
+        return self._path(index)
 
     # ------------------------------------------------------------------ sampling
     def __len__(self) -> int:

@@ -56,9 +56,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..config.errors import ConfigError
 from .cache import atomic_write, file_stamp, reader_cache_dir, stable_key
 from .errors import DataError, SkipReport, load_or_next
 from .index import StringTable
+from .options import OPTIONAL_PATH, Option, checked_options
 from .modelnet_builtin import BUILTIN_CLASSES, make_builtin_modelnet
 from .point_formats import (FORMATS, LAYOUT_HELP, detect_format, read_names, read_off, read_ply_h5,
                             read_point_bert_dat, read_point_text, resolve_root, write_npz)
@@ -68,7 +70,7 @@ from .restricted_pickle import RestrictedUnpickler, load_restricted_pickle
 _logger = logging.getLogger(__name__)
 
 __all__ = [
-    'ModelNet40', 'make_builtin_modelnet', 'detect_format', 'read_off', 'sample_surface',
+    'ModelNet40', 'OPTIONS', 'make_builtin_modelnet', 'detect_format', 'read_off', 'sample_surface',
     'farthest_point_sample', 'normalize_unit_sphere', 'RestrictedUnpickler', 'load_restricted_pickle',
     'BUILTIN_CLASSES', 'FORMATS', 'LAYOUT_HELP',
 ]
@@ -81,6 +83,23 @@ _CACHE_VERSION = 1
 #: Points kept per cloud of the ``text``/``off`` formats as the source of re-drawn training clouds: the 8192 of the
 #: Point-BERT ``.dat`` files (FPS-first 8192 of each shape), which the published recipe draws from.
 REDRAW_SOURCE_POINTS = 8192
+#: The options of :class:`ModelNet40` and their allowed values.
+OPTIONS = {
+    'format': Option(str, choices=('auto', *FORMATS)),
+    'num_points': Option(int, lo=1),
+    'use_normals': Option(bool),
+    'sampling': Option(Optional[str], choices=('fps', 'first')),
+    'redraw_from': Option(Optional[int], lo=1),
+    'surface_samples': Option(Optional[int], lo=1),
+    'cache_dir': OPTIONAL_PATH,
+    'val_fraction': Option(float, lo=0, hi=1, hi_open=True),
+    'val_from': Option(str, choices=('train', 'test')),
+    'off_up_axis': Option(Optional[str], choices=('x', 'y', 'z')),
+    'list_prefix': Option(str, expects='a file-name prefix (modelnet40, modelnet10)'),
+    'seed': Option(int, lo=0),
+    'prepare': Option(bool),
+    'workers': Option(int, lo=0),
+}
 
 
 def _stable_seed(*parts: Any) -> int:
@@ -163,6 +182,7 @@ class ModelNet40(Dataset):
         workers: worker processes of :meth:`prepare` (0: in this process).
     """
 
+    @checked_options(OPTIONS)
     def __init__(self, root: PathLike, split: str = 'train', *, format: str = 'auto', num_points: int = 1024,
                  use_normals: bool = False, sampling: Optional[str] = None, redraw_from: Optional[int] = None,
                  surface_samples: Optional[int] = None, cache_dir: Optional[PathLike] = None, val_fraction: float = 0.1, val_from: str = 'train',
@@ -170,21 +190,18 @@ class ModelNet40(Dataset):
                  seed: int = 0, skip_bad: bool = False, prepare: bool = False, workers: int = 0) -> None:
         if split not in _SPLITS:
             raise ValueError(f'split must be one of {_SPLITS}, got {split!r}')
-        if format != 'auto' and format not in FORMATS:
-            raise ValueError(f"format must be 'auto' or one of {FORMATS}, got {format!r}")
-        if sampling not in (None, 'fps', 'first'):
-            raise ValueError(f"sampling must be 'fps' or 'first', got {sampling!r}")
-        if val_from not in ('train', 'test'):
-            raise ValueError(f"val_from must be 'train' or 'test', got {val_from!r}")
-        if not 0 <= val_fraction < 1:
-            raise ValueError(f'val_fraction must be in [0, 1), got {val_fraction}')
-        if num_points < 1:
-            raise ValueError(f'num_points must be >= 1, got {num_points}')
-        if redraw_from is not None and (isinstance(redraw_from, bool) or not isinstance(redraw_from, int)
-                                        or redraw_from < num_points):
-            raise ValueError(f'redraw_from must be an integer >= num_points ({num_points}), got {redraw_from!r}')
-        if off_up_axis not in (None, 'x', 'y', 'z'):
-            raise ValueError(f"off_up_axis must be 'x', 'y', 'z' or None, got {off_up_axis!r}")
+        if redraw_from is not None and redraw_from < num_points:
+            raise ConfigError(f'data.options.redraw_from must be >= data.options.num_points ({num_points}), got '
+                              f'{redraw_from}')
+        # the split's clouds are re-drawn on every read from stored clouds of _stored_points points
+        self._redraw = redraw_from if split == 'train' else None
+        self._stored_points = max(REDRAW_SOURCE_POINTS, redraw_from) if self._redraw else num_points
+        if surface_samples is not None and surface_samples < self._stored_points:
+            raise ConfigError(f'data.options.surface_samples must be >= the points kept per cloud '
+                              f'({self._stored_points}), got {surface_samples}')
+        if split == 'val' and val_from == 'train' and val_fraction == 0:
+            raise ConfigError("data.options.val_fraction=0 holds out no validation files; use val_fraction > 0 or "
+                              "val_from='test'")
         root = Path(root)
         if format == 'auto':
             self.root, self.format = detect_format(root)
@@ -197,9 +214,6 @@ class ModelNet40(Dataset):
         self.use_normals = use_normals
         self.sampling = sampling or ('fps' if self.format == 'text' else 'first')
         self.redraw_from = redraw_from
-        # the split's clouds are re-drawn on every read from stored clouds of _stored_points points
-        self._redraw = redraw_from if split == 'train' else None
-        self._stored_points = max(REDRAW_SOURCE_POINTS, redraw_from) if self._redraw else num_points
         self._calls = 0
         self.surface_samples = surface_samples or max(8192, 8 * num_points, self._stored_points)
         self.val_fraction = val_fraction
@@ -208,7 +222,7 @@ class ModelNet40(Dataset):
         self.list_prefix = list_prefix
         self.seed = seed
         self.skip_bad = skip_bad
-        self.workers = max(0, int(workers))
+        self.workers = workers
         self.skip_report = SkipReport(f'modelnet40/{split}')
         self.classes: List[str] = []
         self.cache_dir: Optional[Path] = None
@@ -216,9 +230,11 @@ class ModelNet40(Dataset):
         self._paths: Optional[StringTable] = None
         self._points = np.zeros((0, 6), np.float32)
         self._offsets = np.zeros(1, np.int64)
+        # in-memory formats: the file (index into _sources) and the sample inside it of every cloud
+        self._sources: List[str] = []
+        self._source_file = np.zeros(0, np.int64)
+        self._source_row = np.zeros(0, np.int64)
         src_split = 'test' if (split == 'test' or (split == 'val' and val_from == 'test')) else 'train'
-        if split == 'val' and val_from == 'train' and val_fraction == 0:
-            raise ValueError("val_fraction=0 holds out no validation files; use val_fraction > 0 or val_from='test'")
         if self.format in ('off', 'text'):
             self.cache_dir = reader_cache_dir(cache_dir, 'modelnet40')
             self._cache_s, self._root_s = str(self.cache_dir), str(self.root)
@@ -287,7 +303,7 @@ class ModelNet40(Dataset):
     def _in_memory(self, source: Path, points: Sequence[np.ndarray], labels: Sequence[Any]) -> List[int]:
         """Validate the samples of an in-memory format (label, shape, finite points) and keep the good ones."""
         cols = 6 if self.use_normals else 3
-        kept, out_labels = [], []
+        kept, out_labels, rows = [], [], []
         for i, (pts, lab) in enumerate(zip(points, labels)):
             where = f'sample {i}'
             lab_arr = np.asarray(lab).reshape(-1)
@@ -319,7 +335,11 @@ class ModelNet40(Dataset):
             cloud = normalize_unit_sphere(np.asarray(pts[:, :6], dtype=np.float32))
             kept.append(cloud if (self.sampling == 'fps' or self._redraw) else cloud[:self.num_points])
             out_labels.append(y)
+            rows.append(i)
         if kept:
+            self._sources.append(str(source))
+            self._source_file = np.concatenate([self._source_file, np.full(len(rows), len(self._sources) - 1)])
+            self._source_row = np.concatenate([self._source_row, np.asarray(rows, np.int64)])
             width = min(a.shape[1] for a in kept)
             start = len(self._offsets) - 1
             self._points = np.concatenate([self._points[:, :width]] + [a[:, :width] for a in kept])
@@ -334,6 +354,7 @@ class ModelNet40(Dataset):
         take = np.concatenate([np.arange(a, b) for a, b in zip(starts, ends)]) if len(rows) else np.zeros(0, np.int64)
         self._points = np.ascontiguousarray(self._points[take])
         self._offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        self._source_file, self._source_row = self._source_file[rows], self._source_row[rows]
 
     def _class_names_or_numbers(self, count: int) -> List[str]:
         for cand in (f'{self.list_prefix}_shape_names.txt', 'shape_names.txt'):
@@ -506,6 +527,12 @@ class ModelNet40(Dataset):
     def files(self) -> List[Path]:
         """The sample files (per-file formats), in index order."""
         return [self.root / rel for rel in self._paths] if self._paths is not None else []
+
+    def sample_source(self, index: int) -> str:
+        """The sample's file (``hdf5``/``dat``: the file and the sample's index in it)."""
+        if self._paths is not None:
+            return os.path.join(self._root_s, self._paths[index])
+        return f'{self._sources[int(self._source_file[index])]} sample {int(self._source_row[index])}'
 
     def _draw(self, cloud: np.ndarray, index: int) -> np.ndarray:
         """A re-drawn training cloud: FPS of ``redraw_from`` points of ``cloud`` from a random start, then a random

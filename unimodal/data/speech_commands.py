@@ -27,15 +27,18 @@ import soundfile as sf
 import torch
 from torch.utils.data import Dataset
 
+from ..config.errors import ConfigError, short_repr
 from .audio_io import frames_needed, read_audio, read_audio_header, resample
 from .builtin import build_once
 from .cache import file_stamp, reader_cache_dir, stable_key
 from .errors import DataError, SkipReport, load_or_next
 from .index import StringTable, load_index, read_list_lines, save_index
+from .options import CLASS_NAMES, OPTIONAL_PATH, Option, checked_options
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ['SpeechCommands', 'mix_waveforms', 'make_builtin_speech', 'file_digest', 'V2_WORDS', 'V12_WORDS', 'UNKNOWN', 'SILENCE', 'BACKGROUND']
+__all__ = ['SpeechCommands', 'OPTIONS', 'mix_waveforms', 'make_builtin_speech', 'file_digest', 'V2_WORDS', 'V12_WORDS',
+           'UNKNOWN', 'SILENCE', 'BACKGROUND']
 
 #: The 35 words of Speech Commands V2.
 V2_WORDS = (
@@ -54,6 +57,19 @@ _SPLITS = ('train', 'val', 'test')
 # Disjoint parts of every background-noise file feed the _silence_ clips of each split (no leakage).
 _SILENCE_PARTS = {'train': (0.0, 0.8), 'val': (0.8, 0.9), 'test': (0.9, 1.0)}
 _SILENCE_SEED = {'train': 0, 'val': 1, 'test': 2}
+
+#: The options of :class:`SpeechCommands` and their allowed values.
+OPTIONS = {
+    'variant': Option(int, choices=(35, 12)),
+    'classes': CLASS_NAMES,
+    'silence_fraction': Option(float, lo=0, hi=1),
+    'sample_rate': Option(int, lo=100, expects='an integer >= 100 (Hz)'),
+    'clip_samples': Option(int, lo=1),
+    'cache_dir': OPTIONAL_PATH,
+    'return_length': Option(bool),
+    'mixup': Option(fields={'prob': Option(float, lo=0, hi=1), 'alpha': Option(float, lo=0, lo_open=True)},
+                    expects='{prob: P, alpha: A} (published: {prob: 0.6, alpha: 10})'),
+}
 
 LAYOUT_HELP = ('expected the Speech Commands V2 layout: <root>/<word>/*.wav (one folder per word), '
                '<root>/validation_list.txt, <root>/testing_list.txt, <root>/_background_noise_/*.wav')
@@ -135,6 +151,7 @@ class SpeechCommands(Dataset):
         skip_report: what was skipped (empty unless ``skip_bad``).
     """
 
+    @checked_options(OPTIONS)
     def __init__(self, root: Union[str, Path], split: str = 'train', variant: int = 35,
                  classes: Optional[Sequence[str]] = None, skip_bad: bool = False, silence_fraction: float = 0.1,
                  sample_rate: int = 16000, clip_samples: int = 16000,
@@ -142,12 +159,12 @@ class SpeechCommands(Dataset):
                  mixup: Optional[Mapping[str, float]] = None) -> None:
         if split not in _SPLITS:
             raise ValueError(f'split must be one of {_SPLITS}, got {split!r}')
-        self.return_length = bool(return_length)
-        self.mixup = _check_mixup(mixup, split)
-        if variant not in (35, 12):
-            raise ValueError(f'variant must be 35 or 12, got {variant!r}')
+        if mixup is not None and split != 'train':
+            raise ValueError(f'mixup applies to the train split only (got split {split!r}): evaluation is never mixed')
+        self.return_length = return_length
+        self.mixup = mixup
         if classes is not None and variant != 35:
-            raise ValueError('classes applies to variant 35 only (variant 12 has a fixed class list)')
+            raise ConfigError('data.options.classes applies to variant 35 only (variant 12 has a fixed class list)')
         self.root = Path(root)
         self._root_s = str(self.root)
         self.split = split
@@ -169,7 +186,7 @@ class SpeechCommands(Dataset):
         elif classes is not None:
             self.classes = list(classes)
             if len(set(self.classes)) != len(self.classes):
-                raise ValueError(f'classes has duplicates: {self.classes}')
+                raise ConfigError(f'data.options.classes names a class twice: {short_repr(self.classes)}')
         else:
             self.classes = words
         self._class_index = {c: i for i, c in enumerate(self.classes)}
@@ -329,13 +346,25 @@ class SpeechCommands(Dataset):
         """Targets are float class vectors (the reader mixes), not class indices."""
         return self.mixup is not None
 
+    def _frames_read(self, index: int) -> int:
+        """Frames a read of clip ``index`` takes from its file (at most ``clip_samples`` after resampling)."""
+        frames, rate = int(self._frames[index]), int(self._rates[index])
+        return min(frames, frames_needed(self.clip_samples, rate, self.sample_rate))
+
+    def sample_source(self, index: int) -> str:
+        """The clip's file (a ``_silence_`` clip: the noise file and the frames cut from it)."""
+        path = os.path.join(self._root_s, self._rel[index])
+        if not self._silence[index]:
+            return path
+        start = int(self._offsets[index])
+        return f'{path} frames {start}..{start + self._frames_read(index) - 1}'
+
     def _load(self, index: int) -> torch.Tensor:
         """The clip's real samples (at most ``clip_samples``), not padded."""
         # a str path, not the samples view's Path: a pathlib.Path per sample interns its parts and grows every
         # worker over an epoch
         path = os.path.join(self._root_s, self._rel[index])
-        frames, rate = int(self._frames[index]), int(self._rates[index])
-        want = min(frames, frames_needed(self.clip_samples, rate, self.sample_rate))
+        frames, want = int(self._frames[index]), self._frames_read(index)
         silence = bool(self._silence[index])
         if silence:
             data, sr = read_audio(path, start=int(self._offsets[index]), frames=want)
@@ -390,21 +419,6 @@ class SpeechCommands(Dataset):
 
     def __getitem__(self, index: int) -> Tuple[Any, Any]:
         return load_or_next(self._item, index, len(self), self.skip_bad, self.skip_report, str(self.root))
-
-
-def _check_mixup(mixup: Optional[Mapping[str, float]], split: str) -> Optional[Dict[str, float]]:
-    if mixup is None:
-        return None
-    if split != 'train':
-        raise ValueError(f'mixup applies to the train split only (got split {split!r}): evaluation is never mixed')
-    if not isinstance(mixup, Mapping) or set(mixup) != {'prob', 'alpha'}:
-        raise ValueError(f'mixup must be {{prob: P, alpha: A}} (published: {{prob: 0.6, alpha: 10}}), got {mixup!r}')
-    prob, alpha = mixup['prob'], mixup['alpha']
-    if isinstance(prob, bool) or not isinstance(prob, (int, float)) or not 0 <= prob <= 1:
-        raise ValueError(f'mixup.prob must be a probability in [0, 1], got {prob!r}')
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < math.inf:
-        raise ValueError(f'mixup.alpha must be a positive number (the Beta parameter), got {alpha!r}')
-    return {'prob': float(prob), 'alpha': float(alpha)}
 
 
 def mix_waveforms(a: torch.Tensor, b: torch.Tensor, lam: float) -> torch.Tensor:

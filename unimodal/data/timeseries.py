@@ -34,14 +34,16 @@ from torch.utils.data import Dataset
 
 from .builtin import build_once
 from .cache import atomic_write, file_stamp, reader_cache_dir, stable_key
+from ..config.errors import ConfigError
 from .errors import DataError, SkipReport
+from .options import OPTIONAL_PATH, Option, checked_options
 from .series_store import MissingScan, NpyRows, convert_npy, fill_frame, fill_npy, save_rows, scan_missing
-from .timeseries_covariates import load_time_stamps, read_station_coords, time_features
+from .timeseries_covariates import load_time_stamps, read_station_coords, time_feature_names, time_features
 
 _logger = logging.getLogger(__name__)
 
 __all__ = [
-    'ForecastWindows', 'read_csv_series', 'read_global_npy', 'split_borders', 'build_timeseries_datasets',
+    'ForecastWindows', 'OPTIONS', 'read_csv_series', 'read_global_npy', 'split_borders', 'build_timeseries_datasets',
     'make_builtin_timeseries', 'build_weather_datasets', 'make_builtin_weather', 'detect_format', 'FILL_POLICIES',
     'BUILTIN_FILE', 'COORDS_FILE',
 ]
@@ -75,6 +77,8 @@ class ForecastWindows(Dataset):
         units: the physical units (``'°C'``, ``'m/s'``, ``'data units'``).
         value_desc: what the model-space values are (e.g. ``'z-scored with train statistics'``).
         columns: series names; times: ``(T,)`` datetime64 array or ``None``; path, split: provenance.
+        row_offset: the file row of ``values``' first row (a split's windows cut from a whole CSV), for
+            :meth:`sample_source`.
         skip_report: :class:`SkipReport` of windows skipped for missing values (``skip_bad``), else ``None``.
         marks, coords: ``(T, F)`` calendar features and ``(N, C)`` standardised station coordinates (float32
             tensors) or ``None``; mark_dim, coord_dim: F and C (0 when absent).
@@ -87,7 +91,7 @@ class ForecastWindows(Dataset):
                  times: Optional[np.ndarray] = None, path: PathLike = '', split: str = '',
                  skip_report: Optional[SkipReport] = None, mean: Optional[np.ndarray] = None,
                  std: Optional[np.ndarray] = None, marks: Optional[np.ndarray] = None,
-                 coords: Optional[np.ndarray] = None) -> None:
+                 coords: Optional[np.ndarray] = None, row_offset: int = 0) -> None:
         if len(values.shape) != 2:
             raise ValueError(f'values must be (T, N), got shape {values.shape}')
         if input_len < 1 or horizon < 1 or stride < 1:
@@ -105,6 +109,7 @@ class ForecastWindows(Dataset):
         self.columns = list(columns) if columns is not None else [str(i) for i in range(self.num_series)]
         self.times = times
         self.path, self.split = str(path), split
+        self.row_offset = int(row_offset)
         self.skip_report = skip_report
         self._mean = None if mean is None else np.asarray(mean, dtype=np.float64)
         self._std = None if std is None else np.asarray(std, dtype=np.float64)
@@ -140,6 +145,11 @@ class ForecastWindows(Dataset):
         if self.coords is not None:
             parts.append(self.coords.clone())
         return tuple(parts), y
+
+    def sample_source(self, index: int) -> str:
+        """The file and rows (of the whole file) of window ``index``: input and horizon."""
+        first = self.row_offset + int(self.starts[index])
+        return f'{self.path} rows {first}..{first + self.input_len + self.horizon - 1}'
 
     def to_physical(self, values: torch.Tensor) -> torch.Tensor:
         """Model-space values ``(..., N)`` → physical units."""
@@ -470,6 +480,41 @@ def detect_format(root: PathLike, file: Optional[str] = None) -> Tuple[str, Path
                           '(Global Temp/Wind) or a CSV with a date column (Time-Series-Library layout)')
 
 
+def _frequency_problem(freq: str) -> Optional[str]:
+    try:
+        time_feature_names(freq)
+    except ValueError:
+        return ("must be a frequency with calendar features, [multiple]unit with unit one of s, min (or t), h, d, b, "
+                "w, m, q (e.g. 'h', '10min')")
+    return None
+
+
+FORMATS = ('auto', 'global_npy', 'tslib', 'csv')
+BORDER_RULES = ('auto', 'ratio', 'ett_hour', 'ett_minute')
+#: The options of :func:`build_timeseries_datasets` and their allowed values.
+OPTIONS = {
+    'format': Option(str, choices=FORMATS),
+    'variable': Option(Optional[str], choices=tuple(_GLOBAL_VARIABLES)),
+    'file': Option(Optional[str], expects='a file name inside the data folder'),
+    'input_len': Option(int, lo=1),
+    'horizon': Option(int, lo=1),
+    'stride': Option(int, lo=1),
+    'fill': Option(str, choices=FILL_POLICIES),
+    'time_column': Option(Optional[str], expects='a column name'),
+    'columns': Option(Optional[List[str]], expects='a list of column names'),
+    'scale': Option(bool),
+    'borders': Option(str, choices=BORDER_RULES),
+    'train_ratio': Option(float, lo=0, hi=1, lo_open=True, hi_open=True),
+    'test_ratio': Option(float, lo=0, hi=1, lo_open=True, hi_open=True),
+    'period': Option(Optional[int], lo=1),
+    'marks': Option(bool),
+    'freq': Option(str, rule=_frequency_problem),
+    'coords': Option(Optional[str], expects='a coordinates file (.npy)'),
+    'cache_dir': OPTIONAL_PATH,
+}
+
+
+@checked_options(OPTIONS)
 def build_timeseries_datasets(root: PathLike, *, format: str = 'auto', variable: Optional[str] = None,
                               file: Optional[str] = None, input_len: int = 48, horizon: int = 24, stride: int = 1,
                               fill: str = 'error', time_column: Optional[str] = 'date',
@@ -511,16 +556,11 @@ def build_timeseries_datasets(root: PathLike, *, format: str = 'auto', variable:
     unknown = [s for s in splits if s not in SPLITS]
     if unknown:
         raise ValueError(f'unknown splits {unknown}; expected a subset of {SPLITS}')
-    if fill not in FILL_POLICIES:
-        raise ValueError(f'fill must be one of {FILL_POLICIES}, got {fill!r}')
-    if format not in ('auto', 'global_npy', 'tslib', 'csv'):
-        raise ValueError(f"format must be 'auto', 'global_npy', 'tslib' or 'csv', got {format!r}")
+    if train_ratio + test_ratio >= 1:
+        raise ConfigError(f'data.options.train_ratio + data.options.test_ratio must be < 1 (validation gets the '
+                          f'rest), got {train_ratio:g} + {test_ratio:g}')
     keep_missing = skip_bad and fill == 'error'
     read_fill = None if keep_missing else fill
-    if marks:
-        from .timeseries_covariates import time_feature_names
-        if not time_feature_names(freq):
-            raise ValueError(f'freq {freq!r} has no calendar features; marks need a finer frequency')
     detected, path = detect_format(root, file)
     # the folder holding the series files: relative side files (coordinates) are found there
     data_dir = _find_global_dir(path, variable)[0] if detected == 'global_npy' else path.parent
@@ -595,7 +635,8 @@ def build_timeseries_datasets(root: PathLike, *, format: str = 'auto', variable:
             values.rows(b1, b2), input_len, horizon, starts=starts, period=per, phys_scale=phys_scale,
             phys_offset=phys_offset, units='data units', value_desc=desc, columns=names,
             times=times[b1:b2] if times is not None else None, path=path, split=split, skip_report=report,
-            mean=mean, std=std, marks=time_features(times[b1:b2], freq) if marks else None, coords=station_coords)
+            mean=mean, std=std, marks=time_features(times[b1:b2], freq) if marks else None, coords=station_coords,
+            row_offset=b1)
     if scale:
         for ds in out.values():
             ds.scaler_mean, ds.scaler_std = mean, std
