@@ -542,7 +542,7 @@ class _Run:
         eval_model = ema.module if ema is not None else model
         if which == 'model_ema' and ema is None:
             eval_model = model
-        load_weights(eval_model, state, best_path)
+        load_weights(eval_model, state, tested_path)
         split = self.cfg.eval.split
         results: Dict[str, Any] = {
             'task': self.label, 'tasks': {}, 'split': split, 'run_dir': str(self.out), 'checkpoint': str(tested_path),
