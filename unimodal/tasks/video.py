@@ -66,12 +66,16 @@ class VideoTask(Task):
 
     def build_datasets(self, root: Path, options: Dict[str, Any], skip_bad: bool = False,
                        splits: Optional[List[str]] = None) -> Dict[str, Dataset]:
+        from ..config import check_option
         from ..data.kinetics import Kinetics, find_annotation
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f'video data root {root} does not exist. {self.real_data}')
         options = dict(options or {})
         lists = {split: options.pop(key, None) for key, split in _LIST_OPTIONS.items()}
+        for key, split in _LIST_OPTIONS.items():  # checked under their own names (the reader calls them annotation)
+            if lists[split] is not None:
+                lists[split] = check_option(f'data.options.{key}', lists[split], str)
         for key in ('crop_scale', 'crop_ratio'):  # YAML gives lists
             if key in options and options[key] is not None:
                 options[key] = tuple(options[key])
