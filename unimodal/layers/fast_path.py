@@ -1,11 +1,13 @@
 """The fast forward of UniRepLKNet blocks and stem: the same function as the module-by-module reference math,
 with fewer passes over memory.
 
-On any device: channels-last memory throughout, frozen BatchNorms folded into the convs on the fly, the SE and
-GRN per-sample scales folded into the FFN. On CPU also: private oneDNN ops with fused GELU / residual sum,
-depthwise convs on small maps as Toeplitz matmuls, and inference in batch chunks that stay in cache. Every
-path is tested against the reference forward (``tests/test_speed_paths.py``); measurements are in
-``benchmarks/README.md``.
+On any device: frozen BatchNorms folded into the convs on the fly, the SE and GRN per-sample scales folded into the
+FFN. The device-dependent choices are kept apart: on CPU, channels-last memory, private oneDNN ops with fused
+GELU / residual sum, dilated branches as dense or Toeplitz-matmul convs and inference in batch chunks that stay in
+cache; on CUDA, the depthwise convs through :func:`unimodal.layers.dwconv.depthwise_conv` (cuDNN or the Triton
+kernel, as chosen), the training-form branches as their own dilated convs, and the memory layout the recorded
+depthwise table measured faster (NCHW without one). Every path is tested against the reference forward
+(``tests/test_speed_paths.py``); measurements are in ``benchmarks/README.md``.
 """
 from __future__ import annotations
 
@@ -20,10 +22,11 @@ from timm.layers import LayerNorm2d
 
 from ..models.reparam import dilate_kernel, fold_bias_through_linear, fuse_conv_bn, fuse_linear_bn, scale_linear
 from .dilated_reparam import DilatedReparamBlock
+from .dwconv import BACKENDS, ENV_BACKEND, branch_convs, cuda_channels_last, depthwise_conv, resolve_backend
 
 __all__ = [
     'block_forward', 'drb_branches_dense', 'chunked_stem_applies', 'chunked_stem', 'depthwise_as_matmul',
-    'is_frozen_bn', 'tracing',
+    'is_frozen_bn', 'tracing', 'check_options', 'channels_last',
 ]
 
 # Inference runs the FFN in batch chunks whose 4C-wide hidden tensor stays under this size: it stays in cache and
@@ -50,6 +53,45 @@ def tracing() -> bool:
     return torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
 
 
+def _device(x: torch.Tensor) -> str:
+    """The device kind the path choices key on (one place, so a test can route CPU tensors down the CUDA path)."""
+    return x.device.type
+
+
+def check_options(dw_backend: Optional[str], channels_last: Optional[bool]) -> Optional[str]:
+    """Validate the trunk's device options (``UniRepLKNet(dw_backend=..., channels_last=...)``); returns the
+    backend normalized (lower case) or ``None``."""
+    if dw_backend is not None:
+        if not isinstance(dw_backend, str) or dw_backend.strip().lower() not in BACKENDS:
+            raise ValueError(f'dw_backend: unknown depthwise conv backend {dw_backend!r}; expected None (read '
+                             f'${ENV_BACKEND} at run time, default auto) or one of {BACKENDS}')
+        dw_backend = dw_backend.strip().lower()
+    if channels_last is not None and not isinstance(channels_last, bool):
+        raise ValueError(f'channels_last: expected None (per device: see fast_path.channels_last), True or False, '
+                         f'got {channels_last!r}')
+    return dw_backend
+
+
+def channels_last(option: Optional[bool], x: torch.Tensor) -> bool:
+    """The fast path's memory layout for ``x``: ``option`` when given; else on CPU channels-last (oneDNN's
+    depthwise conv is ~10x faster on it), on CUDA the layout the recorded depthwise table measured faster on this
+    GPU (:func:`unimodal.layers.dwconv.cuda_channels_last`; NCHW without a table), elsewhere NCHW."""
+    if option is not None:
+        return option
+    kind = _device(x)
+    if kind == 'cpu':
+        return True
+    if kind != 'cuda':
+        return False
+    dtype = torch.get_autocast_dtype('cuda') if torch.is_autocast_enabled('cuda') and x.dtype == torch.float32 \
+        else x.dtype
+    return cuda_channels_last(x.device, str(dtype).replace('torch.', ''), torch.is_grad_enabled())
+
+
+def _memory_format(cl: bool) -> torch.memory_format:
+    return torch.channels_last if cl else torch.contiguous_format
+
+
 def is_frozen_bn(bn: nn.Module) -> bool:
     """True when a BatchNorm normalizes with its running statistics (so it can be folded)."""
     return isinstance(bn, _BatchNorm) and not bn.training and bn.running_mean is not None \
@@ -58,12 +100,12 @@ def is_frozen_bn(bn: nn.Module) -> bool:
 
 def _use_onednn(x: torch.Tensor) -> bool:
     """oneDNN's fused conv ops (GELU / residual-sum post-ops) apply: fp32 CPU tensors, oneDNN enabled."""
-    return _HAS_ONEDNN_OPS and x.device.type == 'cpu' and x.dtype == torch.float32 \
+    return _HAS_ONEDNN_OPS and _device(x) == 'cpu' and x.dtype == torch.float32 \
         and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
 
 
 def _small_map_matmul(x: torch.Tensor) -> bool:
-    return x.device.type == 'cpu' and x.shape[-1] * x.shape[-2] <= _DW_MATMUL_MAX_HW and torch.is_grad_enabled() \
+    return _device(x) == 'cpu' and x.shape[-1] * x.shape[-2] <= _DW_MATMUL_MAX_HW and torch.is_grad_enabled() \
         and not tracing()
 
 
@@ -103,17 +145,25 @@ def depthwise_as_matmul(x: torch.Tensor, kernels: Sequence[torch.Tensor]) -> Lis
     return outs
 
 
-def drb_branches_dense(drb: DilatedReparamBlock, x: torch.Tensor) -> torch.Tensor:
-    """Training-form Dilated Reparam Block with each dilated branch run as the equivalent dense conv (zeros
-    inserted in its kernel): the same function and gradients, but oneDNN's dilated depthwise kernels (backward
-    especially) are several times slower on CPU than a dense one of the expanded size. Small maps run every
-    branch as one matmul against a Toeplitz matrix of the kernel (see :func:`depthwise_as_matmul`)."""
-    kernels = [drb.lk_origin.weight] + [
-        dilate_kernel(getattr(drb, f'dil_conv_k{k}_{r}').weight, r) for k, r in drb.branches]
-    if _small_map_matmul(x):
-        ys = depthwise_as_matmul(x, kernels)
+def drb_branches_dense(drb: DilatedReparamBlock, x: torch.Tensor, backend: Optional[str] = None) -> torch.Tensor:
+    """Training-form Dilated Reparam Block (BatchNorms with batch statistics: every branch's output is needed).
+
+    CPU: each dilated branch runs as the equivalent dense conv (zeros inserted in its kernel): the same function
+    and gradients, but oneDNN's dilated depthwise kernels (backward especially) are several times slower than a
+    dense one of the expanded size. Small maps run every branch as one matmul against a Toeplitz matrix of the
+    kernel (see :func:`depthwise_as_matmul`). CUDA: each branch as its own dilated conv through
+    :func:`~unimodal.layers.dwconv.branch_convs` (a 3x3 r5 branch is 9 taps there, not the 121 of its dense
+    form), on the ``backend`` chosen."""
+    if _device(x) == 'cuda':
+        ys = branch_convs(x, drb.lk_origin.weight, [
+            (getattr(drb, f'dil_conv_k{k}_{r}').weight, r) for k, r in drb.branches], backend)
     else:
-        ys = [F.conv2d(x, k, None, 1, k.shape[-1] // 2, 1, drb.channels) for k in kernels]
+        kernels = [drb.lk_origin.weight] + [
+            dilate_kernel(getattr(drb, f'dil_conv_k{k}_{r}').weight, r) for k, r in drb.branches]
+        if _small_map_matmul(x):
+            ys = depthwise_as_matmul(x, kernels)
+        else:
+            ys = [F.conv2d(x, k, None, 1, k.shape[-1] // 2, 1, drb.channels) for k in kernels]
     bns = drb.branch_bns()
     out = bns[0](ys[0])
     for bn, y in zip(bns[1:], ys[1:]):
@@ -144,6 +194,22 @@ def _se_scale(se: nn.Module, y: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(F.linear(s, se.up.weight.flatten(1), se.up.bias))
 
 
+def _conv(block: nn.Module, conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor,
+          bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """``conv`` with another weight / bias. On CUDA a depthwise 'same' conv goes through
+    :func:`~unimodal.layers.dwconv.depthwise_conv` on the block's ``dw_backend`` (cuDNN or the Triton kernel);
+    when compiling, ``auto`` stays on ``F.conv2d`` (its per-shape table lookup reads a file, which a traced graph
+    cannot), an explicit backend is kept."""
+    k, (d, _), (p, _) = weight.shape[-1], conv.dilation, conv.padding
+    if _device(x) == 'cuda' and conv.groups == conv.in_channels == conv.out_channels and conv.stride == (1, 1) \
+            and k % 2 == 1 and weight.shape[-2] == k and conv.dilation == (d, d) and conv.padding == (p, p) \
+            and p == d * (k - 1) // 2:
+        backend = getattr(block, 'dw_backend', None)
+        if not (tracing() and resolve_backend(backend) == 'auto'):
+            return depthwise_conv(x, weight, bias, d, p, backend)
+    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
 def _dw(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Depthwise conv + BN1, as one conv when every BatchNorm involved is frozen (eval statistics)."""
     dw, norm = block.dwconv, block.norm
@@ -157,15 +223,15 @@ def _dw(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
             conv = dw.lk_origin
             weight, bias = dw.merged_kernel()
         else:  # batch statistics in every branch: run the branches
-            return norm(drb_branches_dense(dw, x))
+            return norm(drb_branches_dense(dw, x, getattr(block, 'dw_backend', None)))
     else:
         conv = dw
         weight, bias = conv.weight, conv.bias
     if isinstance(norm, _BatchNorm):
         if not is_frozen_bn(norm):
-            return norm(F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups))
+            return norm(_conv(block, conv, x, weight, bias))
         weight, bias = fuse_conv_bn(weight, norm, bias)
-    return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+    return _conv(block, conv, x, weight, bias)
 
 
 def _linear2_params(block: nn.Module, fold_bn2: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -195,25 +261,37 @@ def _onednn_ffn_(block: nn.Module, out: torch.Tensor, y: torch.Tensor, s: torch.
         out, hid, w2[:, :, None, None], b2, [0, 0], [1, 1], [1, 1], 1, 'add', 1.0, None, [], None)
 
 
+def _ffn_as_conv(y: torch.Tensor) -> bool:
+    """Run the FFN Linears as 1x1 convs on the ``(n, C, H, W)`` map (else as matmuls on its NHWC view).
+
+    CPU: maps of at least ``_CONV1X1_MIN_HW`` pixels (oneDNN's 1x1 conv beat MKL's sgemm there, measured).
+    Elsewhere by layout: an NCHW map as a 1x1 conv (no permute copy), a channels-last one as the GEMM on its view.
+    """
+    if _device(y) == 'cpu':
+        return y.shape[-1] * y.shape[-2] >= _CONV1X1_MIN_HW
+    return not (y.shape[1] > 1 and y.stride(1) == 1)
+
+
 def _ffn(block: nn.Module, y: torch.Tensor, s: torch.Tensor, w2: torch.Tensor, b2: Optional[torch.Tensor],
          inplace: bool) -> torch.Tensor:
-    """``Linear2(GRN(GELU(Linear1(y * s))))`` on a channels-last ``(n, C, H, W)`` map, returned channels-last.
+    """``Linear2(GRN(GELU(Linear1(y * s))))`` on an ``(n, C, H, W)`` map.
 
-    Large maps run both Linears as oneDNN 1x1 convolutions (measured up to 2.5x faster than the BLAS matmul
-    for the narrow stage-0 shapes) with the per-sample scales (SE, GRN's ``gamma * Nx + 1``) applied to the
-    activations. Small maps use matmuls on a ``(n, H*W, C)`` view and fold each per-sample scale into
-    per-sample weights when those are smaller than the activations.
+    As 1x1 convolutions or as matmuls on a ``(n, H*W, C)`` view (see :func:`_ffn_as_conv`); the per-sample
+    scales (SE, GRN's ``gamma * Nx + 1``) are applied to the activations, or, on CPU with small maps, folded into
+    per-sample weights of a batched matmul when those are smaller than the activations. GRN's reduction
+    accumulates in fp32 under autocast (as the plain math's ``torch.norm`` does).
     """
     linear1, gelu, grn = block.pwconv1[1], block.act[0], block.act[1]
     n, c, height, width = y.shape
     length = height * width
     hidden = linear1.out_features
-    conv = length >= _CONV1X1_MIN_HW
+    conv = _ffn_as_conv(y)
+    fold = _device(y) == 'cpu'  # per-sample weights: measured on CPU; one large GEMM suits a GPU better
     if conv:
         hid = F.conv2d(y * s[:, :, None, None], linear1.weight[:, :, None, None], linear1.bias)
     else:
         yl = y.permute(0, 2, 3, 1).reshape(n, length, c)  # a view of channels-last memory
-        if hidden < length:  # scale the (n, C, 4C) weights rather than the (n, L, C) rows
+        if fold and hidden < length:  # scale the (n, C, 4C) weights rather than the (n, L, C) rows
             w1 = linear1.weight.t().unsqueeze(0) * s.unsqueeze(2)
             hid = torch.bmm(yl, w1) if linear1.bias is None else torch.baddbmm(linear1.bias, yl, w1)
         else:
@@ -224,14 +302,15 @@ def _ffn(block: nn.Module, y: torch.Tensor, s: torch.Tensor, w2: torch.Tensor, b
         hid = F.gelu(hid, approximate=gelu.approximate)
     # GRN: per-channel spatial L2 norm as sqrt(sum of squares) (torch.norm over dims is ~3x slower here)
     # clamped so an all-zero channel (possible after GELU) gets gradient 0 like torch.norm, not inf * 0 = NaN
-    ss = hid.square().sum((2, 3) if conv else 1)
+    ss = hid.square().sum((2, 3) if conv else 1, dtype=torch.float32 if hid.element_size() < 4 else None)
     gx = ss.clamp_min(torch.finfo(ss.dtype).tiny).sqrt()
     scale = grn.gamma.reshape(1, -1) * (gx / (gx.mean(-1, keepdim=True) + 1e-6)) + 1  # (n, 4C)
+    scale = scale.to(hid.dtype)
     if conv:
         scale = scale[:, :, None, None]
         hid = hid.mul_(scale) if inplace else hid * scale
         return F.conv2d(hid, w2[:, :, None, None], b2)
-    if c < length:  # fold the scale into per-sample (n, C, 4C) weights
+    if fold and c < length:  # fold the scale into per-sample (n, C, 4C) weights
         w2s = (w2.unsqueeze(0) * scale.unsqueeze(1)).transpose(1, 2)
         z = torch.bmm(hid, w2s) if b2 is None else torch.baddbmm(b2, hid, w2s)
     else:
@@ -241,18 +320,19 @@ def _ffn(block: nn.Module, y: torch.Tensor, s: torch.Tensor, w2: torch.Tensor, b
 
 
 def _inference_ffn(block: nn.Module, x: torch.Tensor, y: torch.Tensor, s: torch.Tensor, w2: torch.Tensor,
-                   b2: Optional[torch.Tensor]) -> torch.Tensor:
-    """``x + FFN(y)`` without autograd: in-place ops, batch chunks accumulated straight into the output (chunks
-    keep the hidden tensor in a CPU's caches; on a GPU they would only add launches)."""
+                   b2: Optional[torch.Tensor], fmt: torch.memory_format) -> torch.Tensor:
+    """``x + FFN(y)`` without autograd, in memory format ``fmt``: in-place ops, and on CPU batch chunks
+    accumulated straight into the output (chunks keep the hidden tensor in a CPU's caches; on a GPU they would
+    only add launches)."""
     b, _, h, w = x.shape
     step = max(1, _FFN_CHUNK_BYTES // (h * w * block.pwconv1[1].out_features * x.element_size())) \
-        if x.device.type == 'cpu' else b
+        if _device(x) == 'cpu' else b
     if _use_onednn(x) and h * w >= _CONV1X1_MIN_HW:
-        out = x.clone(memory_format=torch.channels_last)
+        out = x.clone(memory_format=fmt)
         for i in range(0, b, step):
             _onednn_ffn_(block, out[i:i + step], y[i:i + step], s[i:i + step], w2, b2)
         return out
-    out = torch.empty_like(x, memory_format=torch.channels_last)
+    out = torch.empty_like(x, memory_format=fmt)
     for i in range(0, b, step):
         z = _ffn(block, y[i:i + step], s[i:i + step], w2, b2, inplace=True)
         torch.add(x[i:i + step], z, out=out[i:i + step])
@@ -260,10 +340,11 @@ def _inference_ffn(block: nn.Module, x: torch.Tensor, y: torch.Tensor, s: torch.
 
 
 def block_forward(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """A ``UniRepLKNetBlock`` in channels-last memory throughout (no permute copies), with BatchNorms folded on
-    the fly where they are frozen, SE and GRN scales folded into the FFN, and, in inference, the FFN run in batch
-    chunks so its 4x-wide hidden tensor stays cache- and allocator-friendly."""
-    x = x.contiguous(memory_format=torch.channels_last)
+    """A ``UniRepLKNetBlock`` in one memory layout throughout (:func:`channels_last`; no permute copies on CPU),
+    with BatchNorms folded on the fly where they are frozen, SE and GRN scales folded into the FFN, and, in CPU
+    inference, the FFN run in batch chunks so its 4x-wide hidden tensor stays cache- and allocator-friendly."""
+    fmt = _memory_format(channels_last(getattr(block, 'channels_last', None), x))
+    x = x.contiguous(memory_format=fmt)
     y = _dw(block, x)
     s = _se_scale(block.se, y)
     bn2 = None if block.deploy else block.pwconv2[2]
@@ -272,7 +353,7 @@ def block_forward(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in block.parameters()))
     if not grad and fold_bn2 and not tracing() and (
             not block.training or isinstance(block.drop_path, nn.Identity)):
-        return _inference_ffn(block, x, y, s, w2, b2)
+        return _inference_ffn(block, x, y, s, w2, b2, fmt)
     z = _ffn(block, y, s, w2, b2, inplace=not grad)
     if not fold_bn2:  # BN2 with batch statistics; layer scale folded into its affine
         g = block.gamma
@@ -284,7 +365,7 @@ def block_forward(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
             z = bn2(z)
             if g is not None:
                 z = z * g.reshape(1, -1, 1, 1)
-    return x + block.drop_path(z)
+    return (x + block.drop_path(z)).contiguous(memory_format=fmt)
 
 
 # ----- the stem -----
@@ -293,7 +374,7 @@ def chunked_stem_applies(stem: nn.Module, x: torch.Tensor) -> bool:
     """CPU inference with the published stem layout and no hooks on it. Its layers must be per-sample (a
     swapped-in BatchNorm would see chunk statistics) and hooks would miss the Sequential's call or see a
     tensor that the in-place GELU then overwrites."""
-    if torch.is_grad_enabled() or tracing() or x.device.type != 'cpu' or x.shape[0] < 2:  # 1 image: no gain
+    if torch.is_grad_enabled() or tracing() or _device(x) != 'cpu' or x.shape[0] < 2:  # 1 image: no gain
         return False
     if type(stem) is not nn.Sequential or [type(m) for m in stem] != _STEM_LAYOUT:
         return False
