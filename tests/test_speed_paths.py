@@ -138,21 +138,52 @@ def test_drop_path_training_runs_fast_path():
     assert all(p.grad is not None for p in fast.parameters() if p.requires_grad and p.grad is not None)
 
 
+@pytest.mark.parametrize('kernel', [3, 13])
+@pytest.mark.parametrize('deploy', [False, True])
 @pytest.mark.parametrize('size,chunk,onednn', [(20, 8 << 20, True), (20, 1, True), (20, 1, False), (6, 1, True)])
-def test_block_inference_paths(monkeypatch, size, chunk, onednn):
-    """Chunked / unchunked, oneDNN fused / plain, 1x1-conv / matmul FFN paths of one deploy-form block."""
+def test_block_inference_paths(monkeypatch, kernel, deploy, size, chunk, onednn):
+    """CPU inference of one block (deploy form, or training form in eval mode): chunked / unchunked, oneDNN fused
+    1x1 convs / oneDNN matmuls on the rows / plain ops, the depthwise conv channels-last (3x3) or on an NCHW copy
+    (13x13); the path taken is checked by counting its calls."""
     monkeypatch.setattr(FP, '_FFN_CHUNK_BYTES', chunk)
+    monkeypatch.setattr(FP, '_FFN_WEIGHTS_CHUNKED_MAX_BYTES', 1 << 40)
     monkeypatch.setattr(FP, '_HAS_ONEDNN_OPS', onednn and FP._HAS_ONEDNN_OPS)
+    calls = {}
+    for name in ('_onednn_ffn_', '_onednn_ffn_rows_', '_ffn'):
+        fn = getattr(FP, name)
+        monkeypatch.setattr(FP, name, lambda *a, _fn=fn, _n=name, **k: calls.__setitem__(_n, calls.get(_n, 0) + 1)
+                            or _fn(*a, **k))
     for min_hw in (1, 10 ** 6):  # force the 1x1-conv FFN, then the matmul FFN
         monkeypatch.setattr(FP, '_CONV1X1_MIN_HW', min_hw)
-        block = randomize_(UniRepLKNetBlock(16, 13), seed=1).eval()
-        block.reparameterize()
+        calls.clear()
+        block = randomize_(UniRepLKNetBlock(16, kernel), seed=1).eval()
+        if deploy:
+            block.reparameterize()
         x = torch.randn(3, 16, size, size)
         with torch.no_grad():
             a = block(x)
             block.fast_path = False
             b = block(x)
         assert rel_err(a - x, b - x) <= 1e-5  # the residual branch, not the identity
+        chunks = 3 if chunk == 1 else 1
+        path = ('_onednn_ffn_' if min_hw == 1 else '_onednn_ffn_rows_') if FP._use_onednn(x) else '_ffn'
+        assert calls == {path: chunks}, (calls, path, chunks)
+
+
+def test_large_ffn_weights_run_unchunked(monkeypatch):
+    monkeypatch.setattr(FP, '_FFN_CHUNK_BYTES', 1)
+    monkeypatch.setattr(FP, '_FFN_WEIGHTS_CHUNKED_MAX_BYTES', 1)
+    seen = []
+    conv = FP.F.conv2d
+    monkeypatch.setattr(FP.F, 'conv2d', lambda x, *a, **k: seen.append(x.shape[0]) or conv(x, *a, **k))
+    block = randomize_(UniRepLKNetBlock(16, 13), seed=1).eval()
+    x = torch.randn(3, 16, 12, 12)
+    with torch.no_grad():
+        a = block(x)
+        block.fast_path = False
+        b = block(x)
+    assert rel_err(a - x, b - x) <= 1e-5
+    assert seen[0] == 3  # the depthwise conv saw the whole batch
 
 
 def test_per_sample_weight_folds():

@@ -29,9 +29,13 @@ __all__ = [
     'is_frozen_bn', 'tracing', 'check_options', 'channels_last',
 ]
 
-# Inference runs the FFN in batch chunks whose 4C-wide hidden tensor stays under this size: it stays in cache and
+# Inference runs the blocks in batch chunks whose 4C-wide hidden tensor stays under this size: it stays in cache and
 # under glibc's mmap threshold (fresh mmap'd pages cost a page fault each, measured ~30% of the FFN at stage 0).
-_FFN_CHUNK_BYTES = 4 << 20
+# 8 MB: 3 % faster than 4 MB on P as a whole (stage 1 of P, stage 2 of T 5-8 %; AVX-512 Zen 4, 1 MB L2).
+_FFN_CHUNK_BYTES = 8 << 20
+# ... unless the two FFN weight matrices are larger than this: chunks would re-read them from memory (stage 3 of P:
+# 5 % slower in chunks)
+_FFN_WEIGHTS_CHUNKED_MAX_BYTES = 4 << 20
 # Inference runs the stem in batch chunks whose first (half-resolution) map stays under this size, so its
 # LayerNorm and GELU passes read from cache instead of DRAM (the largest tensors of the network).
 _STEM_CHUNK_BYTES = 4 << 20
@@ -40,9 +44,13 @@ _STEM_CHUNK_BYTES = 4 << 20
 _CONV1X1_MIN_HW = 128
 # Training on maps with at most this many pixels runs the depthwise convs as Toeplitz matmuls.
 _DW_MATMUL_MAX_HW = 100
+# CPU inference runs depthwise kernels at least this large on an NCHW copy of the chunk: oneDNN then uses its blocked
+# (nChw16c) direct kernel, measured 1.7-2.4x faster than its channels-last one for 13x13 on the stage 1-3 maps;
+# a 3x3 is faster channels-last (3 vs 24 ms on stage 0 of P).
+_DW_NCHW_MIN_K = 7
 
-_HAS_ONEDNN_OPS = hasattr(torch.ops.mkldnn, '_convolution_pointwise') and hasattr(
-    torch.ops.mkldnn, '_convolution_pointwise_')
+_HAS_ONEDNN_OPS = all(hasattr(torch.ops.mkldnn, op) for op in (
+    '_convolution_pointwise', '_convolution_pointwise_', '_linear_pointwise'))
 
 # the published stem layout; only it may run in chunks (see chunked_stem_applies)
 _STEM_LAYOUT = [nn.Conv2d, LayerNorm2d, nn.GELU, nn.Conv2d, LayerNorm2d]
@@ -210,28 +218,42 @@ def _conv(block: nn.Module, conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tens
     return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
-def _dw(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Depthwise conv + BN1, as one conv when every BatchNorm involved is frozen (eval statistics)."""
+def _dw_folded(block: nn.Module) -> Optional[Tuple[nn.Conv2d, torch.Tensor, Optional[torch.Tensor]]]:
+    """The block's depthwise conv + BN1 as one conv ``(geometry, weight, bias)``: the Dilated Reparam Block's
+    branches merged and the BatchNorms folded. ``None`` when there is no conv or a BatchNorm uses batch
+    statistics."""
     dw, norm = block.dwconv, block.norm
-    if isinstance(dw, nn.Identity):
-        return norm(x)
+    if isinstance(dw, nn.Identity) or (isinstance(norm, _BatchNorm) and not is_frozen_bn(norm)):
+        return None
     if isinstance(dw, DilatedReparamBlock):
+        conv = dw.lk_origin
         if dw.deploy:
-            conv = dw.lk_origin
             weight, bias = conv.weight, conv.bias
         elif all(is_frozen_bn(bn) for bn in dw.branch_bns()):
-            conv = dw.lk_origin
             weight, bias = dw.merged_kernel()
-        else:  # batch statistics in every branch: run the branches
-            return norm(drb_branches_dense(dw, x, getattr(block, 'dw_backend', None)))
+        else:
+            return None
     else:
         conv = dw
         weight, bias = conv.weight, conv.bias
     if isinstance(norm, _BatchNorm):
-        if not is_frozen_bn(norm):
-            return norm(_conv(block, conv, x, weight, bias))
         weight, bias = fuse_conv_bn(weight, norm, bias)
-    return _conv(block, conv, x, weight, bias)
+    return conv, weight, bias
+
+
+def _dw(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Depthwise conv + BN1, as one conv when every BatchNorm involved is frozen (eval statistics)."""
+    folded = _dw_folded(block)
+    if folded is not None:
+        return _conv(block, folded[0], x, folded[1], folded[2])
+    dw, norm = block.dwconv, block.norm
+    if isinstance(dw, nn.Identity):
+        return norm(x)
+    if isinstance(dw, DilatedReparamBlock) and not dw.deploy and not all(is_frozen_bn(bn) for bn in dw.branch_bns()):
+        return norm(drb_branches_dense(dw, x, getattr(block, 'dw_backend', None)))  # batch statistics
+    conv = dw.lk_origin if isinstance(dw, DilatedReparamBlock) else dw
+    weight, bias = dw.merged_kernel() if conv is not dw and not dw.deploy else (conv.weight, conv.bias)
+    return norm(_conv(block, conv, x, weight, bias))  # BN1 with batch statistics
 
 
 def _linear2_params(block: nn.Module, fold_bn2: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -247,18 +269,37 @@ def _linear2_params(block: nn.Module, fold_bn2: bool) -> Tuple[torch.Tensor, Opt
     return weight, bias
 
 
-def _onednn_ffn_(block: nn.Module, out: torch.Tensor, y: torch.Tensor, s: torch.Tensor, w2: torch.Tensor,
+def _onednn_ffn_(block: nn.Module, out: torch.Tensor, y: torch.Tensor, s: Optional[torch.Tensor], w2: torch.Tensor,
                  b2: Optional[torch.Tensor]) -> None:
-    """Inference FFN as two oneDNN 1x1 convs with fused GELU (erf) and fused residual sum into ``out``."""
+    """Inference FFN as two oneDNN 1x1 convs with fused GELU (erf) and fused residual sum into ``out``
+    (``s=None``: ``y`` is already scaled by SE)."""
     linear1, grn = block.pwconv1[1], block.act[1]
     hid = torch.ops.mkldnn._convolution_pointwise(
-        y * s[:, :, None, None], linear1.weight[:, :, None, None], linear1.bias,
+        y if s is None else y * s[:, :, None, None], linear1.weight[:, :, None, None], linear1.bias,
         [0, 0], [1, 1], [1, 1], 1, 'gelu', [], 'none')
     gx = hid.square().sum((2, 3)).sqrt()
     scale = grn.gamma.reshape(1, -1) * (gx / (gx.mean(-1, keepdim=True) + 1e-6)) + 1
     hid.mul_(scale[:, :, None, None])
     torch.ops.mkldnn._convolution_pointwise_.binary(
         out, hid, w2[:, :, None, None], b2, [0, 0], [1, 1], [1, 1], 1, 'add', 1.0, None, [], None)
+
+
+def _onednn_ffn_rows_(block: nn.Module, out: torch.Tensor, y: torch.Tensor, w2: torch.Tensor,
+                      b2: Optional[torch.Tensor]) -> None:
+    """Inference FFN of small maps as two oneDNN matmuls on the ``(n * H * W, C)`` rows of channels-last ``y``
+    (already SE-scaled), fused GELU (erf) and fused residual sum, written into the channels-last ``out``. oneDNN's
+    matmul ran 12-18 % faster than MKL's sgemm on the stage-3 shapes (AVX-512 Zen 4)."""
+    linear1, grn = block.pwconv1[1], block.act[1]
+    n, c, height, width = y.shape
+    length = height * width
+    hid = torch.ops.mkldnn._linear_pointwise(
+        y.permute(0, 2, 3, 1).reshape(n * length, c), linear1.weight, linear1.bias, 'gelu', [], 'none')
+    rows = hid.view(n, length, -1)
+    gx = rows.square().sum(1).sqrt()
+    scale = grn.gamma.reshape(1, -1) * (gx / (gx.mean(-1, keepdim=True) + 1e-6)) + 1
+    rows.mul_(scale.unsqueeze(1))
+    res = out.permute(0, 2, 3, 1).view(n * length, c)  # the residual: a view of channels-last out
+    res.copy_(torch.ops.mkldnn._linear_pointwise.binary(hid, res, w2, b2, 'add'))
 
 
 def _ffn_as_conv(y: torch.Tensor) -> bool:
@@ -272,9 +313,9 @@ def _ffn_as_conv(y: torch.Tensor) -> bool:
     return not (y.shape[1] > 1 and y.stride(1) == 1)
 
 
-def _ffn(block: nn.Module, y: torch.Tensor, s: torch.Tensor, w2: torch.Tensor, b2: Optional[torch.Tensor],
+def _ffn(block: nn.Module, y: torch.Tensor, s: Optional[torch.Tensor], w2: torch.Tensor, b2: Optional[torch.Tensor],
          inplace: bool) -> torch.Tensor:
-    """``Linear2(GRN(GELU(Linear1(y * s))))`` on an ``(n, C, H, W)`` map.
+    """``Linear2(GRN(GELU(Linear1(y * s))))`` on an ``(n, C, H, W)`` map (``s=None``: ``y`` is already scaled).
 
     As 1x1 convolutions or as matmuls on a ``(n, H*W, C)`` view (see :func:`_ffn_as_conv`); the per-sample
     scales (SE, GRN's ``gamma * Nx + 1``) are applied to the activations, or, on CPU with small maps, folded into
@@ -288,10 +329,12 @@ def _ffn(block: nn.Module, y: torch.Tensor, s: torch.Tensor, w2: torch.Tensor, b
     conv = _ffn_as_conv(y)
     fold = _device(y) == 'cpu'  # per-sample weights: measured on CPU; one large GEMM suits a GPU better
     if conv:
-        hid = F.conv2d(y * s[:, :, None, None], linear1.weight[:, :, None, None], linear1.bias)
+        hid = F.conv2d(y if s is None else y * s[:, :, None, None], linear1.weight[:, :, None, None], linear1.bias)
     else:
         yl = y.permute(0, 2, 3, 1).reshape(n, length, c)  # a view of channels-last memory
-        if fold and hidden < length:  # scale the (n, C, 4C) weights rather than the (n, L, C) rows
+        if s is None:
+            hid = F.linear(yl, linear1.weight, linear1.bias)
+        elif fold and hidden < length:  # scale the (n, C, 4C) weights rather than the (n, L, C) rows
             w1 = linear1.weight.t().unsqueeze(0) * s.unsqueeze(2)
             hid = torch.bmm(yl, w1) if linear1.bias is None else torch.baddbmm(linear1.bias, yl, w1)
         else:
@@ -339,21 +382,54 @@ def _inference_ffn(block: nn.Module, x: torch.Tensor, y: torch.Tensor, s: torch.
     return out
 
 
+def _inference_block(block: nn.Module, x: torch.Tensor, w2: torch.Tensor, b2: Optional[torch.Tensor],
+                     fmt: torch.memory_format) -> torch.Tensor:
+    """The whole block without autograd. On CPU with the depthwise conv foldable (frozen BatchNorms), in batch
+    chunks: each chunk's depthwise conv, SE and FFN run back to back while its maps are in cache, large kernels on
+    an NCHW copy (see ``_DW_NCHW_MIN_K``), and the SE-scaled map written channels-last for the FFN in the same
+    pass. Elsewhere: the depthwise conv on the whole batch, then :func:`_inference_ffn`."""
+    folded = _dw_folded(block) if _device(x) == 'cpu' and fmt == torch.channels_last else None
+    if folded is None:
+        y = _dw(block, x)
+        return _inference_ffn(block, x, y, _se_scale(block.se, y), w2, b2, fmt)
+    conv, weight, bias = folded
+    b, c, h, w = x.shape
+    step = max(1, _FFN_CHUNK_BYTES // (h * w * block.pwconv1[1].out_features * x.element_size()))
+    if 2 * c * block.pwconv1[1].out_features * x.element_size() > _FFN_WEIGHTS_CHUNKED_MAX_BYTES:
+        step = b
+    nchw = conv.groups == conv.in_channels == weight.shape[0] and weight.shape[-1] >= _DW_NCHW_MIN_K
+    onednn = _use_onednn(x)
+    out = x.clone(memory_format=fmt) if onednn else torch.empty_like(x, memory_format=fmt)
+    for i in range(0, b, step):
+        xc = x[i:i + step]
+        y = F.conv2d(xc.contiguous() if nchw else xc, weight, bias, conv.stride, conv.padding, conv.dilation,
+                     conv.groups)
+        s = _se_scale(block.se, y)
+        ys = torch.mul(y, s[:, :, None, None], out=torch.empty_like(y, memory_format=torch.channels_last))
+        if onednn and h * w >= _CONV1X1_MIN_HW:
+            _onednn_ffn_(block, out[i:i + step], ys, None, w2, b2)
+        elif onednn:
+            _onednn_ffn_rows_(block, out[i:i + step], ys, w2, b2)
+        else:
+            torch.add(xc, _ffn(block, ys, None, w2, b2, inplace=True), out=out[i:i + step])
+    return out
+
+
 def block_forward(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """A ``UniRepLKNetBlock`` in one memory layout throughout (:func:`channels_last`; no permute copies on CPU),
     with BatchNorms folded on the fly where they are frozen, SE and GRN scales folded into the FFN, and, in CPU
     inference, the FFN run in batch chunks so its 4x-wide hidden tensor stays cache- and allocator-friendly."""
     fmt = _memory_format(channels_last(getattr(block, 'channels_last', None), x))
     x = x.contiguous(memory_format=fmt)
-    y = _dw(block, x)
-    s = _se_scale(block.se, y)
     bn2 = None if block.deploy else block.pwconv2[2]
     fold_bn2 = bn2 is None or is_frozen_bn(bn2)
     w2, b2 = _linear2_params(block, fold_bn2)
     grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in block.parameters()))
     if not grad and fold_bn2 and not tracing() and (
             not block.training or isinstance(block.drop_path, nn.Identity)):
-        return _inference_ffn(block, x, y, s, w2, b2, fmt)
+        return _inference_block(block, x, w2, b2, fmt)
+    y = _dw(block, x)
+    s = _se_scale(block.se, y)
     z = _ffn(block, y, s, w2, b2, inplace=not grad)
     if not fold_bn2:  # BN2 with batch statistics; layer scale folded into its affine
         g = block.gamma
