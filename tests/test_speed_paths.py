@@ -99,15 +99,24 @@ def test_chunked_stem_falls_back():
         assert not FP.chunked_stem_applies(stem, x)  # not per-sample: chunk statistics would differ in train mode
 
 
-@pytest.mark.parametrize('name,size', [('unireplknet_test', 64), ('unireplknet_test_k17', 64),
-                                       ('unireplknet_test_k17', 128)])
-def test_training_step_matches_reference(name, size):
-    """Training mode (batch-statistics BN; dilated branches as Toeplitz matmuls on small maps, as dense convs on
-    larger ones): outputs, grads, BN running stats."""
+@pytest.mark.parametrize('name,size,isa,dilated_convs', [
+    ('unireplknet_test', 64, None, False), ('unireplknet_test_k17', 64, None, False),  # maps <= 16x16: Toeplitz
+    ('unireplknet_test_k17', 128, None, True), ('unireplknet_test_k17', 128, 'AVX2', False)])
+def test_training_step_matches_reference(monkeypatch, name, size, isa, dilated_convs):
+    """Training mode (batch-statistics BN; dilated branches as Toeplitz matmuls on small maps, on larger ones as
+    dilated convs, or as dense convs on a CPU without AVX-512): outputs, grads, BN running stats."""
+    if isa is not None:
+        monkeypatch.setattr(torch.backends.cpu, 'get_cpu_capability', lambda: isa)
+    dilated = []
+    conv2d = FP.F.conv2d
+    monkeypatch.setattr(FP.F, 'conv2d', lambda x, w, *a: dilated.append(
+        len(a) > 3 and a[3] not in (1, (1, 1))) or conv2d(x, w, *a))
     fast, ref = pair(name, in_chans=1)
     fast.train(), ref.train()
     x = torch.randn(2, 1, size, size)
-    a, b = fast(x), ref(x)
+    a = fast(x)
+    assert any(dilated) == dilated_convs  # AVX2: every branch dense-expanded (e.g. 7x7 r2 as 13x13)
+    b = ref(x)
     assert rel_err(a, b) <= 1e-5
     a.square().mean().backward()
     b.square().mean().backward()

@@ -2,11 +2,12 @@
 with fewer passes over memory.
 
 On any device: frozen BatchNorms folded into the convs on the fly, the SE and GRN per-sample scales folded into the
-FFN. The device-dependent choices are kept apart: on CPU, channels-last memory, private oneDNN ops with fused
-GELU / residual sum, dilated branches as dense or Toeplitz-matmul convs and inference in batch chunks that stay in
-cache; on CUDA, the depthwise convs through :func:`unimodal.layers.dwconv.depthwise_conv` (cuDNN or the Triton
-kernel, as chosen), the training-form branches as their own dilated convs, and the memory layout the recorded
-depthwise table measured faster (NCHW without one). Every path is tested against the reference forward
+FFN, the training-form Dilated Reparam Block's branches as their own dilated convs. The device-dependent choices
+are kept apart: on CPU, channels-last memory, private oneDNN ops with fused GELU / residual sum, inference in batch
+chunks that stay in cache, 13x13 depthwise convs on NCHW copies in inference, the branches as Toeplitz matmuls on
+small maps (and as dense convs without AVX-512); on CUDA, the depthwise convs through
+:func:`unimodal.layers.dwconv.depthwise_conv` (cuDNN or the Triton kernel, as chosen) and the memory layout the
+recorded depthwise table measured faster (NCHW without one). Every path is tested against the reference forward
 (``tests/test_speed_paths.py``); measurements are in ``benchmarks/README.md``.
 """
 from __future__ import annotations
@@ -25,7 +26,7 @@ from .dilated_reparam import DilatedReparamBlock
 from .dwconv import BACKENDS, ENV_BACKEND, branch_convs, cuda_channels_last, depthwise_conv, resolve_backend
 
 __all__ = [
-    'block_forward', 'drb_branches_dense', 'chunked_stem_applies', 'chunked_stem', 'depthwise_as_matmul',
+    'block_forward', 'drb_branches', 'chunked_stem_applies', 'chunked_stem', 'depthwise_as_matmul',
     'is_frozen_bn', 'tracing', 'check_options', 'channels_last',
 ]
 
@@ -153,25 +154,30 @@ def depthwise_as_matmul(x: torch.Tensor, kernels: Sequence[torch.Tensor]) -> Lis
     return outs
 
 
-def drb_branches_dense(drb: DilatedReparamBlock, x: torch.Tensor, backend: Optional[str] = None) -> torch.Tensor:
+def _dense_dilated_branches(x: torch.Tensor) -> bool:
+    """CPU without AVX-512: dilated branches as dense convs. oneDNN's AVX2 dilated depthwise kernels (backward
+    especially) were 3-6x slower than a dense one of the expanded size (Zen 3); with AVX-512 (its brdgmm kernel) the
+    dilated convs are faster: forward + backward of the K=13 branches 86 vs 137 ms (16x16 maps, batch 32, Zen 4)."""
+    return _device(x) == 'cpu' and torch.backends.cpu.get_cpu_capability() not in ('AVX512', 'AVX512_VNNI')
+
+
+def drb_branches(drb: DilatedReparamBlock, x: torch.Tensor, backend: Optional[str] = None) -> torch.Tensor:
     """Training-form Dilated Reparam Block (BatchNorms with batch statistics: every branch's output is needed).
 
-    CPU: each dilated branch runs as the equivalent dense conv (zeros inserted in its kernel): the same function
-    and gradients, but oneDNN's dilated depthwise kernels (backward especially) are several times slower than a
-    dense one of the expanded size. Small maps run every branch as one matmul against a Toeplitz matrix of the
-    kernel (see :func:`depthwise_as_matmul`). CUDA: each branch as its own dilated conv through
-    :func:`~unimodal.layers.dwconv.branch_convs` (a 3x3 r5 branch is 9 taps there, not the 121 of its dense
-    form), on the ``backend`` chosen."""
-    if _device(x) == 'cuda':
-        ys = branch_convs(x, drb.lk_origin.weight, [
-            (getattr(drb, f'dil_conv_k{k}_{r}').weight, r) for k, r in drb.branches], backend)
-    else:
+    Each branch as its own dilated conv through :func:`~unimodal.layers.dwconv.branch_convs` (on CUDA the
+    ``backend`` chosen, on CPU ``F.conv2d``). On CPU, small maps run every branch as one matmul against a Toeplitz
+    matrix of its dense-expanded kernel (see :func:`depthwise_as_matmul`), and CPUs without AVX-512 run the
+    dilated branches as dense convs with zeros inserted (see :func:`_dense_dilated_branches`)."""
+    if _small_map_matmul(x) or _dense_dilated_branches(x):
         kernels = [drb.lk_origin.weight] + [
             dilate_kernel(getattr(drb, f'dil_conv_k{k}_{r}').weight, r) for k, r in drb.branches]
         if _small_map_matmul(x):
             ys = depthwise_as_matmul(x, kernels)
         else:
             ys = [F.conv2d(x, k, None, 1, k.shape[-1] // 2, 1, drb.channels) for k in kernels]
+    else:
+        ys = branch_convs(x, drb.lk_origin.weight, [
+            (getattr(drb, f'dil_conv_k{k}_{r}').weight, r) for k, r in drb.branches], backend)
     bns = drb.branch_bns()
     out = bns[0](ys[0])
     for bn, y in zip(bns[1:], ys[1:]):
@@ -250,7 +256,7 @@ def _dw(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if isinstance(dw, nn.Identity):
         return norm(x)
     if isinstance(dw, DilatedReparamBlock) and not dw.deploy and not all(is_frozen_bn(bn) for bn in dw.branch_bns()):
-        return norm(drb_branches_dense(dw, x, getattr(block, 'dw_backend', None)))  # batch statistics
+        return norm(drb_branches(dw, x, getattr(block, 'dw_backend', None)))  # batch statistics
     conv = dw.lk_origin if isinstance(dw, DilatedReparamBlock) else dw
     weight, bias = dw.merged_kernel() if conv is not dw and not dw.deploy else (conv.weight, conv.bias)
     return norm(_conv(block, conv, x, weight, bias))  # BN1 with batch statistics
