@@ -31,16 +31,34 @@ def grads_match(fast, ref, tol=1e-4):
         assert err <= tol * q.grad.norm().item() + 1e-5 * scale, (n, err, q.grad.norm().item(), scale)
 
 
-@pytest.mark.parametrize('name', ['unireplknet_test', 'unireplknet_test_k17'])
-@pytest.mark.parametrize('deploy', [False, True])
-def test_inference_matches_reference(name, deploy):
-    fast, ref = pair(name)
+def eval_outputs(fast, ref, deploy):
+    """Both in eval mode (re-parameterized when ``deploy``) on one input: ``(fast out, plain out, input)``."""
     fast.eval(), ref.eval()
     if deploy:
         fast.reparameterize(), ref.reparameterize()
     x = torch.randn(3, 3, 64, 64)
     with torch.inference_mode():
-        a, b = fast(x), ref(x)
+        return fast(x), ref(x), x
+
+
+def step_matches(fast, ref, x, buffers=False):
+    """Forward, backward of a loss, gradients (and BatchNorm buffers) of both implementations agree."""
+    a, b = fast(x), ref(x)
+    assert rel_err(a, b) <= 1e-5
+    a.square().mean().backward()
+    b.square().mean().backward()
+    grads_match(fast, ref)
+    if buffers:
+        for (n, u), (_, v) in zip(fast.named_buffers(), ref.named_buffers()):
+            assert torch.allclose(u.float(), v.float(), rtol=1e-5, atol=1e-6), n
+
+
+@pytest.mark.parametrize('name', ['unireplknet_test', 'unireplknet_test_k17'])
+@pytest.mark.parametrize('deploy', [False, True])
+def test_inference_matches_reference(name, deploy):
+    fast, ref = pair(name)
+    a, b, x = eval_outputs(fast, ref, deploy)
+    with torch.inference_mode():
         fa, fb = fast.forward_features(x), ref.forward_features(x)
     assert rel_err(a, b) <= 1e-5
     assert rel_err(fa, fb) <= 1e-5
@@ -114,15 +132,9 @@ def test_training_step_matches_reference(monkeypatch, name, size, isa, dilated_c
     fast, ref = pair(name, in_chans=1)
     fast.train(), ref.train()
     x = torch.randn(2, 1, size, size)
-    a = fast(x)
+    copy.deepcopy(fast)(x)
     assert any(dilated) == dilated_convs  # AVX2: every branch dense-expanded (e.g. 7x7 r2 as 13x13)
-    b = ref(x)
-    assert rel_err(a, b) <= 1e-5
-    a.square().mean().backward()
-    b.square().mean().backward()
-    grads_match(fast, ref)
-    for (n, u), (_, v) in zip(fast.named_buffers(), ref.named_buffers()):
-        assert torch.allclose(u.float(), v.float(), rtol=1e-5, atol=1e-6), n
+    step_matches(fast, ref, x, buffers=True)
 
 
 def test_frozen_bn_training_matches_reference():
@@ -231,8 +243,7 @@ def test_merged_kernel_equals_branches():
         assert rel_err(F.conv2d(x, w, b, padding=6, groups=8), drb(x)) <= 1e-5
 
 
-def test_compile_fullgraph_both_forms():
-    """torch.compile traces the fast trunk without graph breaks, training form and deploy form."""
+def _one_graph_both_forms():
     m = randomize_(timm.create_model('unireplknet_test'), seed=5).eval()
     x = torch.randn(2, 3, 32, 32)
     for deploy in (False, True):
@@ -242,6 +253,11 @@ def test_compile_fullgraph_both_forms():
         explain = torch._dynamo.explain(m)(x)
         assert explain.graph_break_count == 0, explain.break_reasons
         assert explain.graph_count == 1
+
+
+def test_compile_fullgraph_both_forms():
+    """torch.compile traces the fast trunk without graph breaks, training form and deploy form."""
+    _one_graph_both_forms()
 
 
 def test_grn_fast_path_gradient_is_finite_for_an_all_zero_channel():
@@ -284,12 +300,8 @@ def test_nchw_option_on_cpu_matches_reference(train):
     fast.set_device_options(channels_last=False)
     fast.train(train), ref.train(train)
     x = torch.randn(2, 3, 64, 64)
-    a, b = fast(x), ref(x)
-    assert rel_err(a, b) <= 1e-5
     if train:
-        a.square().mean().backward()
-        b.square().mean().backward()
-        grads_match(fast, ref)
+        step_matches(fast, ref, x, buffers=True)
     else:
         with torch.inference_mode():
             assert rel_err(fast(x), ref(x)) <= 1e-5
@@ -341,14 +353,7 @@ def test_cuda_route_training_calls_branch_convs(fake_cuda, channels_last):
     fast, ref = pair('unireplknet_test_k17', in_chans=1)
     fast.set_device_options('cudnn', channels_last)
     fast.train(), ref.train()
-    x = torch.randn(2, 1, 64, 64)
-    a, b = fast(x), ref(x)
-    assert rel_err(a, b) <= 1e-5
-    a.square().mean().backward()
-    b.square().mean().backward()
-    grads_match(fast, ref)
-    for (n, u), (_, v) in zip(fast.named_buffers(), ref.named_buffers()):
-        assert torch.allclose(u.float(), v.float(), rtol=1e-5, atol=1e-6), n
+    step_matches(fast, ref, torch.randn(2, 1, 64, 64), buffers=True)
     convs = _dw_convs(fast)
     drbs = [(blk, k, br) for blk, k, br in convs if br is not None]
     assert len(fake_cuda['branches'].calls) == len(drbs)
@@ -373,12 +378,7 @@ def test_cuda_route_inference_calls_depthwise_conv(fake_cuda, deploy, channels_l
     stem); the requested layout; outputs equal the plain math."""
     fast, ref = pair('unireplknet_test_k17')
     fast.set_device_options('triton', channels_last)  # on CPU tensors depthwise_conv still runs F.conv2d
-    fast.eval(), ref.eval()
-    if deploy:
-        fast.reparameterize(), ref.reparameterize()
-    x = torch.randn(3, 3, 64, 64)
-    with torch.inference_mode():
-        a, b = fast(x), ref(x)
+    a, b, _ = eval_outputs(fast, ref, deploy)
     assert rel_err(a, b) <= 1e-5
     convs = _dw_convs(fast) if not deploy else [(blk, blk.kernel_size, None) for s in fast.stages for blk in s]
     calls = fake_cuda['dw'].calls
@@ -397,12 +397,7 @@ def test_cuda_route_frozen_bn_gradients(fake_cuda):
     fast, ref = pair('unireplknet_test_k17')
     fast.set_device_options('auto', None)
     fast.eval(), ref.eval()
-    x = torch.randn(2, 3, 64, 64)
-    a, b = fast(x), ref(x)
-    assert rel_err(a, b) <= 1e-5
-    a.square().mean().backward()
-    b.square().mean().backward()
-    grads_match(fast, ref)
+    step_matches(fast, ref, torch.randn(2, 3, 64, 64))
     assert fake_cuda['dw'].calls and all(c[0][5] == 'auto' for c in fake_cuda['dw'].calls)
 
 
@@ -413,12 +408,4 @@ def test_cuda_route_compiles_without_graph_breaks(fake_cuda, monkeypatch):
     monkeypatch.setattr(FP, 'cuda_channels_last', dwconv.cuda_channels_last)
     monkeypatch.delenv(dwconv.ENV_TABLE, raising=False)
     monkeypatch.delenv(dwconv.ENV_BACKEND, raising=False)
-    m = randomize_(timm.create_model('unireplknet_test'), seed=5).eval()
-    x = torch.randn(2, 3, 32, 32)
-    for deploy in (False, True):
-        if deploy:
-            m.reparameterize()
-        torch._dynamo.reset()
-        explain = torch._dynamo.explain(m)(x)
-        assert explain.graph_break_count == 0, explain.break_reasons
-        assert explain.graph_count == 1
+    _one_graph_both_forms()
