@@ -46,8 +46,8 @@ _CONV1X1_MIN_HW = 128
 # Training on maps with at most this many pixels runs the depthwise convs as Toeplitz matmuls.
 _DW_MATMUL_MAX_HW = 100
 # CPU inference runs depthwise kernels at least this large on an NCHW copy of the chunk: oneDNN then uses its blocked
-# (nChw16c) direct kernel, measured 1.7-2.4x faster than its channels-last one for 13x13 on the stage 1-3 maps;
-# a 3x3 is faster channels-last (3 vs 24 ms on stage 0 of P).
+# (nChw16c) direct kernel, 2.0-2.4x faster than its channels-last one for 13x13 on the stage 1-3 maps (1.5-1.7x with
+# the copies, stages 1-2; AVX-512 Zen 4); a 3x3 is faster channels-last (3 vs 24 ms on stage 0 of P).
 _DW_NCHW_MIN_K = 7
 
 _HAS_ONEDNN_OPS = all(hasattr(torch.ops.mkldnn, op) for op in (
