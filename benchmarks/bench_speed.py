@@ -9,7 +9,9 @@ Sections (each can be run alone; results are merged into one JSON per device und
   our weights (``public``, both forms); each with its relative error in ``equality``.
 * ``ceiling``: the deploy-form fast path profiled by kind of op (FFN GEMMs, dense convs, depthwise convs, the rest)
   and the % of GEMM it could reach if everything but the GEMM-class ops were free.
-* ``train``: one training step (forward + backward + AdamW), plain vs fast, plus the gradient agreement.
+* ``train``: one training step (forward + backward + AdamW) per setting (default A, 1 channel, 128^2, batch 32 and
+  P, 224^2, batch 16): plain vs fast vs (``--public``) the public code with the same weights; seconds per step, peak
+  RSS growth of a step, and the gradients against the plain math.
 * ``compile``: ``torch._dynamo.explain`` graph-break count of both forms and torch.compile speed (child process,
   time limit).
 
@@ -21,7 +23,7 @@ process CPU time, which excludes time the OS gave to other processes; with more 
     python benchmarks/bench_speed.py --sections infer --variants p --batch 16 --rounds 3
     python benchmarks/bench_speed.py --sections infer --variants a p t --peers --public ~/UniRepLKNet/unireplknet.py
     python benchmarks/bench_speed.py --sections ceiling --variants p --rounds 5
-    python benchmarks/bench_speed.py --sections train compile
+    python benchmarks/bench_speed.py --sections train --public .public/unireplknet.py --train a:1:128:32 p:3:224:16
 """
 from __future__ import annotations
 
@@ -159,22 +161,15 @@ class _Plain(torch.nn.Module):
 
 class _OrtRow:
     """onnxruntime (CPUExecutionProvider) on our ONNX export of a deploy-form model: what a deploying user would
-    run instead. Same intra-op thread count as torch; the export is the CLI's (``unimodal export``)."""
+    run instead. Same intra-op thread count as torch; the export and session are the library's
+    (``unimodal.models.backend_select``, used by inference's ``auto`` backend)."""
 
     def __init__(self, model: torch.nn.Module, x: torch.Tensor, threads: int, path: Path):
-        import onnxruntime as ort
-        from unimodal.cli import _onnx_export
-        _onnx_export(model, x[:1], path, opset=17)
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.sess = ort.InferenceSession(str(path), so, providers=['CPUExecutionProvider'])
-        self.input = self.sess.get_inputs()[0].name
+        from unimodal.models.backend_select import OrtModule, export_onnx
+        self.ort = OrtModule(export_onnx(model, x[:1], path), threads=threads)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.sess.run(None, {self.input: x.numpy()})[0])
+        return self.ort(x)
 
 
 def _public_rows(args, variant: str, train_form: torch.nn.Module) -> Dict[str, torch.nn.Module]:
@@ -301,8 +296,8 @@ def _ort_version() -> str:
     return onnxruntime.__version__
 
 
-_FFN_OPS = ('mkldnn::_convolution_pointwise', 'mkldnn::_convolution_pointwise_', 'aten::addmm', 'aten::mm',
-            'aten::bmm', 'aten::baddbmm')
+_FFN_OPS = ('mkldnn::_convolution_pointwise', 'mkldnn::_convolution_pointwise_', 'mkldnn::_linear_pointwise',
+            'aten::addmm', 'aten::mm', 'aten::bmm', 'aten::baddbmm')
 
 
 def _op_class(name: str, shapes: List[Any]) -> str:
@@ -381,59 +376,96 @@ def section_ceiling(args, clock, out: Dict[str, Any]) -> None:
     out['ceiling'] = dict(variants=res, load_avg_end=os.getloadavg())
 
 
+def _grad_check(models: Dict[str, torch.nn.Module], x: torch.Tensor, y: torch.Tensor) -> Dict[str, Any]:
+    """Gradients of every implementation against the plain math on identical weights, before any optimizer step:
+    max |diff| / max |grad| (and the worst tensor), max relative error over tensors with a non-negligible
+    gradient, and the loss difference."""
+    losses, grads = {}, {}
+    for k, m in models.items():
+        m.zero_grad()
+        loss = F.cross_entropy(m(x), y)
+        loss.backward()
+        losses[k] = loss.item()
+        grads[k] = dict(m.named_parameters())
+    ref = grads['plain']
+    gmax = max(p.grad.abs().max().item() for p in ref.values())
+    res = {}
+    for k in models:
+        if k == 'plain':
+            continue
+        worst = max(((grads[k][n].grad - p.grad).abs().max().item() / gmax, n) for n, p in ref.items())
+        rel = max(rel_err(grads[k][n].grad, p.grad) for n, p in ref.items() if p.grad.norm() > 1e-6 * gmax)
+        res[f'{k}_vs_plain'] = dict(max_abs_diff_over_max_grad=worst[0], worst_param=worst[1],
+                                    max_rel_err_nonzero=rel, loss_diff=abs(losses[k] - losses['plain']))
+    return res
+
+
 def section_train(args, clock, out: Dict[str, Any]) -> None:
+    """One training step (forward + cross-entropy + backward + AdamW) per setting ``VARIANT:IN_CHANS:SIZE:BATCH``:
+    plain math, fast path and (``--public``) the public code with the same weights, interleaved rounds; seconds
+    per step, peak RSS growth of a step, gradients against the plain math."""
     import timm
     _import_trunk()
-    torch.manual_seed(0)
-    name = f'unireplknet_{args.train_variant}'
-    fast = timm.create_model(name, in_chans=1, num_classes=10).train()
-    plain = copy.deepcopy(fast)
-    plain.set_fast_path(False)
-    x = torch.randn(args.train_batch, 1, args.train_size, args.train_size)
-    y = torch.randint(0, 10, (args.train_batch,))
+    runs = {}
+    for setting in args.train:
+        variant, in_chans, size, batch = _train_setting(setting)
+        name = f'unireplknet_{variant}'
+        torch.manual_seed(0)
+        fast = timm.create_model(name, in_chans=in_chans, num_classes=10).train()
+        models = {'plain': copy.deepcopy(fast), 'fast': fast}
+        models['plain'].set_fast_path(False)
+        if args.public:
+            from public_impl import build_public, copy_weights, load_public_module
+            if not hasattr(args, '_public_module'):
+                args._public_module = load_public_module(args.public, package=args.public_package)
+            public = build_public(args._public_module, variant, in_chans=in_chans, num_classes=10)
+            copy_weights(fast, public)
+            models['public'] = public.train()
+        g = torch.Generator().manual_seed(1)
+        x = torch.randn(batch, in_chans, size, size, generator=g)
+        y = torch.randint(0, 10, (batch,), generator=g)
+        grads = _grad_check(models, x, y)
+        opts = {k: torch.optim.AdamW(m.parameters(), 1e-3) for k, m in models.items()}
 
-    # gradient agreement on identical weights, before any optimizer step
-    for m in (fast, plain):
-        m.zero_grad()
-        F.cross_entropy(m(x), y).backward()
-    gmax = max(p.grad.abs().max().item() for p in plain.parameters())
-    worst = max(((p.grad - q.grad).abs().max().item() / gmax, n)
-                for (n, p), (_, q) in zip(fast.named_parameters(), plain.named_parameters()))
-    rel = max(rel_err(p.grad, q.grad) for p, q in zip(fast.parameters(), plain.parameters())
-              if q.grad.norm() > 1e-6 * gmax)
+        def step(k):
+            opts[k].zero_grad(set_to_none=True)
+            F.cross_entropy(models[k](x), y).backward()
+            opts[k].step()
 
-    opts = {'fast': torch.optim.AdamW(fast.parameters(), 1e-3), 'plain': torch.optim.AdamW(plain.parameters(), 1e-3)}
-    models = {'fast': fast, 'plain': plain}
-
-    def step(k):
-        opts[k].zero_grad(set_to_none=True)
-        F.cross_entropy(models[k](x), y).backward()
-        opts[k].step()
-
-    for k in models:
-        step(k)
-    secs: Dict[str, List[float]] = {k: [] for k in models}
-    for r in range(args.train_rounds):
-        for k in ('plain', 'fast'):
-            t = clock()
+        for k in models:
             step(k)
-            secs[k].append(clock() - t)
-        print(f'train round {r + 1}/{args.train_rounds}: plain {secs["plain"][-1]:.2f}s fast {secs["fast"][-1]:.2f}s',
+        secs: Dict[str, List[float]] = {k: [] for k in models}
+        for r in range(args.train_rounds):
+            for k in models:
+                t = clock()
+                step(k)
+                secs[k].append(clock() - t)
+            print(f'{setting} round {r + 1}/{args.train_rounds}: '
+                  + ', '.join(f'{k} {v[-1]:.2f}s' for k, v in secs.items()) + f'; load {os.getloadavg()[0]:.1f}',
+                  flush=True)
+        mem = {k: peak_rss_mb(lambda k=k: step(k)) for k in models}
+        fast_over = {k: statistics.median([o / f for o, f in zip(secs[k], secs['fast'])]) for k in models
+                     if k != 'fast'}
+        runs[f'{name}/in{in_chans}/{size}/b{batch}'] = dict(
+            variant=name, in_chans=in_chans, size=size, batch=batch, optimizer='AdamW', loss='cross_entropy',
+            s_per_step={k: statistics.median(v) for k, v in secs.items()}, s_all=secs,
+            images_per_s={k: batch / statistics.median(v) for k, v in secs.items()},
+            peak_rss_mb=mem, fast_over=fast_over, grad_check=grads)
+        print(f'training step {name} b{batch} {size}px in_chans={in_chans}: '
+              + ', '.join(f'{k} {statistics.median(v):.2f}s ({mem[k] or 0:.0f} MB)' for k, v in secs.items())
+              + '; fast over ' + ', '.join(f'{k} {v:.2f}x' for k, v in fast_over.items()) + '; grads vs plain: '
+              + ', '.join(f'{k} max|diff|/max|g| {v["max_abs_diff_over_max_grad"]:.1e}' for k, v in grads.items()),
               flush=True)
-    mem = {k: peak_rss_mb(lambda k=k: step(k)) for k in models}
-    speedup = statistics.median([p / f for p, f in zip(secs['plain'], secs['fast'])])
-    out['train'] = dict(
-        variant=name, batch=args.train_batch, size=args.train_size, in_chans=1, optimizer='AdamW',
-        s_per_step={k: statistics.median(v) for k, v in secs.items()}, s_all=secs,
-        images_per_s={k: args.train_batch / statistics.median(v) for k, v in secs.items()},
-        peak_rss_mb=mem, fast_over_plain_speed=speedup,
-        grad_check=dict(max_abs_diff_over_max_grad=worst[0], worst_param=worst[1], max_rel_err_nonzero=rel),
-        load_avg_end=os.getloadavg(),
-    )
-    print(f'training step {name} b{args.train_batch} {args.train_size}px in_chans=1: '
-          f'plain {statistics.median(secs["plain"]):.2f}s, fast {statistics.median(secs["fast"]):.2f}s, '
-          f'speed-up {speedup:.2f}x; grads: max |diff|/max|g| {worst[0]:.1e} ({worst[1]}), '
-          f'max rel err {rel:.1e}')
+        del models, opts
+    out['train'] = dict(runs=runs, public=args.public, load_avg_end=os.getloadavg())
+
+
+def _train_setting(text: str):
+    try:
+        variant, in_chans, size, batch = text.split(':')
+        return variant, int(in_chans), int(size), int(batch)
+    except ValueError:
+        raise SystemExit(f'--train {text!r}: expected VARIANT:IN_CHANS:SIZE:BATCH, e.g. a:1:128:32') from None
 
 
 def compile_child(args) -> Dict[str, Any]:
@@ -503,7 +535,7 @@ def main(argv=None) -> int:
                    choices=['infer', 'ceiling', 'train', 'compile'])
     p.add_argument('--variants', nargs='+', default=['a', 'p', 't'])
     p.add_argument('--peers', nargs='*', default=list(PEERS))
-    p.add_argument('--public', help='infer: add rows of the public implementation (a local copy of its '
+    p.add_argument('--public', help='infer, train: add rows of the public implementation (a local copy of its '
                                     'unireplknet.py; not in this repository) with our weights')
     p.add_argument('--public-package', help=argparse.SUPPRESS)  # parent package of a --public file with relative imports
     p.add_argument('--no-onnxruntime', dest='onnxruntime', action='store_false',
@@ -512,9 +544,8 @@ def main(argv=None) -> int:
     p.add_argument('--size', type=int, default=224)
     p.add_argument('--rounds', type=int, default=3, help='interleaved timing rounds (median reported)')
     p.add_argument('--threads', type=int, default=1, help='torch intra-op threads (1: CPU-time timing)')
-    p.add_argument('--train-variant', default='a')
-    p.add_argument('--train-batch', type=int, default=32)
-    p.add_argument('--train-size', type=int, default=128)
+    p.add_argument('--train', nargs='+', default=['a:1:128:32', 'p:3:224:16'], metavar='V:IN_CHANS:SIZE:BATCH',
+                   help='train: the training-step settings')
     p.add_argument('--train-rounds', type=int, default=3)
     p.add_argument('--compile-variant', default='a')
     p.add_argument('--compile-batch', type=int, default=4)

@@ -160,3 +160,42 @@ def test_branch_convs_are_the_branch_outputs():
     assert len(outs) == 3
     assert torch.allclose(outs[2], F.conv2d(x, br[1][0], None, 1, 3, 3, 4))
     assert torch.allclose(sum(outs), F.conv2d(x, D.merged_branch_kernel(main, br), None, 1, 3, 1, 4), atol=1e-5)
+
+
+def _timed(shape, cl, cudnn, triton, dtype='bfloat16'):
+    b, c, h, k, d = shape
+    return _entry(batch=b, channels=c, height=h, width=h, kernel_size=k, dilation=d, dtype=dtype,
+                  channels_last=cl, cudnn_ms=dict(forward=cudnn[0], train=cudnn[1]),
+                  triton_ms=dict(forward=triton[0], train=triton[1]))
+
+
+def test_layout_choice_sums_the_faster_kernel_per_shape():
+    s1, s2 = (64, 128, 28, 13, 1), (64, 256, 14, 7, 2)
+    t = _table([
+        # forward: NCHW 1.0 + 2.0 (faster kernel each) vs channels-last 1.5 + 1.6 -> NCHW; train: CL wins
+        _timed(s1, False, (1.0, 9.0), (1.2, 8.0)), _timed(s2, False, (2.5, 6.0), (2.0, 6.5)),
+        _timed(s1, True, (1.5, 5.0), (1.9, 4.0)), _timed(s2, True, (1.6, 3.0), (1.7, 3.5)),
+        _timed((64, 80, 56, 3, 1), True, (0.1, 0.1), (0.1, 0.1)),  # one layout only: not compared
+        _timed(s1, True, (0.1, 0.1), (0.1, 0.1), dtype='float32'),
+        _entry(channels_last=False),  # no timings (an older table): ignored
+    ])
+    assert D.layout_choice(t, 'NVIDIA H200', 'bfloat16', training=False) is False
+    assert D.layout_choice(t, 'NVIDIA H200', 'bfloat16', training=True) is True
+    assert D.layout_choice(t, 'NVIDIA H200', 'float32', training=True) is None  # fp32 measured in one layout
+    assert D.layout_choice(t, 'NVIDIA A100', 'bfloat16', training=True) is None
+
+
+def test_cuda_channels_last_reads_the_table(tmp_path, monkeypatch):
+    monkeypatch.setattr(D, 'DEFAULT_TABLE', tmp_path / 'absent.json')
+    monkeypatch.delenv(D.ENV_TABLE, raising=False)
+    assert D.cuda_channels_last(torch.device('cpu'), 'bfloat16', True) is False  # no table: NCHW
+    s = (64, 128, 28, 13, 1)
+    p = tmp_path / 'table.json'
+    p.write_text(json.dumps(_table([_timed(s, False, (2.0, 4.0), (3.0, 5.0)), _timed(s, True, (1.0, 2.0),
+                                                                                     (1.5, 2.5))])))
+    monkeypatch.setenv(D.ENV_TABLE, str(p))
+    monkeypatch.setattr(torch.cuda, 'get_device_name', lambda device=None: 'NVIDIA H200')
+    assert D.cuda_channels_last(torch.device('cpu'), 'bfloat16', True) is True
+    assert D.cuda_channels_last(torch.device('cpu'), 'float32', True) is False  # the table cannot tell
+    monkeypatch.setattr(torch.cuda, 'get_device_name', lambda device=None: 'NVIDIA A100')
+    assert D.cuda_channels_last(torch.device('cpu'), 'bfloat16', True) is False  # another GPU

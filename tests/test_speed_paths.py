@@ -31,16 +31,34 @@ def grads_match(fast, ref, tol=1e-4):
         assert err <= tol * q.grad.norm().item() + 1e-5 * scale, (n, err, q.grad.norm().item(), scale)
 
 
-@pytest.mark.parametrize('name', ['unireplknet_test', 'unireplknet_test_k17'])
-@pytest.mark.parametrize('deploy', [False, True])
-def test_inference_matches_reference(name, deploy):
-    fast, ref = pair(name)
+def eval_outputs(fast, ref, deploy):
+    """Both in eval mode (re-parameterized when ``deploy``) on one input: ``(fast out, plain out, input)``."""
     fast.eval(), ref.eval()
     if deploy:
         fast.reparameterize(), ref.reparameterize()
     x = torch.randn(3, 3, 64, 64)
     with torch.inference_mode():
-        a, b = fast(x), ref(x)
+        return fast(x), ref(x), x
+
+
+def step_matches(fast, ref, x, buffers=False):
+    """Forward, backward of a loss, gradients (and BatchNorm buffers) of both implementations agree."""
+    a, b = fast(x), ref(x)
+    assert rel_err(a, b) <= 1e-5
+    a.square().mean().backward()
+    b.square().mean().backward()
+    grads_match(fast, ref)
+    if buffers:
+        for (n, u), (_, v) in zip(fast.named_buffers(), ref.named_buffers()):
+            assert torch.allclose(u.float(), v.float(), rtol=1e-5, atol=1e-6), n
+
+
+@pytest.mark.parametrize('name', ['unireplknet_test', 'unireplknet_test_k17'])
+@pytest.mark.parametrize('deploy', [False, True])
+def test_inference_matches_reference(name, deploy):
+    fast, ref = pair(name)
+    a, b, x = eval_outputs(fast, ref, deploy)
+    with torch.inference_mode():
         fa, fb = fast.forward_features(x), ref.forward_features(x)
     assert rel_err(a, b) <= 1e-5
     assert rel_err(fa, fb) <= 1e-5
@@ -99,21 +117,24 @@ def test_chunked_stem_falls_back():
         assert not FP.chunked_stem_applies(stem, x)  # not per-sample: chunk statistics would differ in train mode
 
 
-@pytest.mark.parametrize('name,size', [('unireplknet_test', 64), ('unireplknet_test_k17', 64),
-                                       ('unireplknet_test_k17', 128)])
-def test_training_step_matches_reference(name, size):
-    """Training mode (batch-statistics BN; dilated branches as Toeplitz matmuls on small maps, as dense convs on
-    larger ones): outputs, grads, BN running stats."""
+@pytest.mark.parametrize('name,size,isa,dilated_convs', [
+    ('unireplknet_test', 64, None, False), ('unireplknet_test_k17', 64, None, False),  # maps <= 16x16: Toeplitz
+    ('unireplknet_test_k17', 128, None, True), ('unireplknet_test_k17', 128, 'AVX2', False)])
+def test_training_step_matches_reference(monkeypatch, name, size, isa, dilated_convs):
+    """Training mode (batch-statistics BN; dilated branches as Toeplitz matmuls on small maps, on larger ones as
+    dilated convs, or as dense convs on a CPU without AVX-512): outputs, grads, BN running stats."""
+    if isa is not None:
+        monkeypatch.setattr(torch.backends.cpu, 'get_cpu_capability', lambda: isa)
+    dilated = []
+    conv2d = FP.F.conv2d
+    monkeypatch.setattr(FP.F, 'conv2d', lambda x, w, *a: dilated.append(
+        len(a) > 3 and a[3] not in (1, (1, 1))) or conv2d(x, w, *a))
     fast, ref = pair(name, in_chans=1)
     fast.train(), ref.train()
     x = torch.randn(2, 1, size, size)
-    a, b = fast(x), ref(x)
-    assert rel_err(a, b) <= 1e-5
-    a.square().mean().backward()
-    b.square().mean().backward()
-    grads_match(fast, ref)
-    for (n, u), (_, v) in zip(fast.named_buffers(), ref.named_buffers()):
-        assert torch.allclose(u.float(), v.float(), rtol=1e-5, atol=1e-6), n
+    copy.deepcopy(fast)(x)
+    assert any(dilated) == dilated_convs  # AVX2: every branch dense-expanded (e.g. 7x7 r2 as 13x13)
+    step_matches(fast, ref, x, buffers=True)
 
 
 def test_frozen_bn_training_matches_reference():
@@ -138,21 +159,52 @@ def test_drop_path_training_runs_fast_path():
     assert all(p.grad is not None for p in fast.parameters() if p.requires_grad and p.grad is not None)
 
 
+@pytest.mark.parametrize('kernel', [3, 13])
+@pytest.mark.parametrize('deploy', [False, True])
 @pytest.mark.parametrize('size,chunk,onednn', [(20, 8 << 20, True), (20, 1, True), (20, 1, False), (6, 1, True)])
-def test_block_inference_paths(monkeypatch, size, chunk, onednn):
-    """Chunked / unchunked, oneDNN fused / plain, 1x1-conv / matmul FFN paths of one deploy-form block."""
+def test_block_inference_paths(monkeypatch, kernel, deploy, size, chunk, onednn):
+    """CPU inference of one block (deploy form, or training form in eval mode): chunked / unchunked, oneDNN fused
+    1x1 convs / oneDNN matmuls on the rows / plain ops, the depthwise conv channels-last (3x3) or on an NCHW copy
+    (13x13); the path taken is checked by counting its calls."""
     monkeypatch.setattr(FP, '_FFN_CHUNK_BYTES', chunk)
+    monkeypatch.setattr(FP, '_FFN_WEIGHTS_CHUNKED_MAX_BYTES', 1 << 40)
     monkeypatch.setattr(FP, '_HAS_ONEDNN_OPS', onednn and FP._HAS_ONEDNN_OPS)
+    calls = {}
+    for name in ('_onednn_ffn_', '_onednn_ffn_rows_', '_ffn'):
+        fn = getattr(FP, name)
+        monkeypatch.setattr(FP, name, lambda *a, _fn=fn, _n=name, **k: calls.__setitem__(_n, calls.get(_n, 0) + 1)
+                            or _fn(*a, **k))
     for min_hw in (1, 10 ** 6):  # force the 1x1-conv FFN, then the matmul FFN
         monkeypatch.setattr(FP, '_CONV1X1_MIN_HW', min_hw)
-        block = randomize_(UniRepLKNetBlock(16, 13), seed=1).eval()
-        block.reparameterize()
+        calls.clear()
+        block = randomize_(UniRepLKNetBlock(16, kernel), seed=1).eval()
+        if deploy:
+            block.reparameterize()
         x = torch.randn(3, 16, size, size)
         with torch.no_grad():
             a = block(x)
             block.fast_path = False
             b = block(x)
         assert rel_err(a - x, b - x) <= 1e-5  # the residual branch, not the identity
+        chunks = 3 if chunk == 1 else 1
+        path = ('_onednn_ffn_' if min_hw == 1 else '_onednn_ffn_rows_') if FP._use_onednn(x) else '_ffn'
+        assert calls == {path: chunks}, (calls, path, chunks)
+
+
+def test_large_ffn_weights_run_unchunked(monkeypatch):
+    monkeypatch.setattr(FP, '_FFN_CHUNK_BYTES', 1)
+    monkeypatch.setattr(FP, '_FFN_WEIGHTS_CHUNKED_MAX_BYTES', 1)
+    seen = []
+    conv = FP.F.conv2d
+    monkeypatch.setattr(FP.F, 'conv2d', lambda x, *a, **k: seen.append(x.shape[0]) or conv(x, *a, **k))
+    block = randomize_(UniRepLKNetBlock(16, 13), seed=1).eval()
+    x = torch.randn(3, 16, 12, 12)
+    with torch.no_grad():
+        a = block(x)
+        block.fast_path = False
+        b = block(x)
+    assert rel_err(a - x, b - x) <= 1e-5
+    assert seen[0] == 3  # the depthwise conv saw the whole batch
 
 
 def test_per_sample_weight_folds():
@@ -191,8 +243,7 @@ def test_merged_kernel_equals_branches():
         assert rel_err(F.conv2d(x, w, b, padding=6, groups=8), drb(x)) <= 1e-5
 
 
-def test_compile_fullgraph_both_forms():
-    """torch.compile traces the fast trunk without graph breaks, training form and deploy form."""
+def _one_graph_both_forms():
     m = randomize_(timm.create_model('unireplknet_test'), seed=5).eval()
     x = torch.randn(2, 3, 32, 32)
     for deploy in (False, True):
@@ -202,6 +253,11 @@ def test_compile_fullgraph_both_forms():
         explain = torch._dynamo.explain(m)(x)
         assert explain.graph_break_count == 0, explain.break_reasons
         assert explain.graph_count == 1
+
+
+def test_compile_fullgraph_both_forms():
+    """torch.compile traces the fast trunk without graph breaks, training form and deploy form."""
+    _one_graph_both_forms()
 
 
 def test_grn_fast_path_gradient_is_finite_for_an_all_zero_channel():
@@ -217,3 +273,139 @@ def test_grn_fast_path_gradient_is_finite_for_an_all_zero_channel():
     model(x).sum().backward()
     for name, p in model.named_parameters():
         assert p.grad is None or torch.isfinite(p.grad).all(), name
+
+
+# ----- device options and the CUDA routing (checked on CPU tensors with the device check faked) -----
+
+def test_device_options_are_validated_and_reach_every_block():
+    with pytest.raises(ValueError, match='dw_backend.*igemm'):
+        timm.create_model('unireplknet_test', dw_backend='igemm')
+    with pytest.raises(ValueError, match='channels_last'):
+        timm.create_model('unireplknet_test', channels_last='yes')
+    with pytest.raises(TypeError, match="did you mean 'dw_backend'"):
+        timm.create_model('unireplknet_test', dw_backnd='cudnn')
+    m = timm.create_model('unireplknet_test', dw_backend=' Triton', channels_last=False)
+    blocks = [b for s in m.stages for b in s]
+    assert m.dw_backend == 'triton' and all(b.dw_backend == 'triton' and b.channels_last is False for b in blocks)
+    m.set_device_options('auto', True)
+    assert all(b.dw_backend == 'auto' and b.channels_last is True for b in blocks)
+    with pytest.raises(ValueError, match='dw_backend'):
+        m.set_device_options('fast')
+
+
+@pytest.mark.parametrize('train', [False, True])
+def test_nchw_option_on_cpu_matches_reference(train):
+    """``channels_last=False`` (the CUDA default without a table) is honoured on CPU too and computes the same."""
+    fast, ref = pair('unireplknet_test_k17')
+    fast.set_device_options(channels_last=False)
+    fast.train(train), ref.train(train)
+    x = torch.randn(2, 3, 64, 64)
+    if train:
+        step_matches(fast, ref, x, buffers=True)
+    else:
+        with torch.inference_mode():
+            assert rel_err(fast(x), ref(x)) <= 1e-5
+
+
+class _Recorder:
+    """Wraps a function, records each call's tensors' layout and other arguments."""
+
+    def __init__(self, fn):
+        self.fn, self.calls = fn, []
+
+    def __call__(self, *args, **kwargs):
+        self.calls.append((args, kwargs))
+        return self.fn(*args, **kwargs)
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    """Route CPU tensors down the fast path's CUDA branch: the device check says 'cuda'; the kernels called
+    (depthwise_conv, branch_convs) still run F.conv2d on CPU tensors, so the numbers must equal the plain math."""
+    monkeypatch.setattr(FP, '_device', lambda x: 'cuda')
+    rec = dict(dw=_Recorder(FP.depthwise_conv), branches=_Recorder(FP.branch_convs),
+               onednn=_Recorder(FP._onednn_ffn_), stem=_Recorder(FP.chunked_stem),
+               toeplitz=_Recorder(FP.depthwise_as_matmul))
+    for name, attr in (('dw', 'depthwise_conv'), ('branches', 'branch_convs'), ('onednn', '_onednn_ffn_'),
+                       ('stem', 'chunked_stem'), ('toeplitz', 'depthwise_as_matmul')):
+        monkeypatch.setattr(FP, attr, rec[name])
+    monkeypatch.setattr(FP, 'cuda_channels_last', lambda device, dtype, training: False)  # no recorded table
+    return rec
+
+
+def _dw_convs(model):
+    """(block, kernel size, dilation) of every depthwise conv the blocks hold, training form."""
+    out = []
+    for block in (b for s in model.stages for b in s):
+        if isinstance(block.dwconv, DilatedReparamBlock):
+            out.append((block, block.dwconv.kernel_size, block.dwconv.branches))
+        else:
+            out.append((block, block.dwconv.kernel_size[0], None))
+    return out
+
+
+@pytest.mark.parametrize('channels_last', [None, True])
+def test_cuda_route_training_calls_branch_convs(fake_cuda, channels_last):
+    """Batch-statistics training on the CUDA route: every Dilated Reparam Block runs its branches as their own
+    dilated convs through branch_convs (not the CPU's dense-expanded kernels or Toeplitz matmuls), the plain
+    depthwise convs through depthwise_conv, on the trunk's backend; outputs, gradients and BN statistics equal
+    the plain math."""
+    fast, ref = pair('unireplknet_test_k17', in_chans=1)
+    fast.set_device_options('cudnn', channels_last)
+    fast.train(), ref.train()
+    step_matches(fast, ref, torch.randn(2, 1, 64, 64), buffers=True)
+    convs = _dw_convs(fast)
+    drbs = [(blk, k, br) for blk, k, br in convs if br is not None]
+    assert len(fake_cuda['branches'].calls) == len(drbs)
+    for (args, kwargs), (blk, k, br) in zip(fake_cuda['branches'].calls, drbs):
+        x_in, kernel, branches, backend = args
+        assert kernel is blk.dwconv.lk_origin.weight and backend == 'cudnn'
+        assert [(w.shape[-1], r) for w, r in branches] == br  # undilated weights with their rates
+        assert all(w is getattr(blk.dwconv, f'dil_conv_k{kk}_{r}').weight for (w, r), (kk, _) in zip(branches, br))
+        assert x_in.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    plain = [c for c in convs if c[2] is None]  # the 3x3 / 5x5 blocks: one depthwise_conv each
+    assert len(fake_cuda['dw'].calls) == len(plain)
+    for (args, kwargs), (blk, k, _) in zip(fake_cuda['dw'].calls, plain):
+        assert args[1] is blk.dwconv.weight and args[2:] == (None, 1, k // 2, 'cudnn')
+    assert not fake_cuda['toeplitz'].calls and not fake_cuda['onednn'].calls and not fake_cuda['stem'].calls
+
+
+@pytest.mark.parametrize('deploy', [False, True])
+@pytest.mark.parametrize('channels_last', [None, True])
+def test_cuda_route_inference_calls_depthwise_conv(fake_cuda, deploy, channels_last):
+    """Eval / deploy on the CUDA route: one depthwise_conv per block with the merged (or deploy) kernel, its
+    'same' padding and dilation 1, on the trunk's backend; no CPU tricks (chunks, oneDNN post-ops, the chunked
+    stem); the requested layout; outputs equal the plain math."""
+    fast, ref = pair('unireplknet_test_k17')
+    fast.set_device_options('triton', channels_last)  # on CPU tensors depthwise_conv still runs F.conv2d
+    a, b, _ = eval_outputs(fast, ref, deploy)
+    assert rel_err(a, b) <= 1e-5
+    convs = _dw_convs(fast) if not deploy else [(blk, blk.kernel_size, None) for s in fast.stages for blk in s]
+    calls = fake_cuda['dw'].calls
+    assert len(calls) == len(convs) and not fake_cuda['branches'].calls
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    for (args, kwargs), (blk, k, _) in zip(calls, convs):
+        x_in, weight, bias, dilation, padding, backend = args
+        assert weight.shape == (blk.dim, 1, k, k) and bias.shape == (blk.dim,)
+        assert (dilation, padding, backend) == (1, k // 2, 'triton')
+        assert x_in.is_contiguous(memory_format=fmt)
+    assert not fake_cuda['onednn'].calls and not fake_cuda['stem'].calls
+
+
+def test_cuda_route_frozen_bn_gradients(fake_cuda):
+    """Frozen-BN fine-tuning on the CUDA route: the merged kernel through depthwise_conv, differentiably."""
+    fast, ref = pair('unireplknet_test_k17')
+    fast.set_device_options('auto', None)
+    fast.eval(), ref.eval()
+    step_matches(fast, ref, torch.randn(2, 3, 64, 64))
+    assert fake_cuda['dw'].calls and all(c[0][5] == 'auto' for c in fake_cuda['dw'].calls)
+
+
+def test_cuda_route_compiles_without_graph_breaks(fake_cuda, monkeypatch):
+    """Under torch.compile the CUDA route keeps one graph: an ``auto`` backend stays on F.conv2d (no file read
+    in the graph), the layout default (the real table lookup) is a constant of the graph."""
+    from unimodal.layers import dwconv
+    monkeypatch.setattr(FP, 'cuda_channels_last', dwconv.cuda_channels_last)
+    monkeypatch.delenv(dwconv.ENV_TABLE, raising=False)
+    monkeypatch.delenv(dwconv.ENV_BACKEND, raising=False)
+    _one_graph_both_forms()

@@ -1,5 +1,6 @@
 """The trunk on a GPU (skipped without CUDA; ``pytest -k cuda``): the fast path against the plain math in fp32
-(outputs, gradients), bf16 autocast within bf16 tolerance, and the deploy form."""
+(outputs, gradients) in both layouts and on both depthwise conv backends, bf16 autocast within bf16 tolerance, and
+the deploy form."""
 import copy
 
 import pytest
@@ -12,9 +13,9 @@ from _helpers import randomize_, rel_err
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
 
 
-def _pair(name='unireplknet_test'):
+def _pair(name='unireplknet_test', **options):
     torch.manual_seed(0)
-    fast = randomize_(timm.create_model(name, num_classes=10), seed=2).cuda()
+    fast = randomize_(timm.create_model(name, num_classes=10, **options), seed=2).cuda()
     plain = copy.deepcopy(fast)
     plain.set_fast_path(False)
     return fast, plain
@@ -30,9 +31,15 @@ def no_tf32():
     torch.backends.cuda.matmul.allow_tf32 = old
 
 
-@pytest.mark.parametrize('train', [False, True])
-def test_cuda_fast_path_matches_plain_fp32(train, no_tf32):
-    fast, plain = _pair()
+# the Triton kernel in the trunk only in inference: each (K, dilation) of the training-form branches is another
+# compile, the kernel's gradients are covered per shape by test_dwconv_cuda.py
+@pytest.mark.parametrize('train,dw_backend,channels_last', [
+    (False, 'auto', None), (True, 'auto', None), (True, 'cudnn', True), (False, 'triton', False),
+    (False, 'triton', True)])
+def test_cuda_fast_path_matches_plain_fp32(train, dw_backend, channels_last, no_tf32):
+    if dw_backend == 'triton':
+        pytest.importorskip('triton', reason='Triton is not installed')
+    fast, plain = _pair(dw_backend=dw_backend, channels_last=channels_last)
     fast.train(train)
     plain.train(train)
     x = torch.randn(4, 3, 64, 64, device='cuda')

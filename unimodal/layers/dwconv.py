@@ -6,6 +6,8 @@
   in a per-shape table measured on the same GPU model (``benchmarks/bench_dwconv.py`` writes it) and uses cuDNN
   when there is no table, no entry or another GPU. Never chosen by trying an import. Tensors not on CUDA always
   take the existing ``F.conv2d`` path (oneDNN on CPU), whatever the option.
+* :func:`cuda_channels_last` - the memory layout the trunk's fast path uses on CUDA by default: the one the same
+  table measured faster (:func:`layout_choice`), NCHW when there is no table or it cannot tell.
 * :func:`merged_branch_kernel` - the Dilated Reparam Block's branches as one ``K x K`` kernel:
   ``W = s_0 * w_0 + sum_i s_i * pad_K(dilate(w_i, r_i))``.
 """
@@ -25,7 +27,8 @@ import torch.nn.functional as F
 from ..models.reparam import dilate_kernel, dilated_kernel_size, pad_kernel
 
 __all__ = ['BACKENDS', 'ENV_BACKEND', 'ENV_TABLE', 'DEFAULT_TABLE', 'TABLE_FORMAT', 'resolve_backend', 'load_table',
-           'choose_backend', 'table_choice', 'depthwise_conv', 'merged_branch_kernel', 'branch_convs']
+           'choose_backend', 'table_choice', 'layout_choice', 'cuda_channels_last', 'depthwise_conv',
+           'merged_branch_kernel', 'branch_convs']
 
 _logger = logging.getLogger(__name__)
 
@@ -186,6 +189,43 @@ def table_choice(
     winner = entry['winner_train' if training else 'winner_forward']
     cfg = entry.get('triton_config')
     return winner, (tuple(cfg) if cfg is not None and winner == 'triton' else None)
+
+
+def layout_choice(table: Dict[str, Any], device_name: str, dtype: str, training: bool) -> Optional[bool]:
+    """Whether the table measured channels-last faster than NCHW on this GPU model for ``dtype``: over the shapes
+    measured in both layouts, the summed time of the faster kernel per shape (forward, or forward + backward when
+    ``training``). ``None`` when the table is for another GPU or has no shape measured in both layouts."""
+    if table['device_name'] != device_name:
+        return None
+    mode = 'train' if training else 'forward'
+    best: Dict[Tuple[Any, ...], Dict[bool, float]] = {}
+    for e in table['entries']:
+        if e['dtype'] != dtype or not isinstance(e.get('cudnn_ms'), dict) or not isinstance(e.get('triton_ms'), dict):
+            continue
+        times = [t[mode] for t in (e['cudnn_ms'], e['triton_ms']) if isinstance(t.get(mode), (int, float))]
+        if not times:
+            continue
+        key = tuple(e[k] for k in ('batch', 'channels', 'height', 'width', 'kernel_size', 'dilation'))
+        best.setdefault(key, {})[bool(e['channels_last'])] = min(times)
+    pairs = [v for v in best.values() if len(v) == 2]
+    if not pairs:
+        return None
+    return sum(v[True] for v in pairs) < sum(v[False] for v in pairs)
+
+
+@torch.compiler.assume_constant_result
+def cuda_channels_last(device: torch.device, dtype: str, training: bool) -> bool:
+    """The trunk's default memory layout on CUDA (``UniRepLKNet(channels_last=None)``): what :func:`layout_choice`
+    reads from the per-shape table (:func:`load_table`) for this GPU, ``dtype`` (``'bfloat16'``, ``'float32'``,
+    ...) and mode; NCHW (``False``) without a table or an answer. A constant of a compiled graph."""
+    table = load_table()
+    if table is None:
+        return False
+    choice = layout_choice(table, torch.cuda.get_device_name(device), dtype, training)
+    _log_once(logging.INFO, f'fast path layout on CUDA ({dtype}, {"training" if training else "inference"}): '
+                            + ('NCHW (the depthwise table cannot tell)' if choice is None else
+                               'channels-last' if choice else 'NCHW') + ' (from the depthwise table)')
+    return bool(choice)
 
 
 @functools.lru_cache(maxsize=1)

@@ -123,8 +123,11 @@ class UniRepLKNetBlock(nn.Module):
         use_ls = (not deploy) and layer_scale_init_value is not None and layer_scale_init_value > 0
         self.gamma = nn.Parameter(layer_scale_init_value * torch.ones(dim)) if use_ls else None
         self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
-        # not part of the state: the plain math stays available as _reference_forward (see set_fast_path)
+        # not part of the state: the plain math stays available as _reference_forward (see set_fast_path); the
+        # device options of the fast path are set by the trunk (UniRepLKNet(dw_backend=..., channels_last=...))
         self.fast_path = True
+        self.dw_backend: Optional[str] = None
+        self.channels_last: Optional[bool] = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fast_path:
@@ -232,6 +235,11 @@ class UniRepLKNet(nn.Module):
         use_sync_bn: SyncBatchNorm instead of BatchNorm2d.
         dense_norms: add ``norm0`` .. ``norm3`` (channels LayerNorms applied to the stage outputs returned by
             ``forward_intermediates`` / ``features_only``), the layout of the dense-task checkpoints.
+        dw_backend: the fast path's depthwise conv kernel on CUDA: ``'cudnn'``, ``'triton'`` or ``'auto'`` (the
+            measured per-shape table, see :mod:`unimodal.layers.dwconv`); ``None`` reads ``$UNIMODAL_DWCONV`` at
+            run time (default auto). Other devices always use ``F.conv2d``.
+        channels_last: the fast path's memory layout; ``None`` decides per device (CPU channels-last, CUDA what
+            the recorded table measured faster, else NCHW; see :func:`unimodal.layers.fast_path.channels_last`).
         device: device to build on (e.g. ``'meta'``).
         dtype: parameter dtype.
     """
@@ -251,6 +259,8 @@ class UniRepLKNet(nn.Module):
             deploy: bool = False,
             use_sync_bn: bool = False,
             dense_norms: bool = False,
+            dw_backend: Optional[str] = None,
+            channels_last: Optional[bool] = None,
             device: Optional[Union[str, torch.device]] = None,
             dtype: Optional[torch.dtype] = None,
             **kwargs: Any,
@@ -334,6 +344,7 @@ class UniRepLKNet(nn.Module):
 
             if torch.device(device or 'cpu').type != 'meta':  # nothing to initialise on meta
                 named_apply(lambda module, name='': _init_weights(module, name, head_init_scale), self)
+        self.set_device_options(dw_backend, channels_last)
         if dtype is not None:
             self.to(dtype=dtype)
 
@@ -386,12 +397,22 @@ class UniRepLKNet(nn.Module):
         """Use the fast implementation (default) or the plain module-by-module reference math.
 
         Both compute the same function (tests hold them within fp32 rounding, outputs and gradients). The fast path
-        runs the trunk in channels-last memory and returns contiguous NCHW maps like the reference.
+        runs the trunk in the layout chosen per device (channels-last on CPU) and returns contiguous NCHW maps like
+        the reference.
         """
         self.fast_path = enable
         for stage in self.stages:
             for block in stage:
                 block.fast_path = enable
+
+    def set_device_options(self, dw_backend: Optional[str] = None, channels_last: Optional[bool] = None) -> None:
+        """Set the fast path's ``dw_backend`` and ``channels_last`` (see the class arguments) on the trunk and
+        every block."""
+        dw_backend = fast.check_options(dw_backend, channels_last)
+        self.dw_backend, self.channels_last = dw_backend, channels_last
+        for stage in self.stages:
+            for block in stage:
+                block.dw_backend, block.channels_last = dw_backend, channels_last
 
     def reparameterize(self) -> None:
         """Convert the whole model in place to the deploy form (identical function in eval mode)."""
@@ -407,8 +428,9 @@ class UniRepLKNet(nn.Module):
         return 0.5 * (x.mean((2, 3)) + x.amax((2, 3)))  # avgmax
 
     def _stage(self, i: int, x: torch.Tensor) -> torch.Tensor:
-        if self.fast_path:  # channels-last throughout: oneDNN's depthwise conv is far faster on it on CPU
-            x = x.contiguous(memory_format=torch.channels_last)
+        if self.fast_path:  # one layout throughout (CPU: channels-last, oneDNN's depthwise conv is far faster on it)
+            cl = fast.channels_last(self.channels_last, x)
+            x = x.contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
         if i == 0 and self.fast_path and fast.chunked_stem_applies(self.downsample_layers[0], x):
             x = fast.chunked_stem(self.downsample_layers[0], x)
         else:
@@ -502,7 +524,7 @@ _POOLS = ('avg', 'max', 'avgmax')
 _INIT_ARGS = (
     'in_chans', 'num_classes', 'depths', 'dims', 'kernel_sizes', 'drop_rate', 'drop_path_rate',
     'layer_scale_init_value', 'head_init_scale', 'global_pool', 'deploy', 'use_sync_bn', 'dense_norms',
-    'device', 'dtype',
+    'dw_backend', 'channels_last', 'device', 'dtype',
 )
 
 
