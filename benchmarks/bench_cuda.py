@@ -116,6 +116,9 @@ def run_row(row: Dict[str, Any], models: Models, args, device: torch.device) -> 
             del ours
     if impl == 'unimodal' and layout == 'plain':
         model.set_fast_path(False)
+    if impl == 'unimodal' and layout in ('fast_cl', 'fast_nchw'):
+        # the fast path with each explicit layout: what the table-driven default must choose between
+        model.set_device_options(channels_last=layout == 'fast_cl')
     cl = layout == 'channels_last'
     if cl:
         model = model.to(memory_format=torch.channels_last)
@@ -180,8 +183,8 @@ def speed_rows(args) -> List[Dict[str, Any]]:
     for dtype, mode in [(d, 'infer') for d in args.dtypes] + [(args.dtypes[0], 'train')]:
         rows += [dict(impl='timm', variant=p, mode=mode, dtype=dtype, layout='nchw') for p in args.peers]
     for mode in ('infer', 'train'):
-        rows += [dict(impl='unimodal', variant=v, mode=mode, dtype=args.dtypes[0], layout='plain')
-                 for v in args.layout_variants]
+        rows += [dict(impl='unimodal', variant=v, mode=mode, dtype=args.dtypes[0], layout=layout)
+                 for v in args.layout_variants for layout in ('plain', 'fast_cl', 'fast_nchw')]
         rows += [dict(impl='timm', variant=p, mode=mode, dtype=args.dtypes[0], layout='channels_last')
                  for p in args.layout_peers]
     return rows

@@ -78,6 +78,8 @@ else
 fi
 # the tests compiled most Triton kernels (Triton's on-disk cache), so the table mostly times
 section dwconv-table 55 python3 benchmarks/bench_dwconv.py "${DEV[@]}" --budget-s 45 --out "$TABLE_JSON"
+# the sections after this one run with the table just measured (backend and layout chosen per shape by it)
+[ -f "$TABLE_JSON" ] && export UNIMODAL_DWCONV_TABLE="$(cd "$(dirname "$TABLE_JSON")" && pwd)/$(basename "$TABLE_JSON")"
 section speed 140 python3 benchmarks/bench_cuda.py "${DEV[@]}" --sections speed --budget-s 125 --out "$SPEED_JSON" \
   "${PUBLIC_ARGS[@]}"
 section compile 50 python3 benchmarks/bench_cuda.py "${DEV[@]}" --sections compile --budget-s 20 --out "$SPEED_JSON"
