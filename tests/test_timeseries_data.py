@@ -238,7 +238,7 @@ def test_global_arrays_are_read_per_window_not_loaded(tmp_path, monkeypatch):
 
 
 def test_global_float64_and_fill_are_cached_once(tmp_path, monkeypatch):
-    from unimodal.data import timeseries as ts
+    from unimodal.data import timeseries_files as ts_files
     rng = np.random.default_rng(1)
     raw = {}
     for split, T in (('train', 60), ('val', 30), ('test', 30)):
@@ -257,16 +257,16 @@ def test_global_float64_and_fill_are_cached_once(tmp_path, monkeypatch):
     assert len(list((cache / 'timeseries').glob('*-fill-interpolate-*.npy'))) == 3
     # a second run reads both from the cache: no conversion, no fill, no scan of the source
     for name in ('convert_npy', 'fill_npy', 'scan_missing'):
-        monkeypatch.setattr(ts, name, lambda *a, **k: (_ for _ in ()).throw(AssertionError('recomputed')))
+        monkeypatch.setattr(ts_files, name, lambda *a, **k: (_ for _ in ()).throw(AssertionError('recomputed')))
     again = build_weather_datasets(tmp_path, input_len=L, horizon=H, fill='interpolate', cache_dir=cache)
     torch.testing.assert_close(again['train'][3][1], sets['train'][3][1])
 
 
 def test_csv_is_parsed_once(tmp_path, monkeypatch):
-    from unimodal.data import timeseries as ts
+    from unimodal.data import timeseries_files as ts_files
     _write_csv(tmp_path / 'weather.csv')
     first = build_weather_datasets(tmp_path, input_len=L, horizon=H, cache_dir=tmp_path / 'cache')
-    monkeypatch.setattr(ts, 'read_csv_series', lambda *a, **k: (_ for _ in ()).throw(AssertionError('parsed again')))
+    monkeypatch.setattr(ts_files, 'read_csv_series', lambda *a, **k: (_ for _ in ()).throw(AssertionError('parsed again')))
     second = build_weather_datasets(tmp_path, input_len=L, horizon=H, cache_dir=tmp_path / 'cache')
     torch.testing.assert_close(second['val'][2][0], first['val'][2][0])
     assert second['train'].columns == ['a', 'b', 'OT'] and second['train'].times is not None
