@@ -4,21 +4,24 @@ from __future__ import annotations
 import sys
 from typing import Optional, Sequence
 
+from .analyze_commands import cmd_analyze
 from .common import UsageError, _setup_logging
 from .data_commands import cmd_data
 from .model_commands import cmd_bench, cmd_export, cmd_models, cmd_reparam, cmd_tasks
 from .parser import build_parser
 from .run_commands import cmd_eval, cmd_train
+from .threads import apply_threads
 
 
 _COMMANDS = {'train': cmd_train, 'eval': cmd_eval, 'reparam': cmd_reparam, 'export': cmd_export,
-             'bench': cmd_bench, 'models': cmd_models, 'tasks': cmd_tasks, 'data': cmd_data}
+             'bench': cmd_bench, 'models': cmd_models, 'tasks': cmd_tasks, 'data': cmd_data, 'analyze': cmd_analyze}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``unimodal`` console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    apply_threads(getattr(args, 'threads', None))  # before torch is imported: it reads OMP_NUM_THREADS once
     _setup_logging(args.verbose)
     from ..config import ConfigError
     from ..data.errors import DataError

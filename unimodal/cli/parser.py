@@ -2,12 +2,39 @@
 from __future__ import annotations
 
 import argparse
+from typing import List, Optional, Sequence, Tuple
 
 from .common import TASK_CHOICES
+from .threads import parse_threads
+
+THREADS_HELP = ('intra-op CPU threads for this command and its worker processes (a positive number or auto; also '
+                'before the command: unimodal --threads 2 train ...). Default auto: 1 on machines with up to 2 cores, '
+                'else the cores not busy by the load average; an OMP_NUM_THREADS in the environment is kept')
+
+
+class CommandParser(argparse.ArgumentParser):
+    """A (sub)command's parser: an option it does not know is an error shown with its own usage, not the top-level
+    one (argparse hands a subcommand's leftovers to the top-level parser)."""
+
+    def parse_known_args(self, args: Optional[Sequence[str]] = None,
+                         namespace: Optional[argparse.Namespace] = None) -> Tuple[argparse.Namespace, List[str]]:
+        ns, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f'unrecognized arguments: {" ".join(extras)}')
+        return ns, extras
+
+
+def _add_global_options(parser: argparse.ArgumentParser) -> None:
+    """``--threads`` on the top-level parser and every (nested) command, so it may stand before or after it."""
+    parser.add_argument('--threads', type=parse_threads, default=argparse.SUPPRESS, metavar='N', help=THREADS_HELP)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):  # aliases map to the same parser
+                _add_global_options(child)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog='unimodal', description='One UniRepLKNet trunk for audio, point clouds, video, time series and images.')
     p.add_argument('-v', '--verbose', action='store_true', help='debug logging')
     sub = p.add_subparsers(dest='command', metavar='COMMAND')
@@ -102,4 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument('--set', action='append', default=[], metavar='KEY=VALUE')
     dp.add_argument('--skip-bad', action='store_true')
     dp.add_argument('--workers', type=int)
+
+    from ..analysis.erf_cli import DESCRIPTION as ERF_DESCRIPTION, add_erf_arguments  # argparse only: no torch
+    a = sub.add_parser('analyze', help='look inside a model: erf (effective receptive field)',
+                       description='Analyses of trained or random-init models.')
+    asub = a.add_subparsers(dest='analyze_command', metavar='ANALYSIS')
+    asub.required = True
+    add_erf_arguments(asub.add_parser('erf', help='effective receptive field: heat map PNG and area ratios',
+                                      description=ERF_DESCRIPTION))
+
+    _add_global_options(p)
     return p
