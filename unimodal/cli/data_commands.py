@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import time
+import os
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from .common import UsageError
+from .common import UsageError, _say
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -53,17 +53,30 @@ def cmd_data(args: argparse.Namespace) -> int:
     data = cfg.task_settings(task.name).data
     root, builtin = data_root(task, data)
     if builtin:
-        print(f'built-in synthetic {task.name} data set: {root}')
+        _say(f'built-in synthetic {task.name} data set: {root}')
     sets = build_task_datasets(task, data, root, splits=['train', 'val', 'test'])
-    from torch.utils.data import DataLoader
-    for split, ds in sets.items():
-        loader = DataLoader(ds, batch_size=None, num_workers=data.num_workers)
-        n = 0
-        t = time.perf_counter()
-        for _ in loader:
-            n += 1
-        report = getattr(ds, 'skip_report', None)
-        skipped = f', {report.count} skipped' if report is not None else ''
-        print(f'{split}: {n} samples read in {time.perf_counter() - t:.1f}s{skipped}')
-    print(f'prepared {task.name} data at {root}')
+    from ..data.prepare import prepare_datasets
+    rank, world = int(os.environ.get('RANK', '0')), int(os.environ.get('WORLD_SIZE', '1'))
+    bars: Dict[str, Any] = {}
+
+    def progress(split: str, done: int, total: int) -> None:
+        if args.no_progress or rank != 0:
+            return
+        if split not in bars:
+            from tqdm.auto import tqdm
+            bars[split] = tqdm(total=total, desc=f'{task.name} {split}', unit='sample', leave=False, disable=None)
+        bars[split].total = total
+        bars[split].n = done
+        bars[split].refresh()
+    try:
+        done = prepare_datasets(sets, workers=data.num_workers, rank=rank, world_size=world, progress=progress)
+    finally:
+        for bar in bars.values():
+            bar.close()
+    for split, entry in done.items():
+        report = entry['skip_report']
+        skipped = f', {report["skipped"]} skipped' if report is not None else ''
+        share = f' (rank {rank} of {world})' if world > 1 else ''
+        _say(f'{split}: {entry["samples"]} samples read in {entry["seconds"]:.1f}s{share}{skipped}')
+    _say(f'prepared {task.name} data at {root}')
     return 0

@@ -1,4 +1,4 @@
-"""``unimodal reparam``, ``export``, ``bench``, ``models`` and ``tasks``: commands about the model."""
+"""``unimodal reparam``, ``export``, ``bench`` and ``models``: commands about the model."""
 from __future__ import annotations
 
 import argparse
@@ -153,13 +153,3 @@ def cmd_models(args: argparse.Namespace) -> int:
     print('(parameters with a 1000-class head; the task models drop it and add a task head)')
     return 0
 
-
-def cmd_tasks(args: argparse.Namespace) -> int:
-    from ..tasks.base import get_task, list_tasks
-    for name in list_tasks():
-        t = get_task(name)
-        also = f' (also --task {", ".join(t.aliases)})' if t.aliases else ''
-        print(f'{name:<10} {t.kind:<15} adapter {t.adapter:<10} {t.description}{also}')
-    print('\nTrain one: unimodal train --task NAME (built-in data) or --data DIR (real data); '
-          'several jointly: --task audio,point,timeseries')
-    return 0

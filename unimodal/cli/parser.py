@@ -109,7 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser('models', help='list the registered trunk variants with their parameter counts',
                    description='Registered UniRepLKNet variants (timm names) with parameter counts.')
-    sub.add_parser('tasks', help='list the tasks', description='Tasks and what they train.')
+    ts = sub.add_parser('tasks', help='list the tasks; tasks NAME: where its data comes from and the layout',
+                        description='Tasks and what they train; with a NAME (or -v for all): where the real data '
+                                    'comes from, the on-disk layout --data expects, the built-in data and recipes.')
+    ts.add_argument('name', nargs='?', help='a task: show its data source, expected layout and recipes')
+    ts.add_argument('-v', '--verbose', dest='long', action='store_true', help='the long form of every task')
 
     d = sub.add_parser('data', help='download or prepare data sets', description='Data set utilities.')
     dsub = d.add_subparsers(dest='data_command', metavar='ACTION')
@@ -128,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument('--config', help='YAML recipe: a file or a shipped recipe name')
     dp.add_argument('--set', action='append', default=[], metavar='KEY=VALUE')
     dp.add_argument('--skip-bad', action='store_true')
-    dp.add_argument('--workers', type=int)
+    dp.add_argument('--workers', type=int, help='reader processes (default: the config\'s data.num_workers)')
+    dp.add_argument('--no-progress', action='store_true', help='no progress bars')
 
     from ..analysis.erf_cli import DESCRIPTION as ERF_DESCRIPTION, add_erf_arguments  # argparse only: no torch
     a = sub.add_parser('analyze', help='look inside a model: erf (effective receptive field)',

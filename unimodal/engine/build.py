@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..config.errors import ConfigError
 from ..config.schema import DataConfig, ModelConfig
+from ..config.variants import check_variant
 from ..data.cache import resolve_cache_dir
 from ..modalities.base import Adapter
 from ..models.unireplknet_checkpoint import CheckpointError
@@ -131,16 +132,6 @@ def eval_loader(ds: Dataset, batch_size: int, dist_info: DistInfo, num_workers: 
     sampler = ShardSampler(len(ds), dist_info.rank, dist_info.world_size)
     return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=num_workers, drop_last=False,
                       pin_memory=dist_info.device.type == 'cuda', worker_init_fn=_seed_worker)
-
-
-def check_variant(variant: str) -> None:
-    """Raise :class:`ConfigError` unless ``variant`` is a registered trunk."""
-    import timm
-
-    from ..models import unireplknet  # noqa: F401  (registers the variants)
-    if not timm.is_model(variant):
-        known = ', '.join(timm.list_models('unireplknet*'))
-        raise ConfigError(f'unknown model {variant!r}; known UniRepLKNet variants: {known}')
 
 
 def build_model(specs: Mapping[str, TaskSpec], model: ModelConfig, *, pretrained: Any = False,

@@ -244,6 +244,9 @@ class _Run:
     def run(self) -> Dict[str, Any]:
         try:
             return self._run()
+        except KeyboardInterrupt as e:  # the CLI names the run to resume (None: no run directory taken yet)
+            e.run_dir = self.out if self.lock is not None else None
+            raise
         finally:
             if self.lock is not None:
                 self.lock.release()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import importlib
 import importlib.metadata
 import importlib.util
 import logging
@@ -159,8 +160,14 @@ def _entry_points() -> Iterable[importlib.metadata.EntryPoint]:
     return importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
 
 
+def _load_builtin() -> None:
+    """The built-in adapters register when their package is imported (``import unimodal`` no longer does it)."""
+    importlib.import_module('unimodal.modalities')
+
+
 def list_adapters() -> list:
     """Names of the registered adapters plus those offered by installed entry points."""
+    _load_builtin()
     names = set(_ADAPTERS)
     names.update(ep.name for ep in _entry_points())
     return sorted(names)
@@ -200,6 +207,8 @@ def load_adapter_from_file(spec: str) -> Type[Adapter]:
 
 def get_adapter_class(name_or_spec: str) -> Type[Adapter]:
     """Find an adapter by registry name, entry point, or ``file.py:ClassName`` spec."""
+    if name_or_spec not in _ADAPTERS:
+        _load_builtin()
     if name_or_spec in _ADAPTERS:
         return _ADAPTERS[name_or_spec]
     for ep in _entry_points():

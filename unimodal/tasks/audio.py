@@ -9,6 +9,7 @@ from torch.utils.data import Dataset
 
 from ..data.speech_commands import SpeechCommands, make_builtin_speech
 from .base import Task, register_task
+from .catalog import TASK_INFO
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config.schema import TaskSettings
@@ -26,15 +27,8 @@ class AudioTask(Task):
     adapter = 'audio'
     kind = 'classification'
     reader_cache = True
-    description = 'Keyword spotting on Speech Commands V2 (35 or 12 classes) from 16 kHz waveforms'
-    real_data = (
-        'Speech Commands V2 (Warden 2018, CC BY 4.0): '
-        'http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz (2.3 GB), or run '
-        '`unimodal data download speech_commands --root DIR`. Expected layout under DIR: one folder per word '
-        '(<word>/<speaker>_nohash_<n>.wav, 16 kHz mono 16-bit WAV, <= 1 s), validation_list.txt and '
-        'testing_list.txt (relative paths; train = every clip in neither list), and _background_noise_/ '
-        '(long noise WAVs, not a class). data.options.variant: 35 (every word) or 12 (10 commands + '
-        '_unknown_ + _silence_).')
+    description = TASK_INFO['audio'].description
+    real_data = TASK_INFO['audio'].real_data
     train_only_options = ('mixup',)
 
     def default_config(self) -> Dict[str, Any]:

@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 
 from ..data.images import READER_DEFAULTS_FILE, ImageFolderDataset, make_builtin_images
 from .base import Task, register_task
+from .catalog import TASK_INFO
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config.schema import TaskSettings
@@ -37,16 +38,8 @@ class ImageTask(Task):
     name = 'image'
     adapter = 'image'
     kind = 'classification'
-    description = 'image classification: ImageNet-style ImageFolder (train/<class>/*, val/<class>/*)'
-    real_data = (
-        'ImageNet-1K (ILSVRC 2012, registration at https://image-net.org/) in the ImageFolder layout: '
-        'DIR/train/<wnid>/*.JPEG and DIR/val/<wnid>/*.JPEG (validation images sorted into class folders); '
-        'DIR/test/<class>/* is used for the test split when present, otherwise val. Any data set in this '
-        'layout works (reader defaults: 224 pixels, crop_pct 0.875, bicubic). Evaluate a released UniRepLKNet '
-        'ImageNet classifier with `unimodal eval --task image --checkpoint unireplknet_a_in1k_224_acc77.03.pth '
-        '--data DIR` (384 models: --set data.options.pretrained_cfg=unireplknet_b.in22k_ft_in1k_384, which '
-        'warps to 384x384 without a crop as published); start '
-        'training from released trunk weights with --pretrained in1k (or a path to the official .pth).')
+    description = TASK_INFO['image'].description
+    real_data = TASK_INFO['image'].real_data
 
     def default_config(self) -> Dict[str, Any]:
         # No reader sizes here: this config also evaluates released checkpoints on ImageNet (reader defaults

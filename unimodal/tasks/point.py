@@ -23,6 +23,7 @@ from ..config.errors import ConfigError
 from ..data.modelnet import ModelNet40, make_builtin_modelnet
 from ..modalities.point import predict_poses, published_test_poses
 from .base import Predictor, Task, register_task
+from .catalog import TASK_INFO
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config.schema import TaskSettings
@@ -53,18 +54,8 @@ class PointTask(Task):
     kind = 'classification'
     eval_protocols = (PUBLISHED_8POSE,)
     reader_cache = True
-    description = ('point-cloud classification: ModelNet40 (raw OFF, normal_resampled text, PointNet HDF5, '
-                   'Point-BERT .dat)')
-    real_data = (
-        'ModelNet40 (40 classes, 9843 train / 2468 test shapes). Raw meshes: '
-        'http://modelnet.cs.princeton.edu/ModelNet40.zip (`unimodal data download modelnet40 --root DIR`, then --data DIR/ModelNet40), layout '
-        'DIR/<class>/{train,test}/<class>_NNNN.off; sampled point clouds are cached as .npz on first use. '
-        'Also read: modelnet40_normal_resampled (`unimodal data download modelnet40_normal_resampled --root DIR`; '
-        'modelnet40_shape_names.txt, modelnet40_{train,test}.txt, <class>/<class>_NNNN.txt with x,y,z,nx,ny,nz lines), '
-        'PointNet HDF5 modelnet40_ply_hdf5_2048/ply_data_{train,test}N.h5 (needs h5py), and the Point-BERT '
-        'modelnet40_{train,test}_8192pts_fps.dat (loaded with a restricted unpickler that accepts numpy arrays only). '
-        'The format is detected from the folder (data.options.format overrides). ModelNet40 has no validation split: '
-        'val is a held-out 10% of train (data.options.val_from=test uses the test set, as most papers do).')
+    description = TASK_INFO['point'].description
+    real_data = TASK_INFO['point'].real_data
 
     def default_config(self) -> Dict[str, Any]:
         # Built-in set (8 parametric shape classes, 232 train / 24 val / 80 test clouds): depth mode at 64 px with

@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 
 from ..data.timeseries import build_timeseries_datasets, make_builtin_timeseries
 from .base import Task, register_task
+from .catalog import TASK_INFO
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config.schema import TaskSettings
@@ -30,24 +31,8 @@ class TimeSeriesTask(Task):
     adapter = 'timeseries'
     kind = 'forecast'
     reader_cache = True
-    description = 'multi-series forecasting: (B, L, N) windows -> (B, H, N) (Global Temp/Wind, TSLib CSVs)'
-    real_data = (
-        'Global Temp / Global Wind (Corrformer, Nature Machine Intelligence 2023; hourly NCEI data of 3,850 '
-        'stations, 2019-2020; from the Corrformer release, no direct download): a folder holding '
-        '{temp,wind}_global_hourly_{train,val,test}.npy of shape (T, 3850, 1) (values stored x10; metrics are '
-        'reported on that scale and converted to physical units with phys_scale=0.1), optionally '
-        'data_time_{split}.npy and stations_sorted.npy (station coordinates). Select with '
-        'data.options.variable=temp|wind. Published set-up (configs/weather_global_temp.yaml): input_len 48, '
-        'horizon 24, calendar features (data.options.marks=true) and station coordinates '
-        '(data.options.coords=stations_sorted.npy), model.adapter.mode=paper: 350 trunk images of 11 stations, '
-        "embed_dim 768 (192x192 maps), forecaster=corrformer.\n"
-        'Time-Series-Library / Autoformer CSVs (weather.csv: 21 variables at 10-minute steps; ETTh1.csv: 7 '
-        'variables hourly): a CSV with a `date` column then the variables; point data.root at the file or at a '
-        'folder holding it (data.options.file=NAME if several). Split 70/10/20 in time order (ETT files: TSLib\'s '
-        '12/4/4 months), scaler fit on train only, metrics on the normalised scale; the usual set-up is '
-        'input_len 96, horizon 96/192/336/720.\n'
-        'Any other CSV with a time column: data.options.time_column=NAME, columns=[...].'
-    )
+    description = TASK_INFO['timeseries'].description
+    real_data = TASK_INFO['timeseries'].real_data
 
     def default_config(self) -> Dict[str, Any]:
         # grid mode: one (C, N, L) image per sample; cheap on CPU and sees the cross-station structure.

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional
 from torch.utils.data import Dataset
 
 from .base import Task, register_task
+from .catalog import TASK_INFO
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config.schema import TaskSettings
@@ -33,17 +34,8 @@ class VideoTask(Task):
     name = 'video'
     adapter = 'video'
     kind = 'classification'
-    description = 'Kinetics-400 action recognition: (B, 3, T, H, W) clips -> 400 classes'
-    real_data = (
-        'Kinetics-400 has no direct download: get the videos from the CVDF mirror '
-        '(github.com/cvdfoundation/kinetics-dataset, k400 tarballs + annotations) or the ActivityNet/OpenDataLab '
-        'copies, or fetch them from YouTube with yt-dlp using the official CSVs (6-8% have vanished; the run '
-        'reports how many were found). Expected layout under --data ROOT, either\n'
-        '  ROOT/{train,val,test}.txt  "path label" lists (VideoMAE/mmaction2 style, label = class index or name, '
-        'paths relative to ROOT), optional ROOT/classes.txt, or\n'
-        '  ROOT/{train,val,test}.csv (or annotations/*.csv, validate.csv) official CSVs '
-        '(label,youtube_id,time_start,time_end,split) with the videos <youtube_id>_<start:06d>_<end:06d>.mp4 '
-        'anywhere under ROOT/train, ROOT/val, ROOT/test (flat or per-class folders).')
+    description = TASK_INFO['video'].description
+    real_data = TASK_INFO['video'].real_data
     train_only_options = ('repeats',)
 
     def default_config(self) -> Dict[str, Any]:
