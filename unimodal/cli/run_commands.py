@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -79,11 +78,6 @@ def cmd_train(args: argparse.Namespace) -> int:
             base = ckpt.config
             out = out or resume_path.parent
     cfg = resolve_run_config(file_cfg, cli, sets, base=base, file_origin=str(args.config or 'config file'))
-    builtin = [n for n in cfg.task_names if cfg.task_settings(n).data.root is None]
-    if _is_main() and builtin:
-        print(f'unimodal: no --data given: training {", ".join(builtin)} on the BUILT-IN SYNTHETIC data set '
-              f'(pass --data DIR for the real data; `unimodal tasks` and the log say what layout is expected)',
-              file=sys.stderr)
     results = train(cfg, out_dir=out, resume=resume_path, progress=_progress(not args.no_progress),
                     overwrite=args.overwrite)
     if _is_main():

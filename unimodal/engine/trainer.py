@@ -215,9 +215,8 @@ class _Run:
             settings = cfg.task_settings(name)
             root, builtin = data_root(task, settings.data, self.dist)
             if builtin and self.dist.is_main:
-                _logger.warning(f'task {name}: no --data given, using the BUILT-IN SYNTHETIC data set'
-                                f'{" at " + str(root) if root else ""}. To train on the real data set, pass --data '
-                                f'DIR. {task.real_data}')
+                _logger.warning(f'task {name}: BUILT-IN SYNTHETIC data{" at " + str(root) if root else ""} (no --data '
+                                f'DIR; `unimodal tasks {name}` says where the real data comes from and its layout)')
             sets = build_task_datasets(task, settings.data, root, splits=['train', 'val', 'test'])
             spec = make_task_spec(task, settings, sets)
             runs.append(TaskRun(name=name, task=task, settings=settings, root=root, builtin=builtin, sets=sets,
