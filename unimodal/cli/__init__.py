@@ -1,4 +1,4 @@
-"""The ``unimodal`` command line: train, eval, reparam, export, bench, models, tasks, data.
+"""The ``unimodal`` command line: train, eval, reparam, export, bench, models, tasks, data, analyze.
 
 Exit codes: 0 success; 2 usage, config, data, checkpoint or run-directory errors, a failed write (disk full) and
 NaN/inf losses or outputs (one line naming the problem, no traceback); 1 anything unexpected (with the traceback).

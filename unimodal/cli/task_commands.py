@@ -70,7 +70,8 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         t = TASK_INFO[name]
         also = f' (also --task {", ".join(t.aliases)})' if t.aliases else ''
         print(f'{name:<10} {t.kind:<15} adapter {t.adapter:<10} {t.description}{also}')
-    print('\nWhere a task\'s data comes from and the layout --data expects: unimodal tasks NAME (all: unimodal tasks -v)')
+    print('\nWhere a task\'s data comes from and the layout --data expects: unimodal tasks NAME '
+          '(all: unimodal tasks -v)')
     print('Train one: unimodal train --task NAME (built-in data) or --data DIR (real data); '
           'several jointly: --task audio,point,timeseries')
     return 0
