@@ -57,7 +57,8 @@ class PointTask(Task):
                    'Point-BERT .dat)')
     real_data = (
         'ModelNet40 (40 classes, 9843 train / 2468 test shapes). Raw meshes: '
-        'http://modelnet.cs.princeton.edu/ModelNet40.zip (`unimodal data download modelnet40 --root DIR`, then --data DIR/ModelNet40), layout '
+        'http://modelnet.cs.princeton.edu/ModelNet40.zip (`unimodal data download modelnet40 --root DIR`, then '
+        '--data DIR/ModelNet40), layout '
         'DIR/<class>/{train,test}/<class>_NNNN.off; sampled point clouds are cached as .npz on first use. '
         'Also read: modelnet40_normal_resampled (`unimodal data download modelnet40_normal_resampled --root DIR`; '
         'modelnet40_shape_names.txt, modelnet40_{train,test}.txt, <class>/<class>_NNNN.txt with x,y,z,nx,ny,nz lines), '
