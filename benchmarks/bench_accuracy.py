@@ -151,7 +151,8 @@ def train_baseline(task_name: str, stored: Dict[str, Any], args: argparse.Namesp
             best_score, best_state, best_epoch = score, copy.deepcopy(model.state_dict()), epoch + 1
     model.load_state_dict(best_state)
     test, _ = evaluate(model, test_dl, spec, device)
-    out = {'small_cnn': {'metrics': _plain(test), 'best_epoch': best_epoch, 'wall_s': round(time.perf_counter() - t0, 1),
+    wall = round(time.perf_counter() - t0, 1)
+    out = {'small_cnn': {'metrics': _plain(test), 'best_epoch': best_epoch, 'wall_s': wall,
                          'params': sum(p.numel() for p in model.parameters()), 'steps_per_epoch': steps}}
     if hasattr(sets['train'], 'horizon'):  # forecasting windows
         from unimodal.models.baselines import fit_linear_forecaster
@@ -210,7 +211,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--limit-train', type=int, default=0, help='data.limit_train (0 = all)')
     p.add_argument('--limit-eval', type=int, default=0, help='data.limit_eval (0 = the whole val/test splits)')
     p.add_argument('--workers', type=int, default=0)
-    p.add_argument('--cache-dir', default=None, help='data.cache_dir for the built-in data sets (default: the engine\'s)')
+    p.add_argument('--cache-dir', default=None,
+                   help='data.cache_dir for the built-in data sets (default: the engine\'s)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--work-dir', default=None, help='run directories (default: a temporary directory)')
     p.add_argument('--out', default=str(RESULTS_DIR / 'accuracy_cpu.json'))

@@ -166,7 +166,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--variant', default='unireplknet_test')
     p.add_argument('--batch-size', type=int, default=0, help='0 = the task recipe\'s batch size')
     p.add_argument('--workers', type=int, nargs='+', default=[0, 2])
-    p.add_argument('--batches', type=int, default=20, help='loader batches timed (after the first; with workers up to 2 x workers of them may be prefetched while the first is waited for)')
+    p.add_argument('--batches', type=int, default=20,
+                   help='loader batches timed (after the first; with workers up to 2 x workers of them may be '
+                        'prefetched while the first is waited for)')
     p.add_argument('--steps', type=int, default=5, help='training steps timed (after one warm-up)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--out', default=str(RESULTS_DIR / 'data_cpu.json'))

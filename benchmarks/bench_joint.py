@@ -120,7 +120,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     header = ['task', 'metric', '(a) single-task', '(b) joint (same total steps)', '(c) frozen trunk from',
               'trunk source', '(a) wall s', '(c) wall s']
     table = markdown_table(header, rows)
-    table += f'\n\nJoint run wall time: {record["joint"]["wall_s"]} s (vs {sum(record["single"][t]["wall_s"] for t in tasks):.1f} s for the single-task runs together).'
+    single_s = sum(record["single"][t]["wall_s"] for t in tasks)
+    table += (f'\n\nJoint run wall time: {record["joint"]["wall_s"]} s (vs {single_s:.1f} s for the single-task runs '
+              'together).')
     finish_machine(info, t0)
     record['table_markdown'] = table
     save()

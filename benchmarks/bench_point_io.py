@@ -35,9 +35,9 @@ def _meshes():
     chair = g()
     for size, at in (((1.0, 1.0, 0.08), (0, 0, 0.5)), ((1.0, 0.08, 0.9), (0, 0.92, 0.58))):
         chair += g.create_box(*size).translate(at)
-    for x in (0.06, 0.94):
+    for x in (0.06, 0.94):  # legs: their top caps sit just under the seat, so no coincident faces
         for y in (0.06, 0.94):
-            chair += g.create_cylinder(0.04, 0.5, resolution=48, split=12).translate((x, y, 0.24))  # top cap just under the seat: no coincident faces
+            chair += g.create_cylinder(0.04, 0.5, resolution=48, split=12).translate((x, y, 0.24))
     for x in np.linspace(0.1, 0.9, 5):
         chair += g.create_cylinder(0.02, 0.6, resolution=24, split=6).translate((x, 0.96, 1.1))
     rng = np.random.default_rng(0)

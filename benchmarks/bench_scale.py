@@ -289,7 +289,8 @@ def child(spec: Dict[str, Any]) -> Dict[str, Any]:
     torch.set_num_threads(1)
     import unimodal.data  # noqa: F401
     reader, workers = spec['reader'], spec['workers']
-    out: Dict[str, Any] = {'import_s': round(time.perf_counter() - t_start, 2), 'import_rss_mb': _status_mb('self', 'VmRSS')}
+    out: Dict[str, Any] = {'import_s': round(time.perf_counter() - t_start, 2),
+                           'import_rss_mb': _status_mb('self', 'VmRSS')}
     t0 = time.perf_counter()
     ds = _build(reader, Path(spec['data']), Path(spec['cache']))
     out['construct_s'] = round(time.perf_counter() - t0, 2)
@@ -368,7 +369,8 @@ def prepare_rate(data: Path, cache: Path, tree: Path, n: int, workers: int, time
 
 # ============================================================================================ driver
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--root', type=Path, default=Path('/tmp/unimodal_scale'), help='where the stand-ins are generated')
     p.add_argument('--readers', default=','.join(READERS), help=f'comma list of {READERS}')
     p.add_argument('--scale', type=float, default=1.0, help='fraction of the full sizes')

@@ -16,8 +16,9 @@ Sections (each can be run alone; results are merged into one JSON per device und
   time limit).
 
 Timing: every round times every row once, interleaved (load drift hits all rows alike); the GEMM reference
-(4096^3 fp32 matmul) is timed between every two rows, and each row is divided by the GEMMs on either side of it. With ``--threads 1`` (default: the machine is shared) time is the
-process CPU time, which excludes time the OS gave to other processes; with more threads it is wall time.
+(4096^3 fp32 matmul) is timed between every two rows, and each row is divided by the GEMMs on either side of it.
+With ``--threads 1`` (default: the machine is shared) time is the process CPU time, which excludes time the OS gave
+to other processes; with more threads it is wall time.
 
     python benchmarks/bench_speed.py                          # all sections, defaults
     python benchmarks/bench_speed.py --sections infer --variants p --batch 16 --rounds 3
@@ -427,7 +428,7 @@ def section_train(args, clock, out: Dict[str, Any]) -> None:
         grads = _grad_check(models, x, y)
         opts = {k: torch.optim.AdamW(m.parameters(), 1e-3) for k, m in models.items()}
 
-        def step(k):
+        def step(k, opts=opts, models=models):
             opts[k].zero_grad(set_to_none=True)
             F.cross_entropy(models[k](x), y).backward()
             opts[k].step()
@@ -537,7 +538,8 @@ def main(argv=None) -> int:
     p.add_argument('--peers', nargs='*', default=list(PEERS))
     p.add_argument('--public', help='infer, train: add rows of the public implementation (a local copy of its '
                                     'unireplknet.py; not in this repository) with our weights')
-    p.add_argument('--public-package', help=argparse.SUPPRESS)  # parent package of a --public file with relative imports
+    # parent package of a --public file with relative imports
+    p.add_argument('--public-package', help=argparse.SUPPRESS)
     p.add_argument('--no-onnxruntime', dest='onnxruntime', action='store_false',
                    help='infer: no onnxruntime rows (default: our ONNX export of the deploy form on onnxruntime)')
     p.add_argument('--batch', type=int, default=16)

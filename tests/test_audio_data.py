@@ -233,7 +233,8 @@ def test_float_wav_with_nan_samples_names_the_file_or_is_skipped(tmp_path, bad):
     sf.write(str(path), data[:, 0], SR, subtype='FLOAT')
     ds = SpeechCommands(root, split='train')
     index = [s.path for s in ds.samples].index(path)
-    with pytest.raises(DataError, match=r'spk02_nohash_0\.wav: 1 of 8000 samples are NaN or inf \(first at frame 100\)'):
+    msg = r'spk02_nohash_0\.wav: 1 of 8000 samples are NaN or inf \(first at frame 100\)'
+    with pytest.raises(DataError, match=msg):
         ds[index]
     ds = SpeechCommands(root, split='train', skip_bad=True)
     x, _ = ds[index]  # the next clip is served, the file is reported

@@ -1,5 +1,4 @@
 """The engine hands every caching reader the run's cache folder (data.cache_dir, the one cache rule)."""
-import os
 from pathlib import Path
 
 import pytest

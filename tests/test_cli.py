@@ -349,7 +349,7 @@ def test_usage_errors_exit_2_with_one_line(args, needle, run_cli, tmp_path, monk
     assert code == 2
     assert needle in err
     assert 'Traceback' not in err
-    assert len([l for l in err.splitlines() if 'error' in l]) == 1
+    assert len([line for line in err.splitlines() if 'error' in line]) == 1
     assert not (tmp_path / 'runs').exists()  # a run that fails to set up leaves no directory behind
 
 

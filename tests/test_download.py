@@ -397,7 +397,8 @@ def test_cli_download_network_faults_name_the_url(server, tmp_path, run_cli, mon
     cases.append((f'http://127.0.0.1:{silent.getsockname()[1]}/x', None, 'no answer within 0.5 s'))
     try:
         for url, sha, words in cases:
-            args = ['data', 'download', 'speech_commands', '--root', root, '--url', url] + (['--sha256', sha] if sha else [])
+            args = ['data', 'download', 'speech_commands', '--root', root, '--url', url]
+            args += ['--sha256', sha] if sha else []
             code, out, err = run_cli(*args)
             errors = [line for line in err.splitlines() if line.startswith('unimodal data: error:')]
             assert code == 2 and 'Traceback' not in err and len(errors) == 1, err

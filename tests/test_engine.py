@@ -214,7 +214,7 @@ def test_fake_run_writes_run_dir_and_learns(tmp_path):
     for name in ['config.yaml', 'metrics.jsonl', 'results.json', 'best.pt', 'last.pt', 'curves.png',
                  'confusion_fake_blobs.png']:
         assert (run / name).is_file(), name
-    log = [json.loads(l) for l in (run / 'metrics.jsonl').read_text().splitlines()]
+    log = [json.loads(line) for line in (run / 'metrics.jsonl').read_text().splitlines()]
     assert [r['epoch'] for r in log] == [1, 2, 3]
     assert all('fake_blobs' in r['val'] and 'lr' in r and 'time_s' in r for r in log)
     assert res['tasks']['fake_blobs']['num_samples'] == 13  # every test sample, nothing dropped
@@ -236,8 +236,9 @@ def test_resume_gives_the_same_final_metrics(tmp_path):
     assert resumed['metrics'] == full['metrics']
     log_full = (tmp_path / 'full' / 'metrics.jsonl').read_text().splitlines()
     log_part = (tmp_path / 'part' / 'metrics.jsonl').read_text().splitlines()
-    strip = lambda l: {k: v for k, v in json.loads(l).items() if k != 'time_s'}  # noqa: E731
-    assert [strip(l) for l in log_part] == [strip(l) for l in log_full]
+    def strip(line):
+        return {k: v for k, v in json.loads(line).items() if k != 'time_s'}
+    assert [strip(x) for x in log_part] == [strip(x) for x in log_full]
     # the optimizer state holds per-group lr scales: resuming with other groups is refused, naming the key
     with pytest.raises(ConfigError, match=r'train\.layer_decay=None.*0\.5'):
         train(resolve_run_config({}, {}, parse_set_overrides(['train.layer_decay=0.5']), base=base),

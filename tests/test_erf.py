@@ -166,7 +166,7 @@ def test_heatmaps_are_written_and_leave_the_backend_alone(tmp_path):
     assert not (tmp_path / 'x.jpg').exists()
 
 
-# ------------------------------------------------------------------------------------------------ inputs and task models
+# -------------------------------------------------------------------------------------- inputs and task models
 
 def test_task_model_erf_is_taken_on_the_adapter_grid():
     import unimodal

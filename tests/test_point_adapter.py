@@ -1,4 +1,5 @@
-"""Point-cloud adapter: depth and p2p_light projections (published p2p: test_point_p2p.py), gradients, re-parameterization, augmentation, voting, errors."""
+"""Point-cloud adapter: depth and p2p_light projections (published p2p: test_point_p2p.py), gradients,
+re-parameterization, augmentation, voting, errors."""
 import math
 
 import pytest

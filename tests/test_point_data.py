@@ -106,7 +106,8 @@ def test_cache_goes_to_the_cache_folder_never_the_data_folder(tmp_path, monkeypa
     assert ds.cache_dir == tmp_path / 'env_cache' / 'modelnet40' and len(list(ds.cache_dir.glob('*.npz'))) == 1
     assert sorted(p.relative_to(root) for p in root.rglob('*')) == before
     # an explicit cache_dir (the config's data.cache_dir) wins over the environment
-    assert ModelNet40(root, 'test', num_points=8, cache_dir=tmp_path / 'cfg').cache_dir == tmp_path / 'cfg' / 'modelnet40'
+    ds = ModelNet40(root, 'test', num_points=8, cache_dir=tmp_path / 'cfg')
+    assert ds.cache_dir == tmp_path / 'cfg' / 'modelnet40'
     # a folder that cannot be written: one clear error naming it and the two settings, no fallback
     (tmp_path / 'blocker').write_text('a file, not a folder')
     with pytest.raises(DataError, match=r'blocker/c.*not writable.*data\.cache_dir.*UNIMODAL_CACHE'):

@@ -3,7 +3,6 @@ example inputs of the spec, through a plug-in adapter written as a user would.""
 import json
 import textwrap
 
-import pytest
 import torch
 
 from unimodal.data.inputs import batch_size, describe, primary, take, to_device

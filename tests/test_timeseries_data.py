@@ -266,7 +266,9 @@ def test_csv_is_parsed_once(tmp_path, monkeypatch):
     from unimodal.data import timeseries_files as ts_files
     _write_csv(tmp_path / 'weather.csv')
     first = build_weather_datasets(tmp_path, input_len=L, horizon=H, cache_dir=tmp_path / 'cache')
-    monkeypatch.setattr(ts_files, 'read_csv_series', lambda *a, **k: (_ for _ in ()).throw(AssertionError('parsed again')))
+    def parsed_again(*a, **k):
+        raise AssertionError('parsed again')
+    monkeypatch.setattr(ts_files, 'read_csv_series', parsed_again)
     second = build_weather_datasets(tmp_path, input_len=L, horizon=H, cache_dir=tmp_path / 'cache')
     torch.testing.assert_close(second['val'][2][0], first['val'][2][0])
     assert second['train'].columns == ['a', 'b', 'OT'] and second['train'].times is not None

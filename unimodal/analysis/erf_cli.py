@@ -91,7 +91,8 @@ def run_erf(args: argparse.Namespace) -> int:
     if args.size is not None and (args.task or (args.checkpoint and not args.images and not args.noise)):
         raise ConfigError('--size applies to --images and --noise; a task\'s adapter sets its grid size')
     if args.data and (args.images or args.noise or not (args.task or args.checkpoint)):
-        raise ConfigError('--data applies to task data (--task, or a checkpoint\'s task); for pictures use --images DIR')
+        raise ConfigError('--data applies to task data (--task, or a checkpoint\'s task); '
+                          'for pictures use --images DIR')
     if args.size is not None and args.size < 32:
         raise ConfigError(f'--size must be >= 32 (the trunks downsample by 32), got {args.size}')
     for spec in args.model:  # before any data is read

@@ -65,7 +65,8 @@ def _metrics_table(metrics: Dict[str, Any]) -> List[str]:
             if k == 'baselines':
                 for name, m in v.items():
                     if isinstance(m, dict):
-                        lines.append(f'  {"baseline " + name:<24} ' + '  '.join(f'{kk} {_fmt(vv)}' for kk, vv in m.items()))
+                        values = '  '.join(f'{kk} {_fmt(vv)}' for kk, vv in m.items())
+                        lines.append(f'  {"baseline " + name:<24} ' + values)
             continue
         lines.append(f'  {k:<24} {_fmt(v)}')
     return lines

@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    'select the best epoch on the validation split and evaluate it on the test split.')
     t.add_argument('--task', help=f'task name ({TASK_CHOICES}) or a comma list for joint training, e.g. audio,point')
     t.add_argument('--data', help='data set directory (default: the task\'s built-in synthetic data)')
-    t.add_argument('--config', help='YAML recipe: a file, or the name of a shipped recipe (e.g. audio_speechcommands35)')
+    t.add_argument('--config', help='YAML recipe: a file or the name of a shipped recipe (e.g. audio_speechcommands35)')
     t.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
                    help='override a config key, e.g. --set train.lr=1e-3 (repeatable; values parsed as YAML)')
     t.add_argument('--model', help='trunk variant (unireplknet_a ... unireplknet_xl, unireplknet_test)')

@@ -26,7 +26,8 @@ from typing import (Any, Callable, Dict, List, Mapping, Optional, Sequence, Tupl
 from .errors import ConfigError, short_repr, suggest, unknown_key
 
 __all__ = [
-    'setting', 'DEFAULTS_CHOICES', 'DataConfig', 'TaskModelConfig', 'ModelConfig', 'TaskTrainConfig', 'TrainConfig', 'TaskEvalConfig',
+    'setting', 'DEFAULTS_CHOICES', 'DataConfig', 'TaskModelConfig', 'ModelConfig', 'TaskTrainConfig', 'TrainConfig',
+    'TaskEvalConfig',
     'EvalConfig', 'JointConfig', 'TaskSettings', 'RunConfig', 'SECTIONS', 'TASK_SECTIONS', 'section_keys',
     'is_free_form', 'joint_rule', 'task_names', 'check_value', 'check_option', 'build_run_config',
 ]

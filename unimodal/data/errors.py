@@ -58,7 +58,8 @@ class DataError(ValueError):
 
 def _from_worker_traceback(text: str) -> Tuple[str, str]:
     """``(path, problem)`` from torch's re-raise text ``"Caught DataError in DataLoader worker process 1. Original
-    Traceback ...\nunimodal.data.errors.DataError: <path>: <problem>"`` (so the error stays one line naming the file)."""
+    Traceback ...\nunimodal.data.errors.DataError: <path>: <problem>"`` (so the error stays one line naming the
+    file)."""
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
     where = re.match(r'Caught \w+ (.*?)\.$', lines[0]) if lines else None
     last = re.sub(r'^[\w.]*Error: ', '', lines[-1]) if lines else text

@@ -185,7 +185,8 @@ class ModelNet40(Dataset):
     @checked_options(OPTIONS)
     def __init__(self, root: PathLike, split: str = 'train', *, format: str = 'auto', num_points: int = 1024,
                  use_normals: bool = False, sampling: Optional[str] = None, redraw_from: Optional[int] = None,
-                 surface_samples: Optional[int] = None, cache_dir: Optional[PathLike] = None, val_fraction: float = 0.1, val_from: str = 'train',
+                 surface_samples: Optional[int] = None, cache_dir: Optional[PathLike] = None,
+                 val_fraction: float = 0.1, val_from: str = 'train',
                  off_up_axis: Optional[str] = 'z', list_prefix: str = 'modelnet40',
                  seed: int = 0, skip_bad: bool = False, prepare: bool = False, workers: int = 0) -> None:
         if split not in _SPLITS:

@@ -247,7 +247,8 @@ class SpeechCommands(Dataset):
                 rels.extend((rel, '') for rel in (f'{word}/{n}' for n in names) if rel not in listed)
             return rels
         name = _SPLIT_LISTS[self.split]
-        return [(rel.replace('\\', '/'), f'listed in {name} (line {i})') for i, rel in read_list_lines(self.root / name)]
+        lines = read_list_lines(self.root / name)
+        return [(rel.replace('\\', '/'), f'listed in {name} (line {i})') for i, rel in lines]
 
     def _build_index(self, words: List[str]) -> List[DataError]:
         """One pass over the split's clips (one open + header read each); returns the bad files found."""

@@ -3,7 +3,8 @@
 A run trains one :class:`~unimodal.engine.multitask.MultiTaskModel` (one shared trunk, an adapter and head per
 task). Each step takes one batch of one task; the tasks' batches are interleaved round-robin or by weighted
 sampling (the same order on every rank). Per task: its kind's loss (:mod:`unimodal.tasks.kinds`), label smoothing,
-mixup/cutmix, loss weight. Shared: optimiser, per-step schedule with warm-up, AMP, gradient accumulation and clipping, EMA.
+mixup/cutmix, loss weight. Shared: optimiser, per-step schedule with warm-up, AMP, gradient accumulation and
+clipping, EMA.
 
 The run directory (rank 0 writes it, locked for the run's life: :mod:`unimodal.engine.rundir`) holds
 ``config.yaml``, ``metrics.jsonl`` (one record per epoch, written before that epoch's checkpoints),
@@ -413,7 +414,8 @@ class _Run:
             if run.mixer is not None:
                 x, soft = run.mixer(x, y)
             boundary = (i + 1) % accum == 0 or i + 1 == len(plan)
-            sync = nullcontext() if boundary or not isinstance(ddp_model, DistributedDataParallel) else ddp_model.no_sync()
+            plain = boundary or not isinstance(ddp_model, DistributedDataParallel)
+            sync = nullcontext() if plain else ddp_model.no_sync()
             with sync:
                 with autocast(self.device, amp):
                     out = ddp_model(x, task=name)

@@ -84,7 +84,8 @@ class Adapter(nn.Module, metaclass=abc.ABCMeta):
         message so every adapter reports the expected and the received shape the same way.
         """
         if not torch.is_tensor(x):
-            raise InputShapeError(f'{self.name} adapter expects a torch.Tensor {self.input_desc}, got {type(x).__name__}')
+            raise InputShapeError(f'{self.name} adapter expects a torch.Tensor {self.input_desc}, '
+                                  f'got {type(x).__name__}')
 
     def shape_error(self, x: torch.Tensor, problem: str = '') -> InputShapeError:
         """Build the error for a batch of the wrong shape (expected vs received)."""
@@ -148,7 +149,8 @@ def register_adapter(name: Optional[str] = None):
         if not key:
             raise ValueError(f'{cls.__name__} has no name: set the class attribute `name` or pass one')
         if key in _ADAPTERS and _ADAPTERS[key] is not cls:
-            _logger.warning('adapter %r re-registered: %s replaces %s', key, cls.__qualname__, _ADAPTERS[key].__qualname__)
+            _logger.warning('adapter %r re-registered: %s replaces %s', key, cls.__qualname__,
+                            _ADAPTERS[key].__qualname__)
         cls.name = key
         _ADAPTERS[key] = cls
         return cls

@@ -55,7 +55,8 @@ def pose_matrix(poses: torch.Tensor) -> torch.Tensor:
 
 
 def euler_matrix(angles: torch.Tensor) -> torch.Tensor:
-    """``R_x(a) R_y(b) R_z(c)`` ``(..., 3, 3)`` of Euler angles ``(..., 3)`` = ``(a, b, c)`` (original ``euler2mat``)."""
+    """``R_x(a) R_y(b) R_z(c)`` ``(..., 3, 3)`` of Euler angles ``(..., 3)`` = ``(a, b, c)`` (the original's
+    ``euler2mat``)."""
     return (rotation_about_axis(angles[..., 0], 'x') @ rotation_about_axis(angles[..., 1], 'y')
             @ rotation_about_axis(angles[..., 2], 'z'))
 

@@ -77,7 +77,8 @@ class TaskSpec:
                 return torch.ones([batch, *shape], dtype=dtype)
             return torch.randint(0, 2, [batch, *shape], generator=g).to(dtype)
         if self.structured:
-            dtypes = self.input_dtype if isinstance(self.input_dtype, list) else [self.input_dtype] * len(self.input_shape)
+            dtypes = (self.input_dtype if isinstance(self.input_dtype, list)
+                      else [self.input_dtype] * len(self.input_shape))
             return tuple(one(s, d) for s, d in zip(self.input_shape, dtypes))
         return one(self.input_shape, self.input_dtype)
 
