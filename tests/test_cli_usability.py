@@ -48,11 +48,14 @@ def test_help_and_tasks_do_not_import_torch():
     assert 'HEAVY []' in out and 'usage: unimodal train' in out and 'usage: unimodal analyze erf' in out
 
 
-@pytest.mark.parametrize('order', ['unimodal first', 'timm first', 'timm submodule first'])
+@pytest.mark.parametrize('order', ['unimodal first', 'timm first', 'timm submodule first', 'find_spec first'])
 def test_timm_finds_the_variants_in_either_import_order(order):
     first = {'unimodal first': 'import unimodal\nimport timm',
              'timm first': 'import timm\nimport unimodal',
-             'timm submodule first': 'import unimodal\nfrom timm.models import create_model\nimport timm'}[order]
+             'timm submodule first': 'import unimodal\nfrom timm.models import create_model\nimport timm',
+             # an "is timm installed?" check imports nothing: the import after it still registers the variants
+             'find_spec first': 'import unimodal, importlib.util, sys\nassert importlib.util.find_spec("timm")\n'
+                                'assert "timm" not in sys.modules\nimport timm'}[order]
     out = _py(f'{first}\n'
               'm = timm.create_model("unireplknet_test", num_classes=3)\n'
               'import importlib.resources\n'

@@ -35,15 +35,22 @@ class _RegisterAfterTimm(importlib.abc.Loader):
         if module.__spec__ is not None:
             module.__spec__.loader = self.loader  # importlib.resources and reloads see timm's real loader
         self.loader.exec_module(module)
+        uninstall()  # here, not in find_spec: a bare find_spec('timm') (an "is it installed?" check) imports nothing
         _register()
 
 
 class _TimmFinder(importlib.abc.MetaPathFinder):
+    def __init__(self) -> None:
+        self._looking = False
+
     def find_spec(self, fullname: str, path: Optional[Sequence[str]], target: Optional[ModuleType] = None):
-        if fullname != 'timm':
+        if fullname != 'timm' or self._looking:
             return None
-        uninstall()  # one shot, and the look-up below must not find this finder again
-        spec = importlib.util.find_spec('timm')
+        self._looking = True  # the look-up below walks sys.meta_path again
+        try:
+            spec = importlib.util.find_spec('timm')
+        finally:
+            self._looking = False
         if spec is not None and spec.loader is not None:
             spec.loader = _RegisterAfterTimm(spec.loader)
         return spec
