@@ -215,17 +215,17 @@ def _conv(block: nn.Module, conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tens
     when compiling, ``auto`` stays on ``F.conv2d`` (its per-shape table lookup reads a file, which a traced graph
     cannot), an explicit backend is kept."""
     k, (d, _), (p, _) = weight.shape[-1], conv.dilation, conv.padding
-    if weight.is_leaf and weight.requires_grad and weight.shape[1] == 1 and not tracing():
-        # oneDNN returns a (C, 1, K, K) weight's gradient with channels-last strides from channels-last inputs: the
-        # same memory order, but strides differ in the size-1 dim, which DDP's bucket check flags on every rank
-        # ("Grad strides do not match bucket view strides"); these two views hand it back in the parameter's strides
-        weight = weight.squeeze(1).unsqueeze(1)
     if _device(x) == 'cuda' and conv.groups == conv.in_channels == conv.out_channels and conv.stride == (1, 1) \
             and k % 2 == 1 and weight.shape[-2] == k and conv.dilation == (d, d) and conv.padding == (p, p) \
             and p == d * (k - 1) // 2:
         backend = getattr(block, 'dw_backend', None)
         if not (tracing() and resolve_backend(backend) == 'auto'):
             return depthwise_conv(x, weight, bias, d, p, backend)
+    if weight.is_leaf and weight.requires_grad and weight.shape[1] == 1 and not tracing():
+        # oneDNN returns a (C, 1, K, K) weight's gradient with channels-last strides from channels-last inputs: the
+        # same memory order, but strides differ in the size-1 dim, which DDP's bucket check flags on every rank
+        # ("Grad strides do not match bucket view strides"); these two views hand it back in the parameter's strides
+        weight = weight.squeeze(1).unsqueeze(1)
     return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
