@@ -5,6 +5,7 @@ import sys
 from typing import Optional, Sequence
 
 from .common import UsageError, _setup_logging
+from ..predict.cli import run_predict
 from .data_commands import cmd_data
 from .model_commands import cmd_bench, cmd_export, cmd_models, cmd_reparam, cmd_tasks
 from .parser import build_parser
@@ -12,7 +13,8 @@ from .run_commands import cmd_eval, cmd_train
 
 
 _COMMANDS = {'train': cmd_train, 'eval': cmd_eval, 'reparam': cmd_reparam, 'export': cmd_export,
-             'bench': cmd_bench, 'models': cmd_models, 'tasks': cmd_tasks, 'data': cmd_data}
+             'bench': cmd_bench, 'models': cmd_models, 'tasks': cmd_tasks, 'data': cmd_data,
+             'predict': run_predict}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..predict.cli import DESCRIPTION as PREDICT_DESCRIPTION, add_predict_arguments
 from .common import TASK_CHOICES
 
 
@@ -67,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument('--out', help='output file (default: <checkpoint>.onnx)')
     x.add_argument('--task', help='task of a joint checkpoint')
     x.add_argument('--opset', type=int, default=17)
+
+    pr = sub.add_parser('predict', help='predict on files with a trained model', description=PREDICT_DESCRIPTION)
+    add_predict_arguments(pr)
 
     b = sub.add_parser('bench', help='speed of the trunk or a task model, training form vs deploy form',
                        description='Inference throughput (samples/s) in training form and deploy form.')
