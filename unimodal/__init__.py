@@ -15,5 +15,12 @@ _logging.getLogger(__name__).addHandler(_logging.NullHandler())
 __all__ = [
     'UniRepLKNet', 'load_checkpoint', 'ClassificationHead', 'ForecastHead', 'create_head', 'TaskModel',
     'create_model', 'create_trunk', 'Adapter', 'InputShapeError', 'get_adapter_class', 'list_adapters',
-    'register_adapter', '__version__',
+    'register_adapter', 'Predictor', '__version__',
 ]
+
+
+def __getattr__(name: str):
+    if name == 'Predictor':  # imported on first use (the predict package reads files of every modality)
+        from .predict.predictor import Predictor
+        return Predictor
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

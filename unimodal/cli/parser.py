@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser('reparam', help='convert a checkpoint to the deploy (re-parameterized) form',
                        description='Training form -> deploy form (same function), verified on a batch.')
     r.add_argument('checkpoint', help='run checkpoint (training form)')
-    r.add_argument('out', help='output checkpoint')
+    r.add_argument('out', help='a folder: the deploy artifact (model.safetensors, trunk.safetensors, config.json) '
+                               'that predict and timm load; a .pt/.pth file: a deploy-form run checkpoint')
 
     x = sub.add_parser('export', help='export a task model to ONNX (deploy form)',
                        description='Re-parameterize and export one task model; checked with onnxruntime if installed.')

@@ -96,7 +96,7 @@ def write_artifact(out_dir: Union[str, Path], model: 'MultiTaskModel', meta: Map
         'model': {**jsonable(meta), 'deploy': True},
         'trunk': {'file': TRUNK_FILE, 'timm_model': meta['variant'], 'timm_kwargs': timm_kwargs(meta, trunk_state)},
         'tasks': {n: jsonable(s.to_dict()) for n, s in specs.items()},
-        'inputs': jsonable(dict(inputs)),
+        'inputs': jsonable({n: (dict(v) if v is not None else None) for n, v in inputs.items()}),
         'source': jsonable(dict(source)),
     }
     write_text_atomic(out / CONFIG_FILE, json.dumps(config, indent=1) + '\n')

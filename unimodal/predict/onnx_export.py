@@ -21,7 +21,7 @@ import json
 import logging
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -79,10 +79,11 @@ def _export(model: nn.Module, x: Any, path: Path, opset: int) -> List[str]:
     return names
 
 
-def export_onnx(task_model: nn.Module, spec: TaskSpec, inputs: Mapping[str, Any], meta: Mapping[str, Any],
-                path: Union[str, Path], opset: int = 17) -> Tuple[Dict[str, Any], float]:
+def export_onnx(task_model: nn.Module, spec: TaskSpec, inputs: Optional[Mapping[str, Any]], meta: Mapping[str, Any],
+                path: Union[str, Path], opset: int = 17) -> Tuple[Dict[str, Any], Optional[float]]:
     """Export ``task_model`` (deploy form, eval mode) to ``path`` and write its sidecar; check it with
-    onnxruntime. Returns ``(sidecar, max relative difference onnxruntime vs PyTorch)``."""
+    onnxruntime. Returns ``(sidecar, max relative difference onnxruntime vs PyTorch)`` (``None``: onnxruntime is
+    not installed, nothing checked)."""
     path = Path(path)
     task_model = task_model.eval()
     x = spec.example_input()
@@ -109,7 +110,8 @@ def export_onnx(task_model: nn.Module, spec: TaskSpec, inputs: Mapping[str, Any]
     parts = graph_x if is_structured(graph_x) else (graph_x,)
     sidecar = {
         'format': SIDECAR_FORMAT, 'version': 1, 'task': spec.name, 'kind': spec.kind, 'classes': spec.classes,
-        'spec': jsonable(spec.to_dict()), 'inputs': jsonable(dict(inputs)), 'model': jsonable(dict(meta)),
+        'spec': jsonable(spec.to_dict()), 'inputs': jsonable(dict(inputs)) if inputs is not None else None,
+        'model': jsonable(dict(meta)),
         'graph': {'inputs': [{'name': n, 'shape': ['batch', *t.shape[1:]], 'dtype': str(t.dtype).replace('torch.', '')}
                              for n, t in zip(names, parts)],
                   'output': 'output', 'returns': 'logits' if spec.kind == 'classification' else
@@ -119,6 +121,10 @@ def export_onnx(task_model: nn.Module, spec: TaskSpec, inputs: Mapping[str, Any]
                                               'reader\'s output)'},
     }
     write_text_atomic(sidecar_path(path), json.dumps(sidecar, indent=1) + '\n')
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return sidecar, None
     got = OnnxTaskModel(path, sidecar)(x)
     diff = float((ref - got).abs().max() / ref.abs().max().clamp_min(1e-12))
     return sidecar, diff
