@@ -73,6 +73,7 @@ def _export(model: nn.Module, x: Any, path: Path, opset: int) -> List[str]:
         # shape checks in the adapters are constant for a given input rank: the tracer's warnings are expected
         warnings.simplefilter('ignore', category=torch.jit.TracerWarning)
         warnings.filterwarnings('ignore', category=DeprecationWarning)
+        warnings.filterwarnings('ignore', message='Constant folding', category=UserWarning)  # an optimisation note
         # the TorchScript-based exporter: no onnxscript dependency, and the batch axis stays dynamic
         torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=names, output_names=['output'],
                           opset_version=opset, dynamic_axes=dynamic)

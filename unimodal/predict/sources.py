@@ -75,7 +75,7 @@ def _from_checkpoint(path: Path, task: Optional[str]) -> LoadedModel:
     name = ckpt.task_name(task)
     inputs = checkpoint_inputs(ckpt, name)
     model, which = ckpt.build_model([name])
-    _logger.info('%s: task %s, %s weights (%s form)', path, name, which, 'deploy' if ckpt.deploy else 'training')
+    _logger.debug('%s: task %s, %s weights (%s form)', path, name, which, 'deploy' if ckpt.deploy else 'training')
     return LoadedModel(name, ckpt.specs[name], inputs, model.task_model(name), str(path), 'checkpoint')
 
 
