@@ -212,8 +212,8 @@ def test_deploy_artifact_predicts_like_the_checkpoint_and_timm_loads_its_trunk(t
                                                                          abs=1e-5)
     # timm loads the trunk file (strictly: every key used) and gives the trunk's features
     t = config['trunk']
-    trunk = timm.create_model(t['timm_model'], pretrained=True, pretrained_cfg_overlay=dict(file=str(folder / t['file'])),
-                              **t['timm_kwargs']).eval()
+    trunk = timm.create_model(t['timm_model'], pretrained=True,
+                              pretrained_cfg_overlay=dict(file=str(folder / t['file'])), **t['timm_kwargs']).eval()
     state = load_file(str(folder / 'trunk.safetensors'))
     assert sorted(trunk.state_dict()) == sorted(state)
     model = load_run_checkpoint(ckpt).build_model()[0].reparameterize().task_model(task)
