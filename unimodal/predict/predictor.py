@@ -155,7 +155,7 @@ class Predictor:
             except DataError as e:
                 if not skip_bad:
                     raise
-                _logger.warning('skipped %s: %s', e.path, e.problem)
+                _logger.debug('skipped %s: %s', e.path, e.problem)  # listed in the result
                 skipped.append({'input': str(e.path), 'problem': e.problem})
                 continue
             for sample in samples:
