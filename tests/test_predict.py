@@ -70,7 +70,7 @@ def _point_files(folder: Path) -> list:
     bply.write_bytes(header + b''.join(struct.pack('<3f', *p) for p in cloud))
     txt = folder / 'cloud.txt'
     txt.write_text(''.join(','.join('%.5f' % c for c in (*p, 0, 0, 1)) + '\n' for p in cloud))
-    import h5py
+    h5py = pytest.importorskip('h5py', reason='PointNet HDF5 files need the point extra (h5py)')
     h5 = folder / 'clouds.h5'
     with h5py.File(h5, 'w') as h:
         h['data'] = rng.normal(size=(2, 256, 3)).astype(np.float32)
@@ -79,6 +79,7 @@ def _point_files(folder: Path) -> list:
 
 
 def _clip(path: Path, frames: int = 24) -> Path:
+    pytest.importorskip('decord', reason='video needs the video extra (decord, av)')
     from unimodal.data.kinetics import _write_mp4
     rng = np.random.default_rng(1)
     _write_mp4(path, (rng.random((frames, 48, 64, 3)) * 255).astype(np.uint8))
