@@ -328,3 +328,36 @@ def test_bad_files_are_named_or_skipped_and_listed(runs, run_cli, tmp_path, buil
     bad_off.write_text('OFF\n3 1 0\n0 0 0\n1 0 0\n')
     code, _, err = run_cli('predict', '--checkpoint', runs('point'), bad_off)
     assert code == 2 and str(bad_off) in err and 'OFF header promises' in err
+
+
+def test_a_runs_named_eval_protocol_is_applied(runs, tmp_path, builtin_cache):
+    """A point run evaluated with published_8pose: predict averages the softmax of the 8 poses, as evaluation
+    scores them (here against the task's own protocol function on the evaluation reader's sample)."""
+    from unimodal import Predictor
+    from unimodal.config import resolve_run_config
+    from unimodal.engine.build import build_task_datasets, data_root
+    from unimodal.engine.checkpoint import load_run_checkpoint
+    from unimodal.tasks import resolve_task
+    out = tmp_path / 'p2p'
+    assert main(['train', '--task', 'point', '--model', 'unireplknet_test', *FAST, '--out', str(out),
+                 '--set', 'model.adapter.mode=p2p', '--set', 'model.adapter.image_size=28', '--set',
+                 'model.adapter.k=8', '--set', 'data.options.num_points=64', '--set',
+                 'eval.protocol=published_8pose']) == 0
+    ckpt = load_run_checkpoint(out / 'best.pt')
+    settings = resolve_run_config(None, None, None, base=ckpt.config).task_settings('point')
+    task = resolve_task('point')
+    ds = build_task_datasets(task, settings.data, data_root(task, settings.data)[0], splits=['test'])['test']
+    model = ckpt.build_model()[0].task_model('point')
+    x = ds[2][0].unsqueeze(0)
+    with torch.no_grad():
+        logits, _ = task.eval_predictor('published_8pose')(model, x, torch.zeros(1, dtype=torch.long))
+    assert logits.shape[0] == 8
+    p = Predictor(out / 'best.pt')
+    assert p.protocol == 'published_8pose'
+    got = p.predict(ds.sample_source(2), top_k=8).rows[0]['top']
+    probs = torch.zeros(8)
+    for t in got:
+        probs[t['index']] = t['probability']
+    torch.testing.assert_close(probs, logits.softmax(-1).mean(0), rtol=1e-5, atol=1e-6)
+    with pytest.raises(Exception, match='votes'):
+        Predictor(out / 'best.pt', votes=4)

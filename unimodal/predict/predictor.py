@@ -19,6 +19,7 @@ from torch.utils.data import default_collate
 
 from ..config.errors import ConfigError
 from ..data.errors import DataError
+from ..data.inputs import batch_size as count_inputs
 from ..data.inputs import to_device
 from .inputs import get_input_reader, expand_inputs
 from .output import Predictions
@@ -45,6 +46,9 @@ class Predictor:
         votes: point task: test-time voting over this many rotations about the up axis (mean softmax,
             :func:`unimodal.modalities.point.vote_predict`); 1: a single pass (the standard evaluation).
         clips, crops: video task: temporal clips x spatial crops per video (default: the run's test protocol).
+
+    A run evaluated with a named protocol (``eval.protocol``, e.g. the point task's ``published_8pose``) is asked the
+    same way: each input's answer is the mean softmax of the protocol's predictions for it.
 
     Attributes:
         task, kind, classes, spec: the task, ``'classification'`` or ``'forecast'``, class names, its spec.
@@ -78,6 +82,14 @@ class Predictor:
                     if value < 1:
                         raise ConfigError(f'{key} must be >= 1, got {value}')
                     self.settings[key] = int(value)
+        self.protocol = self.settings.get('eval_protocol')
+        self._protocol_fn = None
+        if self.protocol is not None:  # the run's named evaluation protocol, as `unimodal eval` scores it
+            if votes > 1:
+                raise ConfigError(f'{checkpoint} is evaluated with eval.protocol={self.protocol}; rotation voting '
+                                  f'(votes) is another protocol')
+            from ..tasks import resolve_task
+            self._protocol_fn = resolve_task(self.task).eval_predictor(self.protocol)
         if self.form == 'onnx':
             self.device = torch.device('cpu')
             if self.task == 'video' and loaded.model.input_rank == 5:  # exported for one view per video
@@ -96,6 +108,15 @@ class Predictor:
         inputs (what the task's reader yields, collated)."""
         x = to_device(x, self.device)
         if self.kind == 'classification':
+            if self._protocol_fn is not None:
+                # several predictions per input (e.g. one per test pose), each row with its input's index: the
+                # input's answer is their mean softmax
+                idx = torch.arange(count_inputs(x), device=self.device)
+                out, rows = self._protocol_fn(self.model, x, idx)
+                probs = out.float().softmax(dim=-1).cpu()
+                rows = rows.long().cpu()
+                total = torch.zeros(len(idx), probs.shape[-1]).index_add_(0, rows, probs)
+                return total / torch.bincount(rows, minlength=len(idx)).clamp_min(1).unsqueeze(1)
             if self.votes > 1:
                 from ..modalities.point import vote_predict
                 return vote_predict(self.model, x, num_votes=self.votes).float().cpu()

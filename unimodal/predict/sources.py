@@ -49,15 +49,16 @@ def choose_task(names: Sequence[str], requested: Optional[str], source: Union[st
 
 def checkpoint_inputs(ckpt: Any, name: str) -> Dict[str, Any]:
     """The input-reader settings of task ``name`` of a run checkpoint: its stored ``data.options`` over the
-    reader's defaults (and, for readers that need it, the reader defaults the run's data folder declares)."""
+    reader's defaults (and, for readers that need it, the reader defaults the run's data folder declares), and the
+    run's named evaluation protocol (``eval_protocol``) if it has one."""
     from ..config import resolve_run_config
     spec = ckpt.specs[name]
     reader = get_input_reader(name if not spec.plugin else spec.adapter)
     options: Dict[str, Any] = {}
-    root = None
+    root, protocol = None, None
     if ckpt.config:
         settings = resolve_run_config(None, None, None, base=ckpt.config).task_settings(name)
-        options = dict(settings.data.options)
+        options, protocol = dict(settings.data.options), settings.eval.protocol
         if reader.needs_root:
             from ..engine.build import data_root
             from ..tasks import resolve_task
@@ -66,7 +67,10 @@ def checkpoint_inputs(ckpt: Any, name: str) -> Dict[str, Any]:
             except (ConfigError, OSError) as e:
                 _logger.warning('%s: the run\'s data folder is not available (%s); the reader\'s defaults apply',
                                 ckpt.path, e)
-    return reader.settings(spec, options, root)
+    out = reader.settings(spec, options, root)
+    if protocol is not None:  # a named evaluation protocol of the task (e.g. the point task's published_8pose)
+        out['eval_protocol'] = protocol
+    return out
 
 
 def _from_checkpoint(path: Path, task: Optional[str]) -> LoadedModel:
