@@ -186,7 +186,17 @@ def test_predict_gives_the_evaluation_paths_outputs(task, runs, builtin_cache, t
 
 # ------------------------------------------------------------------------------------------------ artifacts
 
-@pytest.mark.parametrize('task', ['audio', 'image'])
+def _same_rows(a, b, tol=1e-5) -> None:
+    assert [r['input'] for r in a] == [r['input'] for r in b]
+    for ra, rb in zip(a, b):
+        if 'forecast' in ra:
+            np.testing.assert_allclose(ra['forecast'], rb['forecast'], rtol=tol, atol=tol)
+            continue
+        assert [t['index'] for t in ra['top']][:1] == [t['index'] for t in rb['top']][:1]
+        assert [t['probability'] for t in ra['top']] == pytest.approx([t['probability'] for t in rb['top']], abs=tol)
+
+
+@pytest.mark.parametrize('task', TASKS)
 def test_deploy_artifact_predicts_like_the_checkpoint_and_timm_loads_its_trunk(task, runs, run_cli, tmp_path,
                                                                               builtin_cache):
     import timm
@@ -200,17 +210,15 @@ def test_deploy_artifact_predicts_like_the_checkpoint_and_timm_loads_its_trunk(t
     folder = tmp_path / 'deploy'
     assert sorted(p.name for p in folder.iterdir()) == ['config.json', 'model.safetensors', 'trunk.safetensors']
     config = json.loads((folder / 'config.json').read_text())
-    assert config['format'] == 'unimodal-deploy' and config['model']['deploy'] is True
-    assert config['tasks'][task]['classes'] and config['inputs'][task]
+    assert config['format'] == 'unimodal-deploy' and config['model']['deploy'] is True and config['inputs'][task]
+    spec = config['tasks'][task]
+    assert spec['classes'] if task != 'timeseries' else spec['head_kwargs']['horizon'] == 24
     files = _inputs(task, tmp_path, builtin_cache)
     ref = Predictor(ckpt).predict(files, top_k=3)
     for source in (folder, folder / 'config.json', folder / 'model.safetensors'):
         got = Predictor(source).predict(files, top_k=3)
         assert got.form == 'artifact'
-        for a, b in zip(ref.rows, got.rows):
-            assert [t['index'] for t in a['top']] == [t['index'] for t in b['top']]
-            assert [t['probability'] for t in a['top']] == pytest.approx([t['probability'] for t in b['top']],
-                                                                         abs=1e-5)
+        _same_rows(ref.rows, got.rows)
     # timm loads the trunk file (strictly: every key used) and gives the trunk's features
     t = config['trunk']
     trunk = timm.create_model(t['timm_model'], pretrained=True,
@@ -260,12 +268,7 @@ def test_onnx_export_sidecar_and_predict_with_onnxruntime(task, in_graph, runs, 
     assert code == 0, err
     a, b = (json.loads((tmp_path / f).read_text())['predictions'] for f in ('o.json', 't.json'))
     assert len(a) == len(b)
-    if task == 'timeseries':
-        np.testing.assert_allclose(a[0]['forecast'], b[0]['forecast'], rtol=1e-4, atol=1e-4)
-        return
-    for ra, rb in zip(a, b):
-        assert [t['index'] for t in ra['top']][:1] == [t['index'] for t in rb['top']][:1]
-        assert [t['probability'] for t in ra['top']] == pytest.approx([t['probability'] for t in rb['top']], abs=1e-4)
+    _same_rows(a, b, tol=1e-4)
 
 
 # ------------------------------------------------------------------------------------------------ joint, API
