@@ -284,6 +284,14 @@ def test_joint_checkpoint_needs_task(runs, run_cli, tmp_path, builtin_cache):
     assert res['task'] == 'audio' and len(res['predictions']) == 1
     code, _, err = run_cli('predict', '--checkpoint', ckpt, '--task', 'video', wav)
     assert code == 2 and "not 'video'" in err
+    # the joint deploy artifact holds both tasks: the same choice
+    code, _, err = run_cli('reparam', ckpt, tmp_path / 'joint')
+    assert code == 0, err
+    code, _, err = run_cli('predict', '--checkpoint', tmp_path / 'joint', wav)
+    assert code == 2 and 'audio, point' in err
+    code, out2, err = run_cli('predict', '--checkpoint', tmp_path / 'joint', '--task', 'audio', wav, '--json', '-')
+    assert code == 0, err
+    _same_rows(res['predictions'], json.loads(out2)['predictions'])
 
 
 def test_python_api(runs, tmp_path, builtin_cache):
