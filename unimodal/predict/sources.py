@@ -73,6 +73,14 @@ def checkpoint_inputs(ckpt: Any, name: str) -> Dict[str, Any]:
     return out
 
 
+def _inputs_of(stored: Optional[Dict[str, Any]], name: str, path: Path) -> Dict[str, Any]:
+    get_input_reader(name)  # a task without a file reader (a plug-in) is refused here, naming the task
+    if not stored:
+        raise ConfigError(f'{path}: no input-reader settings for task {name} (written by an older unimodal?); '
+                          f'predict from the run checkpoint, or write the artifact again')
+    return dict(stored)
+
+
 def _from_checkpoint(path: Path, task: Optional[str]) -> LoadedModel:
     from ..engine.checkpoint import load_run_checkpoint
     ckpt = load_run_checkpoint(path)
@@ -87,9 +95,8 @@ def _from_artifact(path: Path, task: Optional[str]) -> LoadedModel:
     from .artifact import read_artifact
     model, specs, config = read_artifact(path)
     name = choose_task(list(specs), task, path)
-    get_input_reader(name)
-    return LoadedModel(name, specs[name], dict(config['inputs'][name]), model.task_model(name), str(path),
-                       'artifact')
+    return LoadedModel(name, specs[name], _inputs_of(config.get('inputs', {}).get(name), name, path),
+                       model.task_model(name), str(path), 'artifact')
 
 
 def _from_onnx(path: Path, task: Optional[str]) -> LoadedModel:
@@ -98,7 +105,7 @@ def _from_onnx(path: Path, task: Optional[str]) -> LoadedModel:
     side = model.sidecar
     name = choose_task([side['task']], task, path)
     spec = TaskSpec.from_dict(side['spec'], name=name)
-    return LoadedModel(name, spec, dict(side['inputs']), model, str(path), 'onnx')
+    return LoadedModel(name, spec, _inputs_of(side.get('inputs'), name, path), model, str(path), 'onnx')
 
 
 def load_model(path: Union[str, Path], task: Optional[str] = None) -> LoadedModel:
