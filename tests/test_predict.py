@@ -219,6 +219,9 @@ def test_deploy_artifact_predicts_like_the_checkpoint_and_timm_loads_its_trunk(t
         got = Predictor(source).predict(files, top_k=3)
         assert got.form == 'artifact'
         _same_rows(ref.rows, got.rows)
+    code, _, err = run_cli('reparam', ckpt, tmp_path / 'deploy.pt')  # the deploy-form .pt: a run checkpoint
+    assert code == 0, err
+    _same_rows(ref.rows, Predictor(tmp_path / 'deploy.pt').predict(files, top_k=3).rows)
     # timm loads the trunk file (strictly: every key used) and gives the trunk's features
     t = config['trunk']
     trunk = timm.create_model(t['timm_model'], pretrained=True,
