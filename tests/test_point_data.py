@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from unimodal.data import modelnet as mn
+from unimodal.data import point_files
 from unimodal.data.errors import DataError
 from unimodal.data.modelnet import ModelNet40, detect_format, load_restricted_pickle, make_builtin_modelnet, read_off
 
@@ -85,7 +86,7 @@ def test_off_cache_is_npz_and_second_pass_does_no_mesh_work(tmp_path, monkeypatc
     def boom(*a, **k):
         raise AssertionError('mesh read on a cached pass')
 
-    monkeypatch.setattr(mn, 'read_off', boom)
+    monkeypatch.setattr(point_files, 'read_off', boom)  # the per-file step (unimodal.data.point_files)
     second = ModelNet40(root, 'train', num_points=16, cache_dir=cache, val_fraction=0, prepare=True)
     for i in range(len(second)):
         assert torch.equal(second[i][0], ref[i])

@@ -18,9 +18,9 @@ _EXPORTS = {
     'ClassificationHead': 'models.heads', 'ForecastHead': 'models.heads', 'create_head': 'models.heads',
     'TaskModel': 'models.task_model', 'create_model': 'models.task_model', 'create_trunk': 'models.task_model',
     'Adapter': 'modalities', 'InputShapeError': 'modalities', 'get_adapter_class': 'modalities',
-    'list_adapters': 'modalities', 'register_adapter': 'modalities',
+    'list_adapters': 'modalities', 'register_adapter': 'modalities', 'Predictor': 'predict.predictor',
 }
-_SUBPACKAGES = ('analysis', 'cli', 'config', 'data', 'engine', 'layers', 'modalities', 'models', 'tasks')
+_SUBPACKAGES = ('analysis', 'cli', 'config', 'data', 'engine', 'layers', 'modalities', 'models', 'predict', 'tasks')
 
 __all__ = [*_EXPORTS, '__version__']
 

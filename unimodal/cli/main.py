@@ -7,6 +7,7 @@ from typing import Optional, Sequence, Tuple
 
 from .analyze_commands import cmd_analyze
 from .common import UsageError, _setup_logging
+from ..predict.cli import run_predict
 from .data_commands import cmd_data
 from .model_commands import cmd_bench, cmd_export, cmd_models, cmd_reparam
 from .parser import build_parser
@@ -16,7 +17,8 @@ from .threads import apply_threads
 
 
 _COMMANDS = {'train': cmd_train, 'eval': cmd_eval, 'reparam': cmd_reparam, 'export': cmd_export,
-             'bench': cmd_bench, 'models': cmd_models, 'tasks': cmd_tasks, 'data': cmd_data, 'analyze': cmd_analyze}
+             'bench': cmd_bench, 'models': cmd_models, 'tasks': cmd_tasks, 'data': cmd_data, 'analyze': cmd_analyze,
+             'predict': run_predict}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

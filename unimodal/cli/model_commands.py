@@ -9,12 +9,15 @@ from .common import UsageError, _rel_diff
 
 
 def cmd_reparam(args: argparse.Namespace) -> int:
+    """Training form -> deploy form, checked on each task's example batch; OUT a folder: the deploy artifact
+    (model.safetensors, trunk.safetensors, config.json: what predict and timm load); OUT a .pt/.pth: a deploy-form
+    run checkpoint (what eval loads)."""
     import torch
     from ..engine.checkpoint import load_run_checkpoint, save_checkpoint, to_plain
     ckpt = load_run_checkpoint(args.checkpoint)
     if ckpt.deploy:
         raise UsageError(f'{args.checkpoint} is already in deploy form')
-    model, _ = ckpt.build_model()
+    model, which = ckpt.build_model()
     inputs = {n: s.example_input() for n, s in ckpt.specs.items()}
     with torch.no_grad():
         before = {n: model.task_model(n)(x) for n, x in inputs.items()}
@@ -27,59 +30,65 @@ def cmd_reparam(args: argparse.Namespace) -> int:
         print(f'{n}: max relative difference train form vs deploy form {d:.3e}')
     if worst > 1e-3:
         raise UsageError(f're-parameterization changed the outputs (max relative difference {worst:.3e}); not saved')
-    out = {k: v for k, v in ckpt.raw.items() if k not in ('optimizer', 'scheduler', 'scaler', 'model_ema')}
-    out.update({'model': model.state_dict(), 'model_ema': None, 'optimizer': None, 'scheduler': None,
-                'scaler': None, 'model_meta': {**ckpt.meta, 'deploy': True},
-                'tasks': {n: to_plain(s.to_dict()) for n, s in ckpt.specs.items()}})
-    save_checkpoint(out, Path(args.out))
     n_before = sum(v.numel() for k, v in ckpt.raw['model'].items() if not k.endswith('num_batches_tracked'))
     n_after = sum(p.numel() for p in model.parameters())
-    print(f'wrote {args.out} (deploy form; {n_after / 1e6:.3f}M parameters, training form {n_before / 1e6:.3f}M '
-          f'state entries)')
+    sizes = f'{n_after / 1e6:.3f}M parameters, training form {n_before / 1e6:.3f}M state entries'
+    out_path = Path(args.out)
+    if out_path.suffix in ('.pt', '.pth'):
+        out = {k: v for k, v in ckpt.raw.items() if k not in ('optimizer', 'scheduler', 'scaler', 'model_ema')}
+        out.update({'model': model.state_dict(), 'model_ema': None, 'optimizer': None, 'scheduler': None,
+                    'scaler': None, 'model_meta': {**ckpt.meta, 'deploy': True},
+                    'tasks': {n: to_plain(s.to_dict()) for n, s in ckpt.specs.items()}})
+        save_checkpoint(out, out_path)
+        print(f'wrote {out_path} (deploy-form run checkpoint; {sizes})')
+        return 0
+    from ..config import ConfigError
+    from ..predict.artifact import write_artifact
+    from ..predict.sources import checkpoint_inputs
+    readers = {}
+    for n in ckpt.specs:
+        try:
+            readers[n] = checkpoint_inputs(ckpt, n)
+        except ConfigError as e:  # a plug-in task: the artifact holds the model, predict cannot read its files
+            print(f'{n}: no input reader for predict ({e})')
+            readers[n] = None
+    write_artifact(out_path, model, ckpt.meta, ckpt.specs, readers,
+                   {'checkpoint': str(ckpt.path), 'epoch': ckpt.raw.get('epoch'), 'weights': which})
+    print(f'wrote {out_path}/ (deploy artifact: model.safetensors, trunk.safetensors, config.json; {sizes})')
+    print(f'predict: unimodal predict --checkpoint {out_path} INPUT ...')
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    import torch
     from ..engine.checkpoint import load_run_checkpoint
+    from ..predict.onnx_export import export_onnx, sidecar_path
+    from ..predict.sources import checkpoint_inputs
     ckpt = load_run_checkpoint(args.checkpoint)
     name = ckpt.task_name(args.task)
     model, _ = ckpt.build_model([name])
     if not ckpt.deploy:
         model.reparameterize()
-    task_model = model.task_model(name).eval()
-    x = ckpt.specs[name].example_input()
     out_path = Path(args.out or Path(args.checkpoint).with_suffix(f'.{name}.onnx'))
-    with torch.no_grad():
-        ref = task_model(x)
-    _onnx_export(task_model, x, out_path, args.opset)
-    print(f'wrote {out_path}')
+    from ..config import ConfigError
     try:
-        import onnxruntime as ort
-    except ImportError:
+        inputs = checkpoint_inputs(ckpt, name)
+    except ConfigError as e:  # a plug-in task: exported, but predict cannot read its files
+        print(f'{name}: no input reader for predict ({e})')
+        inputs = None
+    sidecar, d = export_onnx(model.task_model(name), ckpt.specs[name], inputs, ckpt.meta, out_path, args.opset)
+    print(f'wrote {out_path} and {sidecar_path(out_path)}')
+    graph = sidecar['graph']['inputs'][0]
+    print(f'graph input {graph["name"]} {graph["shape"]} {graph["dtype"]}; adapter in the graph: '
+          f'{sidecar["adapter"]["in_graph"]}')
+    if sidecar['adapter']['in_graph'] != 'whole':
+        print(f'before the graph (unimodal predict applies it): {sidecar["adapter"]["before_graph"]}')
+    if d is None:
         print('onnxruntime not installed: export not checked (pip install onnxruntime)')
         return 0
-    sess = ort.InferenceSession(str(out_path), providers=['CPUExecutionProvider'])
-    got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
-    d = _rel_diff(ref, torch.from_numpy(got))
     print(f'onnxruntime vs PyTorch: max relative difference {d:.3e}')
     if d > 1e-3:
         raise UsageError(f'the ONNX model disagrees with PyTorch (max relative difference {d:.3e})')
     return 0
-
-
-def _onnx_export(model, x, path: Path, opset: int) -> None:
-    import torch
-    kwargs = dict(input_names=['input'], output_names=['output'], opset_version=opset,
-                  dynamic_axes={'input': {0: 'batch'}, 'output': {0: 'batch'}})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    import warnings
-    with warnings.catch_warnings():
-        # shape checks in the adapters are constant for a given input rank: the tracer's warnings are expected
-        warnings.simplefilter('ignore', category=torch.jit.TracerWarning)
-        warnings.filterwarnings('ignore', category=DeprecationWarning)
-        # the TorchScript-based exporter: no onnxscript dependency, and the batch axis stays dynamic
-        torch.onnx.export(model, (x,), str(path), dynamo=False, **kwargs)
 
 
 def _bench_loop(fn, x, steps: int, warmup: int, device) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import List, Optional, Sequence, Tuple
 
+from ..predict.cli import DESCRIPTION as PREDICT_DESCRIPTION, add_predict_arguments
 from .common import TASK_CHOICES
 from .threads import parse_threads
 
@@ -85,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser('reparam', help='convert a checkpoint to the deploy (re-parameterized) form',
                        description='Training form -> deploy form (same function), verified on a batch.')
     r.add_argument('checkpoint', help='run checkpoint (training form)')
-    r.add_argument('out', help='output checkpoint')
+    r.add_argument('out', help='a folder: the deploy artifact (model.safetensors, trunk.safetensors, config.json) '
+                               'that predict and timm load; a .pt/.pth file: a deploy-form run checkpoint')
 
     x = sub.add_parser('export', help='export a task model to ONNX (deploy form)',
                        description='Re-parameterize and export one task model; checked with onnxruntime if installed.')
@@ -94,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument('--out', help='output file (default: <checkpoint>.onnx)')
     x.add_argument('--task', help='task of a joint checkpoint')
     x.add_argument('--opset', type=int, default=17)
+
+    pr = sub.add_parser('predict', help='predict on files with a trained model', description=PREDICT_DESCRIPTION)
+    add_predict_arguments(pr)
 
     b = sub.add_parser('bench', help='speed of the trunk or a task model, training form vs deploy form',
                        description='Inference throughput (samples/s) in training form and deploy form.')

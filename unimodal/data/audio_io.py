@@ -24,7 +24,8 @@ import torch
 
 from .errors import DataError
 
-__all__ = ['AudioHeader', 'read_audio_header', 'read_audio', 'resample', 'MAX_RATIO_TERM']
+__all__ = ['AudioHeader', 'read_audio_header', 'read_audio', 'resample', 'frames_needed', 'load_clip', 'clip_input',
+           'MAX_RATIO_TERM']
 
 PathLike = Union[str, Path]
 
@@ -131,3 +132,32 @@ def frames_needed(out_samples: int, orig: int, new: int) -> int:
     if orig == new:
         return out_samples
     return int(math.ceil(out_samples * orig / new)) + 64
+
+
+def load_clip(path: PathLike, sample_rate: int, clip_samples: int,
+              header: Optional[AudioHeader] = None) -> torch.Tensor:
+    """A clip's real samples at ``sample_rate`` (mono, at most ``clip_samples``, not padded): the readers' one way to
+    load a clip (a data set's indexed clip, or one file given to ``unimodal predict``).
+
+    Args:
+        header: the clip's frames and rate if known (an index); read from the file otherwise.
+
+    Raises:
+        DataError: unreadable, truncated, non-finite audio (naming the file).
+    """
+    frames, rate = header if header is not None else read_audio_header(path)
+    want = min(frames, frames_needed(clip_samples, rate, sample_rate))
+    data, sr = read_audio(path, frames=want)
+    if data.shape[0] < want:
+        raise DataError(path, f'truncated audio: the header declares {frames} frames, '
+                              f'{data.shape[0]} could be decoded', reason='truncated')
+    wav = torch.from_numpy(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0])
+    if sr != sample_rate:
+        wav = resample(wav, sr, sample_rate)
+    return wav[:clip_samples].contiguous()
+
+
+def clip_input(wav: torch.Tensor, clip_samples: int, return_length: bool = False):
+    """A clip's model input: zero-padded to ``clip_samples``, with its real length when ``return_length``."""
+    x = torch.nn.functional.pad(wav, (0, clip_samples - wav.shape[0]))
+    return (x, torch.tensor(wav.shape[0], dtype=torch.int64)) if return_length else x

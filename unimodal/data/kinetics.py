@@ -38,7 +38,6 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
@@ -47,6 +46,7 @@ from .builtin import build_once
 from .clip_augment import ClipRandAugment
 from .errors import DataError, SkipReport, load_or_next
 from .inputs import flatten_repeats_collate
+from .video_clips import IMAGENET_MEAN, IMAGENET_STD, SPLITS, ClipViews, _open_video
 from .options import OPTIONAL_PATH, RATIO_RANGE, SCALE_RANGE, Option, checked_options
 from .kinetics_index import (VIDEO_EXTENSIONS, AnnotationIndex, find_annotation, parse_annotation, read_class_list,
                              stat_sizes)
@@ -56,9 +56,6 @@ _logger = logging.getLogger(__name__)
 __all__ = ['Kinetics', 'OPTIONS', 'make_builtin_kinetics', 'read_class_list', 'find_annotation', 'BUILTIN_CLASSES',
            'IMAGENET_MEAN', 'IMAGENET_STD', 'VIDEO_EXTENSIONS']
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-SPLITS = ('train', 'val', 'test')
 _LIST_PATTERNS = ('{s}.txt', '{s}_list.txt', 'kinetics400_{s}_list_videos.txt', '{s}.csv',
                   'annotations/{s}.csv', 'annotations/{s}.txt')
 
@@ -86,20 +83,6 @@ OPTIONS = {
 }
 
 
-def _open_video(path: str):
-    """A fresh decord reader (never shared: one per call, hence one per DataLoader worker)."""
-    import decord  # lazy: heavy optional dependency
-    try:
-        vr = decord.VideoReader(str(path), num_threads=1)
-        n = len(vr)
-    except Exception as e:  # decord raises its own DECORDError/RuntimeError on broken containers
-        raise DataError(path, f'cannot decode video ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""})',
-                        reason='undecodable') from None
-    if n < 1:
-        raise DataError(path, 'video has no frames', reason='undecodable')
-    return vr, n
-
-
 class _Samples(_SequenceABC):
     """A read-only view of a :class:`Kinetics` index as ``(path, label)`` pairs (built on access)."""
 
@@ -115,7 +98,7 @@ class _Samples(_SequenceABC):
         return Path(self._ds._path(i)), int(self._ds._labels[i])
 
 
-class Kinetics(Dataset):
+class Kinetics(Dataset, ClipViews):
     """Kinetics-style clip classification data set; yields ``(clip, label)``.
 
     ``clip`` is ``(3, T, S, S)`` (train/val) or ``(V, 3, T, S, S)`` with ``V = num_clips·num_crops`` (test).
@@ -163,8 +146,8 @@ class Kinetics(Dataset):
             raise ValueError(f'repeats applies to the train split only (got split {split!r})')
         self.repeats = repeats
         self.root = Path(root)
-        self.split = split
-        self.num_frames, self.stride, self.image_size = num_frames, stride, image_size
+        ClipViews.__init__(self, split, num_frames=num_frames, stride=stride, image_size=image_size,
+                           num_clips=num_clips, num_crops=num_crops)
         self.crop_scale, self.crop_ratio = tuple(crop_scale), tuple(crop_ratio)
         self.flip = flip
         # torchvision's v2 transforms draw their parameters once per call: every frame of a (T, C, H, W) clip gets
@@ -181,7 +164,6 @@ class Kinetics(Dataset):
                 raise ConfigError(f'data.options.{e}') from None
         if erase_prob > 0:
             self._erase = v2.RandomErasing(p=erase_prob, value='random')
-        self.num_clips, self.num_crops = num_clips, num_crops
         self.skip_bad = skip_bad
         self.skip_report = SkipReport(f'kinetics/{split}')
 
@@ -220,8 +202,6 @@ class Kinetics(Dataset):
                                              f'{self.skip_report.count} skipped)')
         _logger.info('Kinetics %s (%s): %d videos listed, %d found and used, %d skipped', split, self.annotation,
                      self._listed, len(rows), self.skip_report.count)
-        self._mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1, 1)
-        self._std = torch.tensor(IMAGENET_STD).view(3, 1, 1, 1)
 
     # ------------------------------------------------------------------ index
     def _usable(self, index: AnnotationIndex, threads: int) -> Tuple[np.ndarray, List[DataError]]:
@@ -281,62 +261,6 @@ class Kinetics(Dataset):
         """The index as a sequence of ``(path, label)``."""
         return _Samples(self)
 
-    def _indices(self, n: int, start: int) -> List[int]:
-        # clips longer than the video repeat its last frame (as VideoMAE/mmaction2 do)
-        return [min(start + i * self.stride, n - 1) for i in range(self.num_frames)]
-
-    def _starts(self, n: int) -> List[int]:
-        span = (self.num_frames - 1) * self.stride + 1
-        room = max(0, n - span)
-        if self.split == 'train':
-            return [int(torch.randint(room + 1, ()).item())]
-        if self.split == 'val':
-            return [room // 2]
-        if self.num_clips == 1:
-            return [room // 2]
-        return [round(room * i / (self.num_clips - 1)) for i in range(self.num_clips)]
-
-    def _decode(self, path: str) -> torch.Tensor:
-        """Frames of all clips of a video as ``(clips, T, H, W, 3)`` uint8 (one fresh reader per call)."""
-        vr, n = _open_video(path)
-        starts = self._starts(n)
-        idx = [i for s in starts for i in self._indices(n, s)]
-        try:
-            frames = vr.get_batch(idx).asnumpy()
-        except Exception as e:
-            raise DataError(path, f'cannot decode frames {idx[0]}..{idx[-1]} of {n} '
-                                  f'({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""})') from None
-        finally:
-            del vr
-        if frames.ndim != 4 or frames.shape[-1] != 3:
-            raise DataError(path, f'decoded frames have shape {frames.shape}, expected (T, H, W, 3)')
-        return torch.from_numpy(frames).view(len(starts), self.num_frames, *frames.shape[1:])
-
-    def _resize(self, x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
-        """``(T, 3, h, w)`` float → ``(T, 3, size)``."""
-        if tuple(x.shape[-2:]) == tuple(size):
-            return x
-        return F.interpolate(x, size=size, mode='bilinear', align_corners=False, antialias=True)
-
-    def _short_side_crops(self, x: torch.Tensor, num_crops: int) -> List[torch.Tensor]:
-        h, w = x.shape[-2:]
-        s = self.image_size
-        nh, nw = (s, max(s, round(w * s / h))) if h <= w else (max(s, round(h * s / w)), s)
-        x = self._resize(x, (nh, nw))
-        long_room, along_w = (nw - s, True) if nw >= nh else (nh - s, False)
-        offsets = [long_room // 2] if num_crops == 1 else \
-            [round(long_room * i / (num_crops - 1)) for i in range(num_crops)]
-        other = ((nh - s) // 2) if along_w else ((nw - s) // 2)
-        crops = []
-        for o in offsets:
-            top, left = (other, o) if along_w else (o, other)
-            crops.append(x[..., top:top + s, left:left + s])
-        return crops
-
-    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
-        """``(T, 3, S, S)`` in [0, 1] → ``(3, T, S, S)`` normalised."""
-        return (x.transpose(0, 1) - self._mean) / self._std
-
     def _train_view(self, frames: torch.Tensor) -> torch.Tensor:
         """One augmented ``(3, T, S, S)`` clip of decoded ``(T, H, W, 3)`` uint8 frames (published order:
         RandAugment, random resized crop + flip, normalisation, random erasing)."""
@@ -356,11 +280,7 @@ class Kinetics(Dataset):
             if self.repeats == 1:
                 return self._train_view(frames[0]), label
             return torch.stack([self._train_view(frames[0]) for _ in range(self.repeats)]), label
-        clips = frames.permute(0, 1, 4, 2, 3).float().div_(255)  # (clips, T, 3, H, W)
-        if self.split == 'val':
-            return self._normalise(self._short_side_crops(clips[0], 1)[0]), label
-        views = [self._normalise(c) for clip in clips for c in self._short_side_crops(clip, self.num_crops)]
-        return torch.stack(views), label
+        return self.eval_views(frames), label
 
     def __getitem__(self, index: int) -> Tuple[torch.Tensor, int]:
         # a video that fails to decode: raised, or under skip_bad reported and replaced by the next video

@@ -43,7 +43,6 @@ cloud from the stored one, farthest point sampling of ``redraw_from`` points fro
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -63,8 +62,10 @@ from .index import StringTable
 from .options import OPTIONAL_PATH, Option, checked_options
 from .modelnet_builtin import BUILTIN_CLASSES, make_builtin_modelnet
 from .point_formats import (FORMATS, LAYOUT_HELP, detect_format, read_names, read_off, read_ply_h5,
-                            read_point_bert_dat, read_point_text, resolve_root, write_npz)
-from .point_geometry import farthest_point_sample, normalize_unit_sphere, rotate_up_to_y, sample_surface
+                            read_point_bert_dat, resolve_root, write_npz)
+from .point_files import file_cloud, reduce_cloud
+from .point_files import stable_seed as _stable_seed
+from .point_geometry import farthest_point_sample, normalize_unit_sphere, sample_surface
 from .restricted_pickle import RestrictedUnpickler, load_restricted_pickle
 
 _logger = logging.getLogger(__name__)
@@ -100,10 +101,6 @@ OPTIONS = {
     'prepare': Option(bool),
     'workers': Option(int, lo=0),
 }
-
-
-def _stable_seed(*parts: Any) -> int:
-    return int.from_bytes(hashlib.sha1('|'.join(map(str, parts)).encode()).digest()[:8], 'little')
 
 
 def _val_subset(labels: Sequence[int], fraction: float, seed: int) -> np.ndarray:
@@ -413,27 +410,9 @@ class ModelNet40(Dataset):
 
     def _compute(self, path: str) -> np.ndarray:
         """Read one per-file sample and reduce it to its stored ``(points, 6)`` (xyz + normals), normalised."""
-        if self.format == 'off':
-            verts, faces = read_off(path)
-            rng = np.random.default_rng(_stable_seed('modelnet-surface', self.seed, os.path.basename(path)))
-            try:
-                source = sample_surface(verts, faces, self.surface_samples, rng)
-            except ValueError as e:
-                raise DataError(path, f'cannot sample the mesh surface: {e}', reason='degenerate mesh') from e
-            fps = True
-        else:
-            source, fps = read_point_text(path), self.sampling == 'fps'
-        n = self._stored_points
-        if self._redraw:  # the source of re-draws is never padded with repeats
-            n = min(n, len(source))
-            if n < self._redraw:
-                raise DataError(path, f'{n} points, fewer than redraw_from={self._redraw}', reason='too few points')
-        pts = source[farthest_point_sample(source, n) if fps else np.resize(np.arange(min(n, len(source))), n)]
-        if self.format == 'off':
-            pts = rotate_up_to_y(pts, self.off_up_axis)
-        if not np.isfinite(pts).all():
-            raise DataError(path, 'non-finite coordinates', reason='non-finite')
-        return normalize_unit_sphere(pts)
+        return file_cloud(path, self._stored_points, surface_samples=self.surface_samples,
+                          fps=self.sampling == 'fps', up_axis=self.off_up_axis, seed=self.seed,
+                          redraw_from=self._redraw)
 
     def _file_points(self, index: int) -> np.ndarray:
         """The cached sample of a per-file entry, computed and cached on first use."""
@@ -554,8 +533,7 @@ class ModelNet40(Dataset):
         else:
             pts = self._points[self._offsets[index]:self._offsets[index + 1]]
             if not self._redraw:
-                pts = pts[farthest_point_sample(pts, self.num_points) if self.sampling == 'fps'
-                          else np.resize(np.arange(min(self.num_points, len(pts))), self.num_points)]
+                pts = reduce_cloud(pts, self.num_points, self.sampling == 'fps')
         if self._redraw:
             pts = self._draw(pts, index)
         cols = 6 if self.use_normals else 3

@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..config.errors import ConfigError, short_repr
-from .audio_io import frames_needed, read_audio, read_audio_header, resample
+from .audio_io import AudioHeader, clip_input, frames_needed, load_clip, read_audio, read_audio_header, resample
 from .builtin import build_once
 from .cache import file_stamp, reader_cache_dir, stable_key
 from .errors import DataError, SkipReport, load_or_next
@@ -365,29 +365,21 @@ class SpeechCommands(Dataset):
         # a str path, not the samples view's Path: a pathlib.Path per sample interns its parts and grows every
         # worker over an epoch
         path = os.path.join(self._root_s, self._rel[index])
-        frames, want = int(self._frames[index]), self._frames_read(index)
-        silence = bool(self._silence[index])
-        if silence:
-            data, sr = read_audio(path, start=int(self._offsets[index]), frames=want)
-        else:
-            data, sr = read_audio(path, frames=want)
-            if data.shape[0] < want:
-                raise DataError(path, f'truncated audio: the header declares {frames} frames, '
-                                      f'{data.shape[0]} could be decoded', reason='truncated')
+        if not self._silence[index]:
+            header = AudioHeader(int(self._frames[index]), int(self._rates[index]))
+            return load_clip(path, self.sample_rate, self.clip_samples, header)
+        data, sr = read_audio(path, start=int(self._offsets[index]), frames=self._frames_read(index))
         wav = torch.from_numpy(data.mean(axis=1) if data.shape[1] > 1 else data[:, 0])
         if sr != self.sample_rate:
             wav = resample(wav, sr, self.sample_rate)
-        if silence:
-            wav = wav * float(self._gains[index])
-        return wav[:self.clip_samples].contiguous()
+        return (wav * float(self._gains[index]))[:self.clip_samples].contiguous()
 
     def _item(self, index: int) -> Tuple[Any, Any]:
         """``(input, target)``: mixed when ``mixup`` draws so, zero-padded, with the real length if asked."""
         wav, target = self._load(index), int(self._labels[index])
         if self.mixup is not None:
             wav, target = self._mixed(wav, target)
-        x = torch.nn.functional.pad(wav, (0, self.clip_samples - wav.shape[0]))
-        return ((x, torch.tensor(wav.shape[0], dtype=torch.int64)) if self.return_length else x), target
+        return clip_input(wav, self.clip_samples, self.return_length), target
 
     def _mixed(self, wav: torch.Tensor, label: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """The published per-sample mixup (AST ``_wav2fbank`` / ``__getitem__``) and its soft target.
