@@ -40,6 +40,7 @@ from .build import build_model, build_task_datasets, data_root, eval_loader, tra
 from .checkpoint import (CHECKPOINT_FORMAT, CheckpointError, RunCheckpoint, copy_atomic, get_rng_state,
                          init_trunk_from, load_run_checkpoint, load_weights, model_meta, save_checkpoint,
                          set_rng_state, to_plain, write_text_atomic)
+from .data_init import init_heads_from_data
 from .distributed import DistInfo, all_reduce_sum, barrier, broadcast_object, init_distributed
 from .evaluate import Progress, autocast, evaluate, evaluate_dataset, no_progress
 from .finite import non_finite_training_loss
@@ -251,6 +252,8 @@ class _Run:
             _logger.info('trunk initialised from pretrained weights: %s', cfg.model.pretrained)
         if cfg.model.init_from and self.resume is None:
             init_trunk_from(model, cfg.model.init_from)
+        if self.resume is None:  # e.g. a forecast head's least-squares linear skip
+            init_heads_from_data(model, {r.name: r.sets['train'] for r in runs})
         if tcfg.grad_checkpointing:
             model.trunk.set_grad_checkpointing(True)
         model.to(self.device)

@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from ..config.errors import ConfigError
 from ..data.modelnet import ModelNet40, make_builtin_modelnet
 from ..modalities.point import predict_poses, published_test_poses
-from .base import Predictor, Task, register_task
+from .base import Predictor, Task, register_task, with_from_scratch_defaults
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config.schema import TaskSettings
@@ -70,12 +70,12 @@ class PointTask(Task):
         # Built-in set (8 parametric shape classes, 232 train / 24 val / 80 test clouds): depth mode at 64 px with
         # unireplknet_test reaches ~90% accuracy (chance 1/8) in about 2-3 minutes on a 2-core CPU (~7 steps of
         # batch 32 per epoch); the first run also samples the meshes into the npz cache (once, ~10-20 s).
-        return {
+        return with_from_scratch_defaults({
             'data': {'options': {'num_points': 1024}},
             'model': {'adapter': {'mode': 'depth', 'image_size': 64}},
             'train': {'epochs': 10, 'batch_size': 32, 'lr': 2e-3, 'weight_decay': 0.05, 'warmup_epochs': 1,
                       'label_smoothing': 0.1},
-        }
+        })
 
     def make_builtin(self, cache_dir: Path) -> Path:
         return make_builtin_modelnet(Path(cache_dir) / 'modelnet_builtin')

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from torch.utils.data import Dataset
 
-from .base import Task, register_task
+from .base import Task, register_task, with_from_scratch_defaults
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config.schema import TaskSettings
@@ -51,14 +51,14 @@ class VideoTask(Task):
         # cheapest layout (one 64x64 image per clip) and the stem sees all frames, so motion is visible early.
         # No flip: the built-in classes include left/right and clockwise/anticlockwise motion. The test split is
         # scored with 2 temporal clips x 1 crop (the model averages the views' softmax scores itself).
-        return {
+        return with_from_scratch_defaults({
             'data': {'options': {'num_frames': 8, 'stride': 4, 'image_size': 64, 'flip': False,
                                  'crop_scale': [0.6, 1.0], 'num_clips': 2, 'num_crops': 1}},
             'model': {'adapter': {'mode': 'channels', 'num_frames': 8, 'image_size': 64}},
             'train': {'epochs': 10, 'batch_size': 8, 'lr': 2e-3, 'weight_decay': 0.05, 'warmup_epochs': 1,
                       'schedule': 'cosine'},
             'eval': {'batch_size': 16},
-        }
+        })
 
     def make_builtin(self, cache_dir: Path) -> Path:
         from ..data.kinetics import make_builtin_kinetics
