@@ -36,13 +36,13 @@ TASKS = ('audio', 'point', 'video', 'timeseries', 'image')
 SETTINGS = {'before': ['model.trunk.layer_scale_init_value=1e-6', 'train.precise_bn=0'], 'after': []}
 
 
-def run_one(task: str, seed: int, setting: str, epochs: int, work: Path) -> Dict[str, Any]:
+def run_one(task: str, seed: int, setting: str, epochs: int, work: Path, extra: List[str]) -> Dict[str, Any]:
     from unimodal.config import parse_set_overrides, resolve_run_config
     from unimodal.engine.trainer import train
     out = work / f'{task}_{setting}_{seed}'
     if out.exists():
         shutil.rmtree(out)
-    sets = ['train.device=cpu', f'train.seed={seed}', *SETTINGS[setting]]
+    sets = ['train.device=cpu', f'train.seed={seed}', *SETTINGS[setting], *extra]
     cfg = resolve_run_config({}, {'task': task}, parse_set_overrides(sets))
     t0 = time.perf_counter()
     train(cfg, out_dir=out, stop_after_epochs=min(epochs, cfg.train.epochs))
@@ -51,10 +51,10 @@ def run_one(task: str, seed: int, setting: str, epochs: int, work: Path) -> Dict
     spec = torch.load(out / 'last.pt', map_location='cpu', weights_only=True)['tasks'][task]
     classes = spec.get('classes') or []
     chance = past_chance(task, curve, len(classes) or None)
-    train_acc = [r['train'].get(task, {}).get('loss') for r in curve]
+    train_loss = [r['train'].get(task, {}).get('loss') for r in curve]
     return {'seed': seed, 'setting': setting, 'epochs_run': len(curve), 'schedule_epochs': cfg.train.epochs,
             'past_chance_epoch': chance['epoch'], 'rule': chance['rule'], 'val_curve': chance['val_curve'],
-            'train_loss': train_acc, 'wall_s': round(wall, 1), 'overrides': SETTINGS[setting],
+            'train_loss': train_loss, 'wall_s': round(wall, 1), 'overrides': SETTINGS[setting] + extra,
             'num_classes': len(classes) or None}
 
 
@@ -93,6 +93,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--seeds', default='0,1,2')
     p.add_argument('--settings', default='before,after')
     p.add_argument('--epochs', type=int, default=3, help='stop after this many epochs (the schedule is the full one)')
+    p.add_argument('--set', dest='extra', action='append', default=[], metavar='KEY=VALUE',
+                   help='a further config override for every run (trying a change to the defaults)')
     p.add_argument('--threads', type=int, default=1)
     p.add_argument('--out', default=str(RESULTS_DIR / 'start_cpu.json'))
     args = p.parse_args(argv)
@@ -114,7 +116,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             for seed in [int(s) for s in args.seeds.split(',') if s]:
                 for setting in settings:
                     print(f'=== {task} seed {seed} {setting}', flush=True)
-                    runs.append(run_one(task, seed, setting, args.epochs, Path(tmp)))
+                    runs.append(run_one(task, seed, setting, args.epochs, Path(tmp), args.extra))
                     print(f"    past chance at epoch {runs[-1]['past_chance_epoch']}: "
                           f"{[round(r['val'], 3) for r in runs[-1]['val_curve']]}", flush=True)
                     record['tasks'][task] = {'runs': runs, 'summary': summarise(runs), 'epochs': args.epochs}
