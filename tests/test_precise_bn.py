@@ -116,7 +116,7 @@ def test_round_robin_batches_take_each_task_in_turn_and_at_most_one_pass():
     from torch.utils.data import DataLoader, TensorDataset
     a = DataLoader(TensorDataset(torch.zeros(10, 1), torch.zeros(10)), batch_size=4)  # 3 batches
     b = DataLoader(TensorDataset(torch.ones(20, 1), torch.zeros(20)), batch_size=4)  # 5 batches
-    names = [n for n, _ in round_robin_batches({'a': a, 'b': b}, 4, set_epoch=0)]
+    names = [n for n, _ in round_robin_batches({'a': a, 'b': b}, {'a': 4, 'b': 4}, set_epoch=0)]
     assert names == ['a', 'b', 'a', 'b', 'a', 'b', 'b']
 
 
@@ -143,6 +143,8 @@ def test_trainer_calls_it_before_each_validation_only_when_on(tmp_path, monkeypa
     assert calls == [2, 2]
     train(fake_cfg('train.epochs=1', 'train.precise_bn=50'), out_dir=tmp_path / 'capped')
     assert calls[-1] == 5  # 40 samples / batch 8: one pass at most
+    train(fake_cfg('train.epochs=1', 'train.precise_bn=50', 'train.max_steps_per_epoch=2'), out_dir=tmp_path / 'short')
+    assert calls[-1] == 2  # ... and at most an epoch's batches
     # the recomputed statistics are what best.pt stores and what was validated
     ck = torch.load(tmp_path / 'capped' / 'best.pt', weights_only=True)
     log = [json.loads(line) for line in (tmp_path / 'capped' / 'metrics.jsonl').read_text().splitlines()]

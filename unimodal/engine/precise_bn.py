@@ -18,7 +18,6 @@ evaluates the same statistics.
 """
 from __future__ import annotations
 
-import logging
 from typing import Any, Callable, Dict, Iterable, List, Tuple
 
 import torch
@@ -26,8 +25,6 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .distributed import all_reduce_sum
-
-_logger = logging.getLogger(__name__)
 
 __all__ = ['trained_batchnorms', 'recompute_bn_stats', 'round_robin_batches']
 
@@ -106,16 +103,17 @@ def recompute_bn_stats(model: nn.Module, batches: Iterable[Any], forward: Callab
     return {'batches': n, 'updated': len(bns) - kept, 'kept': kept}
 
 
-def round_robin_batches(loaders: Dict[str, Any], num_batches: int, set_epoch: int) -> Iterable[Tuple[str, Any]]:
-    """``(task, inputs)`` pairs: up to ``num_batches`` training batches of each task (at most one pass over its
-    loader: more would repeat samples), the tasks taken in turn. ``set_epoch`` seeds the samplers' shuffle (the
+def round_robin_batches(loaders: Dict[str, Any], num_batches: Dict[str, int],
+                        set_epoch: int) -> Iterable[Tuple[str, Any]]:
+    """``(task, inputs)`` pairs: up to ``num_batches[task]`` training batches of each task (at most one pass over
+    its loader: more would repeat samples), the tasks taken in turn. ``set_epoch`` seeds the samplers' shuffle (the
     same on every rank). Targets are dropped."""
     iters = {}
     for name, loader in loaders.items():
         sampler = getattr(loader, 'sampler', None)
         if hasattr(sampler, 'set_epoch'):
             sampler.set_epoch(set_epoch)
-        iters[name] = (iter(loader), min(num_batches, len(loader)))
+        iters[name] = (iter(loader), min(num_batches[name], len(loader)))
     for i in range(max((n for _, n in iters.values()), default=0)):
         for name, (it, n) in iters.items():
             if i < n:

@@ -440,9 +440,9 @@ class _Run:
         return stats, step
 
     def _precise_bn(self, model: MultiTaskModel, runs: List[TaskRun], epoch: int, amp: str) -> None:
-        """Recompute the BatchNorm statistics on up to ``train.precise_bn`` training batches per task
-        (:mod:`unimodal.engine.precise_bn`); the next epoch reseeds, so resuming draws the same."""
-        batches = round_robin_batches({r.name: r.train_loader for r in runs}, self.cfg.train.precise_bn,
+        """:mod:`~unimodal.engine.precise_bn` on <= ``train.precise_bn`` batches a task (the next epoch reseeds)."""
+        batches = round_robin_batches({r.name: r.train_loader for r in runs},
+                                      {r.name: min(self.cfg.train.precise_bn, r.batches) for r in runs},
                                       set_epoch=epoch * 1000 + 999)
 
         def forward(item: Tuple[str, Any]) -> None:
@@ -450,8 +450,7 @@ class _Run:
                 model.task_model(item[0])(to_device(item[1], self.device, non_blocking=True))
 
         report = recompute_bn_stats(model, batches, forward, world_size=self.dist.world_size)
-        _logger.debug('epoch %d: precise BN statistics from %d batches (%d BatchNorms)', epoch + 1,
-                      report['batches'], report['updated'])
+        _logger.debug('epoch %d: precise BN: %s', epoch + 1, report)
 
     # -------------------------------------------------------------------------------------------- state
     def _checkpoint(self, model, ema, optimizer, schedule, scaler, epoch, step, best, specs) -> Dict[str, Any]:
