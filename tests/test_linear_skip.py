@@ -78,10 +78,18 @@ def test_lsq_init_starts_as_the_least_squares_linear_forecaster():
     assert mse < 0.2 * persistence  # far better than a trivial forecast before any training step
 
 
-def test_lsq_skip_needs_the_linear_forecaster():
-    with pytest.raises(ValueError, match='linear_skip'):
-        create_model('timeseries', variant='unireplknet_test', input_len=48, horizon=24, num_series=11,
-                     mode='paper', group_size=11, forecaster='corrformer', linear_skip='lsq')
+def test_skip_wraps_the_corrformer_decoder_too_and_bad_values_fail():
+    torch.manual_seed(0)
+    m = create_model('timeseries', variant='unireplknet_test', input_len=24, horizon=12, num_series=8,
+                     mode='paper', group_size=4, embed_dim=12, forecaster='corrformer',
+                     forecaster_options={'n_heads': 8, 'd_ff': 32, 'node_list': [2]}, linear_skip='zero').eval()
+    assert isinstance(m.head, LinearSkipForecastHead) and getattr(m.head.head, 'takes_state', False)
+    x = torch.randn(2, 24, 8)
+    with torch.no_grad():
+        before = m(x)
+        torch.nn.init.constant_(m.head.skip.bias, 0.5)
+        after = m(x)
+    assert before.shape == (2, 12, 8) and not torch.allclose(before, after)  # the skip reaches the output
     with pytest.raises(ValueError, match='linear_skip'):
         _model('yes')
 

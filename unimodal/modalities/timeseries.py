@@ -172,7 +172,7 @@ class TimeSeriesAdapter(Adapter):
             published Corrformer decoder, :class:`~unimodal.models.corrformer.CorrformerHead`).
         forecaster_options: keyword arguments of the Corrformer head (``label_len``, ``n_heads``, ``d_ff``,
             ``node_list``, ``moving_avg``, ``dropout``, ...).
-        linear_skip: add a linear map from the normalised window to the horizon to the linear head's forecast
+        linear_skip: add a linear map from the normalised window to the horizon to the head's forecast
             (:class:`~unimodal.models.heads.LinearSkipForecastHead`, as RLinear): ``'off'`` (as published),
             ``'zero'`` (starts at zero) or ``'lsq'`` (fitted by least squares on the training windows before
             training; the task defaults).
@@ -212,11 +212,7 @@ class TimeSeriesAdapter(Adapter):
         coord_dim = self.option('coord_dim', coord_dim, int, lo=0)
         embed_dropout = self.option('embed_dropout', embed_dropout, Optional[float], lo=0, hi=1)
         forecaster = self.option('forecaster', forecaster, str, choices=_FORECASTERS)
-        linear_skip = self.option('linear_skip', linear_skip, str, choices=_LINEAR_SKIP)
-        if linear_skip != 'off' and forecaster != 'linear':
-            raise ValueError(f"linear_skip={linear_skip!r} applies to forecaster='linear' (the Corrformer decoder "
-                             f"has its own trend path)")
-        self.linear_skip = linear_skip
+        self.linear_skip = self.option('linear_skip', linear_skip, str, choices=_LINEAR_SKIP)
         if forecaster_options is not None and not isinstance(forecaster_options, dict):
             raise ValueError(f'timeseries adapter option forecaster_options must be a mapping of keyword arguments, '
                              f'got {type(forecaster_options).__name__}')
@@ -397,17 +393,20 @@ class TimeSeriesAdapter(Adapter):
         return yn
 
     def create_head(self, in_features: int, **head_kwargs: Any) -> Optional[nn.Module]:
-        """The Corrformer decoder for ``forecaster='corrformer'``; the shared linear head with a linear skip for
-        ``linear_skip``; ``None`` (the shared linear head) otherwise."""
-        if self.forecaster != 'corrformer':
-            if self.linear_skip == 'off':
-                return None
-            from ..models.heads import LinearSkipForecastHead
-            from ..tasks.kinds import get_kind
+        """The Corrformer decoder for ``forecaster='corrformer'``, else ``None`` (the shared linear head); either
+        wrapped with the linear skip when ``linear_skip`` is on."""
+        base = self._corrformer_head(in_features, **head_kwargs) if self.forecaster == 'corrformer' else None
+        if self.linear_skip == 'off':
+            return base
+        from ..models.heads import LinearSkipForecastHead
+        from ..tasks.kinds import get_kind
+        if base is None:
             base = get_kind('forecast').create_head(in_features, num_views=self.num_views,
                                                     series_per_view=self.series_per_view, owner=self.name,
                                                     **head_kwargs)
-            return LinearSkipForecastHead(base, self.input_len, head_kwargs['horizon'], init=self.linear_skip)
+        return LinearSkipForecastHead(base, self.input_len, head_kwargs['horizon'], init=self.linear_skip)
+
+    def _corrformer_head(self, in_features: int, **head_kwargs: Any) -> nn.Module:
         from ..models.corrformer import CorrformerHead
         extra = sorted(k for k, v in head_kwargs.items() if v is not None and k not in ('horizon', 'drop_rate'))
         if extra:

@@ -94,7 +94,8 @@ class ForecastHead(nn.Module):
 
 
 class LinearSkipForecastHead(nn.Module):
-    """A forecast head plus a linear skip from the normalised input window to the horizon (as RLinear / DLinear:
+    """A forecast head (the shared linear one or the Corrformer decoder) plus a linear skip from the normalised input
+    window to the horizon (as RLinear / DLinear:
     ``head(features) + Linear_L→H(window)``, one ``L → H`` map over time shared by every series).
 
     Why: on small real sets the trunk alone lost to the least-squares linear forecaster (benchmarks/README.md);
@@ -123,7 +124,7 @@ class LinearSkipForecastHead(nn.Module):
         normed = state.normed
         if normed is None or normed.ndim != 3 or normed.shape[1] != self.input_len:
             raise ValueError(f'the linear skip needs the normalised window (B, {self.input_len}, N) in the state')
-        out = self.head(x)
+        out = self.head(x, state) if getattr(self.head, 'takes_state', False) else self.head(x)
         return out + self.skip(normed.transpose(1, 2)).transpose(1, 2)
 
     @torch.no_grad()
