@@ -13,10 +13,17 @@ The sets come from ``benchmarks/real_data/prepare.py`` (see ``real_data/PROVENAN
 
 ``python benchmarks/bench_real.py --data-root DIR`` runs all four tasks, 3 seeds, and merges the results into
 ``results/real_cpu.json`` task by task. Quick check: ``--tasks audio --seeds 0 --epochs 2``.
+
+The baselines do not depend on the trunk's settings. ``--baselines-from OLD.json`` takes a task's baseline rows
+(small CNN, k-NN, least-squares linear) for a seed from an earlier record instead of training them again, when the
+prepared set is the same one: its provenance must match the record's (the digest of every prepared file,
+``data_sha256``, where the old record has it; else the recorded summary: builder, seed, classes, counts, package
+versions). A mismatch is an error; reused rows carry ``reused_from``. (The audio CNN costs ~1000 s per seed.)
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -186,20 +193,26 @@ def run_task(task: str, data: Path, seeds: List[int], args: argparse.Namespace, 
     """All seeds of one task; ``save`` receives the record after every seed (partial results survive)."""
     runs: List[Dict[str, Any]] = []
     rec: Dict[str, Any] = {}
+    reuse = reusable_baselines(Path(args.baselines_from), task, data) if args.baselines_from else {}
     for seed in seeds:
         print(f'=== {task} seed {seed}: trunk via the CLI', flush=True)
         trunk = run_trunk(task, data, seed, args, work)
         res, cfg = trunk['results'], trunk['config']
-        classes = res['tasks'][task].get('classes') or []
-        chance = past_chance(task, trunk['curve'], len(classes) or None)
+        key = next(iter(res['tasks']))  # the task's current name (weather runs as timeseries)
+        classes = res['tasks'][key].get('classes') or []
+        chance = past_chance(key, trunk['curve'], len(classes) or None)
         run: Dict[str, Any] = {'seed': seed, 'trunk': {
             'metrics': _plain(res['metrics']), 'best_epoch': res['best_epoch'], 'epochs': cfg['train']['epochs'],
             'params': res['model']['params'], 'wall_s': trunk['wall_s'], 'past_chance': chance,
             'argv': trunk['argv']}}
-        print(f'=== {task} seed {seed}: small CNN, same settings', flush=True)
-        torch.manual_seed(seed)
-        run['baselines'] = train_baseline(task, cfg, argparse.Namespace(seed=seed, workers=args.workers))
-        if classes:
+        if seed in reuse:
+            print(f'=== {task} seed {seed}: baselines reused from {args.baselines_from}', flush=True)
+            run['baselines'] = reuse[seed]
+        else:
+            print(f'=== {task} seed {seed}: small CNN, same settings', flush=True)
+            torch.manual_seed(seed)
+            run['baselines'] = train_baseline(task, cfg, argparse.Namespace(seed=seed, workers=args.workers))
+        if classes and 'knn' not in run['baselines']:
             print(f'=== {task} seed {seed}: k-NN on descriptors', flush=True)
             t0 = time.perf_counter()
             run['baselines']['knn'] = {**knn(descriptors(task, cfg)), 'wall_s': round(time.perf_counter() - t0, 1)}
@@ -252,7 +265,40 @@ def provenance_summary(data: Path) -> Dict[str, Any]:
             'clips_per_class')
     return {**{k: p[k] for k in keep if k in p},
             'packages': sorted({f"{s['package']} {s['version']}" for s in p.get('sources', [])})
-            + sorted(f'{k} {v}' for k, v in p.get('programs', {}).items())}
+            + sorted(f'{k} {v}' for k, v in p.get('programs', {}).items()),
+            'data_sha256': data_digest(data)}
+
+
+def data_digest(data: Path) -> str:
+    """sha256 over every prepared file of a set (relative path and content, in path order)."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in data.rglob('*') if p.is_file()):
+        h.update(str(f.relative_to(data)).encode() + b'\0')
+        with open(f, 'rb') as fh:
+            for block in iter(lambda: fh.read(1 << 20), b''):
+                h.update(block)
+    return h.hexdigest()
+
+
+def reusable_baselines(path: Path, task: str, data: Path) -> Dict[int, Dict[str, Any]]:
+    """``{seed: baselines}`` of ``task`` in the record at ``path`` when its data set is this one (see the module
+    docstring); raises ``ValueError`` naming what differs."""
+    old = json.loads(path.read_text())['tasks'].get(task)
+    if not old or not old.get('runs'):
+        return {}
+    was, now = old.get('provenance') or {}, provenance_summary(data)
+    if 'data_sha256' in was:
+        keys, how = ['data_sha256'], 'digest of the prepared files'
+    else:
+        keys = sorted(k for k in now if k != 'data_sha256')
+        how = 'provenance summary (the old record has no file digest): ' + ', '.join(keys)
+    differ = [k for k in keys if was.get(k) != now.get(k)]
+    if differ:
+        raise ValueError(f'--baselines-from {path}: task {task} was recorded on another data set ({", ".join(differ)} '
+                         f'differ from {data}); run without --baselines-from')
+    src = f'{path.name} (seed\'s baselines reused: same data set by {how})'
+    return {int(r['seed']): {name: {**row, 'reused_from': src} for name, row in r['baselines'].items()}
+            for r in old['runs'] if r.get('baselines')}
 
 
 def fmt_ms(s: Dict[str, float]) -> str:
@@ -290,6 +336,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument('--workers', type=int, default=0)
     p.add_argument('--threads', type=int, default=1, help='torch threads here and OMP_NUM_THREADS of the CLI runs '
                                                           '(0 = torch default)')
+    p.add_argument('--baselines-from', default=None,
+                   help='reuse the baseline rows of this earlier record where its data set is the same (see above)')
     p.add_argument('--work-dir', default=None, help='keep the run folders here (default: a temporary folder)')
     p.add_argument('--out', default=str(RESULTS_DIR / 'real_cpu.json'), help='results JSON (tasks are merged in)')
     args = p.parse_args(argv)

@@ -15,6 +15,11 @@ pytestmark = pytest.mark.skipif(not dist.is_available(), reason='torch.distribut
 COMMON = ['--task', 'timeseries', '--epochs', '1', '--set', 'train.max_steps_per_epoch=3', '--set',
           'data.limit_eval=13', '--set', 'train.schedule=constant', '--set', 'train.deterministic=true',
           '--set', 'train.clip_grad=null', '--device', 'cpu', '--no-progress']
+# The DDP-vs-one-process comparison: BatchNorm statistics come from each rank's own batches (4 windows here against
+# 8 in the single process), so they differ by design. With the task defaults' open residual branches (layer scale
+# 1.0) and precise BN that difference reaches the validation MSE (7 %); with the published layer scale 1e-6 and the
+# running averages it stays below the tolerance. Precise BN under DDP is checked on its own below.
+EXACT = [*COMMON, '--set', 'train.precise_bn=0', '--set', 'model.trunk.layer_scale_init_value=1e-6']
 
 
 def _run(args, nproc=1):
@@ -32,8 +37,8 @@ def _run(args, nproc=1):
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp('ddp')
-    _run(['train', *COMMON, '--batch-size', '4', '--out', str(root / 'ddp')], nproc=2)
-    _run(['train', *COMMON, '--batch-size', '8', '--out', str(root / 'single')], nproc=1)
+    _run(['train', *EXACT, '--batch-size', '4', '--out', str(root / 'ddp')], nproc=2)
+    _run(['train', *EXACT, '--batch-size', '8', '--out', str(root / 'single')], nproc=1)
     return root
 
 
@@ -67,6 +72,19 @@ def test_ddp_evaluation_equals_single_process(runs, tmp_path):
         assert two[key] == pytest.approx(one[key], rel=1e-5)
     assert two['mse_per_step'] == pytest.approx(one['mse_per_step'], rel=1e-5)
     assert two['baselines']['persistence']['mse'] == pytest.approx(one['baselines']['persistence']['mse'], rel=1e-9)
+
+
+def test_ddp_precise_bn_gives_every_rank_the_same_statistics(tmp_path):
+    """Precise BN under torchrun: the ranks' statistics are averaged, so the validation each epoch (every rank
+    scoring its shard with its own model) equals one process scoring the saved model (rank 0's) on the same split."""
+    out = tmp_path / 'pbn'
+    _run(['train', *COMMON, '--set', 'train.precise_bn=3', '--batch-size', '4', '--out', str(out)], nproc=2)
+    val = _log(out)['val']['timeseries']
+    _run(['eval', '--checkpoint', str(out / 'last.pt'), '--split', 'val', '--json', str(tmp_path / 'val.json'),
+          '--no-progress'], nproc=1)
+    one = json.loads((tmp_path / 'val.json').read_text())['metrics']
+    assert one['num_samples'] == val['num_samples'] == 13
+    assert one['mse'] == pytest.approx(val['mse'], rel=1e-5)
 
 
 def test_joint_run_under_torchrun(tmp_path):

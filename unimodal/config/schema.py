@@ -171,6 +171,9 @@ class TrainConfig(TaskTrainConfig):
     deterministic: bool = setting(False, 'torch deterministic algorithms (slower on GPU)')
     device: str = setting('auto', 'auto | cpu | cuda | cuda:N')
     eval_every: int = setting(1, 'validate every N epochs (and after the last)', lo=1)
+    precise_bn: int = setting(0, 'before each validation recompute the BatchNorm statistics on up to N training '
+                                 "batches per task (at most an epoch's), for the current weights; 0 = off (the "
+                                 'running averages)', lo=0, joint='max')
     log_every: int = setting(50, 'log the running loss every N steps; 0 = never', lo=0)
 
 

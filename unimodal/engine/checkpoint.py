@@ -40,8 +40,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ['CHECKPOINT_FORMAT', 'CheckpointError', 'WriteError', 'atomic_file', 'save_checkpoint', 'write_text_atomic',
-           'copy_atomic', 'load_checkpoint', 'get_rng_state', 'set_rng_state',
+__all__ = ['init_trunk_from', 'CHECKPOINT_FORMAT', 'CheckpointError', 'WriteError', 'atomic_file', 'save_checkpoint',
+           'write_text_atomic', 'copy_atomic', 'load_checkpoint', 'get_rng_state', 'set_rng_state',
            'to_plain', 'is_engine_checkpoint', 'model_meta', 'RunCheckpoint', 'load_run_checkpoint', 'load_weights']
 
 CHECKPOINT_FORMAT = 'unimodal-run'
@@ -342,3 +342,24 @@ def load_weights(module: torch.nn.Module, state: Mapping[str, torch.Tensor], sou
 def load_run_checkpoint(path: Union[str, Path]) -> RunCheckpoint:
     """Read a run checkpoint (``weights_only``); a file of another kind is a :class:`CheckpointError`."""
     return RunCheckpoint.from_raw(load_checkpoint(path), path)
+
+
+def init_trunk_from(model: 'MultiTaskModel', path: str) -> None:
+    """Initialise the shared trunk from another run's checkpoint (or a released-layout file)."""
+    from ..models.unireplknet import load_checkpoint as load_trunk
+    raw = load_checkpoint(Path(path))
+    if is_engine_checkpoint(raw):
+        ckpt = RunCheckpoint.from_raw(raw, path)
+        if ckpt.deploy:
+            raise ConfigError(f'--init-from {path}: a deploy (re-parameterized) checkpoint cannot initialise a '
+                              f'training-form trunk; use the training checkpoint')
+        trunk_sd, src = ckpt.trunk_state(), f'{path} (trunk of task(s) {", ".join(ckpt.task_names)})'
+    else:
+        trunk_sd, src = raw, path
+    try:
+        report = load_trunk(model.trunk, trunk_sd)
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise ConfigError(f'--init-from {path}: the trunk does not fit this model ({str(e).splitlines()[0]})') from None
+    _logger.info('initialised the trunk from %s%s', src,
+                 f' (stem adapted {report["adapted_in_chans"][0]}->{report["adapted_in_chans"][1]} channels)'
+                 if report.get('adapted_in_chans') else '')

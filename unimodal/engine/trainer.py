@@ -39,13 +39,15 @@ from ..tasks.plugin import resolve_task
 from ..tasks.spec import TaskSpec, make_task_spec
 from .build import build_model, build_task_datasets, data_root, eval_loader, train_loader
 from .checkpoint import (CHECKPOINT_FORMAT, CheckpointError, RunCheckpoint, copy_atomic, get_rng_state,
-                         is_engine_checkpoint, load_checkpoint, load_run_checkpoint, load_weights, model_meta,
-                         save_checkpoint, set_rng_state, to_plain, write_text_atomic)
+                         init_trunk_from, load_run_checkpoint, load_weights, model_meta, save_checkpoint,
+                         set_rng_state, to_plain, write_text_atomic)
+from .data_init import init_heads_from_data
 from .distributed import DistInfo, all_reduce_sum, barrier, broadcast_object, init_distributed
 from .evaluate import Progress, autocast, evaluate, evaluate_dataset, no_progress
 from .finite import non_finite_training_loss
 from .multitask import MultiTaskModel
 from .optim import create_ema, create_optimizer, create_schedule
+from .precise_bn import recompute_bn_stats, round_robin_batches
 from .results import describe_dataset, result_record
 from .rundir import (RunDirError, RunDirLock, append_metrics, check_run_dir, remove_run_files,
                      remove_stale_temp_files, truncate_metrics_log)
@@ -130,27 +132,6 @@ def _next_batch(run: TaskRun, epoch: int) -> Tuple[torch.Tensor, torch.Tensor]:
         batch = next(run.iterator)
     run.position += 1
     return batch
-
-
-def _load_init_from(model: MultiTaskModel, path: str) -> None:
-    """Initialise the shared trunk from another run's checkpoint (or a released-layout file)."""
-    from ..models.unireplknet import load_checkpoint as load_trunk
-    raw = load_checkpoint(Path(path))
-    if is_engine_checkpoint(raw):
-        ckpt = RunCheckpoint.from_raw(raw, path)
-        if ckpt.deploy:
-            raise ConfigError(f'--init-from {path}: a deploy (re-parameterized) checkpoint cannot initialise a '
-                              f'training-form trunk; use the training checkpoint')
-        trunk_sd, src = ckpt.trunk_state(), f'{path} (trunk of task(s) {", ".join(ckpt.task_names)})'
-    else:
-        trunk_sd, src = raw, path
-    try:
-        report = load_trunk(model.trunk, trunk_sd)
-    except (RuntimeError, ValueError, TypeError) as e:
-        raise ConfigError(f'--init-from {path}: the trunk does not fit this model ({str(e).splitlines()[0]})') from None
-    _logger.info('initialised the trunk from %s%s', src,
-                 f' (stem adapted {report["adapted_in_chans"][0]}->{report["adapted_in_chans"][1]} channels)'
-                 if report.get('adapted_in_chans') else '')
 
 
 def _stored(stored: Mapping[str, Any], section: str, key: str, default: Any) -> Any:
@@ -273,7 +254,9 @@ class _Run:
         if cfg.model.pretrained and self.dist.is_main:
             _logger.info('trunk initialised from pretrained weights: %s', cfg.model.pretrained)
         if cfg.model.init_from and self.resume is None:
-            _load_init_from(model, cfg.model.init_from)
+            init_trunk_from(model, cfg.model.init_from)
+        if self.resume is None:  # e.g. a forecast head's least-squares linear skip
+            init_heads_from_data(model, {r.name: r.sets['train'] for r in runs})
         if tcfg.grad_checkpointing:
             model.trunk.set_grad_checkpointing(True)
         model.to(self.device)
@@ -361,6 +344,8 @@ class _Run:
             last_epoch = epoch + 1 == epochs
             if (epoch + 1) % tcfg.eval_every == 0 or last_epoch:
                 eval_model = ema.module if ema is not None else model
+                if tcfg.precise_bn:
+                    self._precise_bn(eval_model, runs, epoch, amp)
                 val = {}
                 for r in runs:
                     metrics, _ = evaluate(eval_model.task_model(r.name), r.val_loader, r.spec, self.device, amp,
@@ -457,6 +442,19 @@ class _Run:
             count += int(n)
         stats['loss'] = total / max(count, 1)
         return stats, step
+
+    def _precise_bn(self, model: MultiTaskModel, runs: List[TaskRun], epoch: int, amp: str) -> None:
+        """:mod:`~unimodal.engine.precise_bn` on <= ``train.precise_bn`` batches a task (the next epoch reseeds)."""
+        batches = round_robin_batches({r.name: r.train_loader for r in runs},
+                                      {r.name: min(self.cfg.train.precise_bn, r.batches) for r in runs},
+                                      set_epoch=epoch * 1000 + 999)
+
+        def forward(item: Tuple[str, Any]) -> None:
+            with autocast(self.device, amp):
+                model.task_model(item[0])(to_device(item[1], self.device, non_blocking=True))
+
+        report = recompute_bn_stats(model, batches, forward, world_size=self.dist.world_size)
+        _logger.debug('epoch %d: precise BN: %s', epoch + 1, report)
 
     # -------------------------------------------------------------------------------------------- state
     def _checkpoint(self, model, ema, optimizer, schedule, scaler, epoch, step, best, specs) -> Dict[str, Any]:

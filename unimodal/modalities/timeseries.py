@@ -45,6 +45,7 @@ __all__ = ['TimeSeriesAdapter', 'WeatherAdapter', 'RevIN', 'ForecastState', 'sin
 _MODES = ('paper', 'grid')
 _AFFINE = ('series', 'group', 'shared', 'none')
 _FORECASTERS = ('linear', 'corrformer')
+_LINEAR_SKIP = ('off', 'zero', 'lsq')
 _TRUNK_STRIDE = 32
 #: Stations per node (trunk image) in the published set-up (``enc_in 11``, ``node_num 350``).
 PAPER_GROUP_SIZE = 11
@@ -171,6 +172,10 @@ class TimeSeriesAdapter(Adapter):
             published Corrformer decoder, :class:`~unimodal.models.corrformer.CorrformerHead`).
         forecaster_options: keyword arguments of the Corrformer head (``label_len``, ``n_heads``, ``d_ff``,
             ``node_list``, ``moving_avg``, ``dropout``, ...).
+        linear_skip: add a linear map from the normalised window to the horizon to the head's forecast
+            (:class:`~unimodal.models.heads.LinearSkipForecastHead`, as RLinear): ``'off'`` (as published),
+            ``'zero'`` (starts at zero) or ``'lsq'`` (fitted by least squares on the training windows before
+            training; the task defaults).
     """
 
     name = 'timeseries'
@@ -184,7 +189,7 @@ class TimeSeriesAdapter(Adapter):
                  series_embed: Optional[bool] = None, pos_embed: Optional[bool] = None, eps: float = 1e-5,
                  group_size: Optional[int] = None, mark_dim: int = 0, coord_dim: int = 0,
                  embed_dropout: Optional[float] = None, forecaster: str = 'linear',
-                 forecaster_options: Optional[Dict[str, Any]] = None) -> None:
+                 forecaster_options: Optional[Dict[str, Any]] = None, linear_skip: str = 'off') -> None:
         super().__init__()
         mode = self.option('mode', mode, str, choices=_MODES)
         input_len = self.option('input_len', input_len, int, lo=1)
@@ -207,6 +212,7 @@ class TimeSeriesAdapter(Adapter):
         coord_dim = self.option('coord_dim', coord_dim, int, lo=0)
         embed_dropout = self.option('embed_dropout', embed_dropout, Optional[float], lo=0, hi=1)
         forecaster = self.option('forecaster', forecaster, str, choices=_FORECASTERS)
+        self.linear_skip = self.option('linear_skip', linear_skip, str, choices=_LINEAR_SKIP)
         if forecaster_options is not None and not isinstance(forecaster_options, dict):
             raise ValueError(f'timeseries adapter option forecaster_options must be a mapping of keyword arguments, '
                              f'got {type(forecaster_options).__name__}')
@@ -366,7 +372,7 @@ class TimeSeriesAdapter(Adapter):
             g = g + self.series_table
         if tuple(g.shape[-2:]) != self.image_size:
             g = F.interpolate(g, size=self.image_size, mode='bilinear', align_corners=False)
-        return self.grid_drop(g), ForecastState(mean, std)
+        return self.grid_drop(g), ForecastState(mean, std, xn)
 
     def decode(self, y: torch.Tensor, state: Tuple[torch.Tensor, ...]) -> torch.Tensor:
         """Forecasts ``(B, H, N)`` in the normalised space → the input's scale (``state``: :class:`ForecastState`
@@ -375,10 +381,32 @@ class TimeSeriesAdapter(Adapter):
             return y
         return self.revin.denormalize(y, state)
 
+    def normalize_target(self, y: torch.Tensor, state: Tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """Targets ``(B, H, N)`` in the head's output space: the inverse of :meth:`decode`."""
+        if self.revin is None:
+            return y
+        mean, std = state[0], state[1]
+        yn = (y - mean) / std
+        if self.revin.affine != 'none':
+            weight, bias = self.revin._affine()
+            yn = yn * (weight + self.revin.eps * self.revin.eps) + bias
+        return yn
+
     def create_head(self, in_features: int, **head_kwargs: Any) -> Optional[nn.Module]:
-        """The Corrformer decoder for ``forecaster='corrformer'``; ``None`` (the shared linear head) otherwise."""
-        if self.forecaster != 'corrformer':
-            return None
+        """The Corrformer decoder for ``forecaster='corrformer'``, else ``None`` (the shared linear head); either
+        wrapped with the linear skip when ``linear_skip`` is on."""
+        base = self._corrformer_head(in_features, **head_kwargs) if self.forecaster == 'corrformer' else None
+        if self.linear_skip == 'off':
+            return base
+        from ..models.heads import LinearSkipForecastHead
+        from ..tasks.kinds import get_kind
+        if base is None:
+            base = get_kind('forecast').create_head(in_features, num_views=self.num_views,
+                                                    series_per_view=self.series_per_view, owner=self.name,
+                                                    **head_kwargs)
+        return LinearSkipForecastHead(base, self.input_len, head_kwargs['horizon'], init=self.linear_skip)
+
+    def _corrformer_head(self, in_features: int, **head_kwargs: Any) -> nn.Module:
         from ..models.corrformer import CorrformerHead
         extra = sorted(k for k, v in head_kwargs.items() if v is not None and k not in ('horizon', 'drop_rate'))
         if extra:

@@ -6,8 +6,9 @@ subclass in ``unimodal/tasks/<name>.py`` and registers it with :func:`register_t
 from __future__ import annotations
 
 import abc
+import copy
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
@@ -18,7 +19,26 @@ from ..config.errors import ConfigError, suggest
 if TYPE_CHECKING:  # pragma: no cover
     from ..config.schema import TaskSettings
 
-__all__ = ['Task', 'Predictor', 'register_task', 'get_task', 'list_tasks', 'canonical_task_name']
+__all__ = ['Task', 'Predictor', 'register_task', 'get_task', 'list_tasks', 'canonical_task_name',
+           'FROM_SCRATCH_DEFAULTS', 'with_from_scratch_defaults']
+
+#: What every built-in task's defaults add for training the trunk from scratch on small data (the published recipes,
+#: ``defaults: engine``, keep the published values). Layer scale 1.0 instead of the published 1e-6: with 1e-6 each
+#: residual branch stays shut for ~0.1/lr Adam steps (hundreds of steps), so a tiny set sits at chance for several
+#: epochs. Precise BN (20 batches): the BatchNorm running averages lag the fast-moving weights of the first epochs,
+#: so validation with them sits at chance while training accuracy climbs. Measurements: benchmarks/README.md.
+FROM_SCRATCH_DEFAULTS: Dict[str, Any] = {'model': {'trunk': {'layer_scale_init_value': 1.0}},
+                                         'train': {'precise_bn': 20}}
+
+
+def with_from_scratch_defaults(config: Dict[str, Any]) -> Dict[str, Any]:
+    """``config`` (a task's defaults) with :data:`FROM_SCRATCH_DEFAULTS` merged under it (its own values win)."""
+    def merge(base: Dict[str, Any], over: Mapping[str, Any]) -> Dict[str, Any]:
+        out = copy.deepcopy(base)
+        for k, v in over.items():
+            out[k] = merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+        return out
+    return merge(FROM_SCRATCH_DEFAULTS, config)
 
 #: How an evaluation protocol scores a batch: ``(task model, inputs, targets) -> (outputs, their targets)``; the
 #: outputs may hold several predictions per sample (e.g. one per test pose), each row with its target.

@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..data.images import READER_DEFAULTS_FILE, ImageFolderDataset, make_builtin_images
-from .base import Task, register_task
+from .base import Task, register_task, with_from_scratch_defaults
 from .catalog import TASK_INFO
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -45,11 +45,11 @@ class ImageTask(Task):
         # No reader sizes here: this config also evaluates released checkpoints on ImageNet (reader defaults
         # 224 / crop_pct 0.875). The built-in set carries its own reader defaults (reader_defaults.json: small
         # images, no centre crop). Tuned so unireplknet_test is far above chance (1/6) on the built-in set.
-        return {
+        return with_from_scratch_defaults({
             'model': {'adapter': {'hflip': 0.5}},
             'train': {'epochs': 6, 'batch_size': 32, 'lr': 2e-3, 'weight_decay': 0.05, 'warmup_epochs': 1,
                       'label_smoothing': 0.1},
-        }
+        })
 
     def make_builtin(self, cache_dir: Path) -> Path:
         return make_builtin_images(Path(cache_dir) / 'image_builtin')

@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from ..config.errors import ConfigError
 from ..data.modelnet import ModelNet40, make_builtin_modelnet
 from ..modalities.point import predict_poses, published_test_poses
-from .base import Predictor, Task, register_task
+from .base import Predictor, Task, register_task, with_from_scratch_defaults
 from .catalog import TASK_INFO
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -61,12 +61,18 @@ class PointTask(Task):
         # Built-in set (8 parametric shape classes, 232 train / 24 val / 80 test clouds): depth mode at 64 px with
         # unireplknet_test reaches ~90% accuracy (chance 1/8) in about 2-3 minutes on a 2-core CPU (~7 steps of
         # batch 32 per epoch); the first run also samples the meshes into the npz cache (once, ~10-20 s).
-        return {
+        # No rotation about the up axis and mild scaling (0.9-1.1 per axis instead of 2/3-3/2): sets in a canonical
+        # pose (ModelNet40, furniture catalogues) tell classes apart by proportions and facing, which the stronger
+        # augmentation erased. Real furniture meshes (benchmarks/README.md): 60.9 % -> 76.4 % test top-1 (3 seeds;
+        # 1-NN on shape descriptors 69.3 %); the built-in set (random yaw) unchanged within noise (91.9 -> 90.6 %,
+        # 2 seeds). Sets without a canonical pose: model.adapter.augment_rotate=true.
+        return with_from_scratch_defaults({
             'data': {'options': {'num_points': 1024}},
-            'model': {'adapter': {'mode': 'depth', 'image_size': 64}},
+            'model': {'adapter': {'mode': 'depth', 'image_size': 64, 'augment_rotate': False,
+                                  'augment_scale': [0.9, 1.1]}},
             'train': {'epochs': 10, 'batch_size': 32, 'lr': 2e-3, 'weight_decay': 0.05, 'warmup_epochs': 1,
                       'label_smoothing': 0.1},
-        }
+        })
 
     def make_builtin(self, cache_dir: Path) -> Path:
         return make_builtin_modelnet(Path(cache_dir) / 'modelnet_builtin')
