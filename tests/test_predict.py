@@ -375,3 +375,21 @@ def test_a_runs_named_eval_protocol_is_applied(runs, tmp_path, builtin_cache):
     torch.testing.assert_close(probs, logits.softmax(-1).mean(0), rtol=1e-5, atol=1e-6)
     with pytest.raises(Exception, match='votes'):
         Predictor(out / 'best.pt', votes=4)
+
+
+# ------------------------------------------------------------------------------------------------ CPU backends
+
+def test_backends_agree_and_are_checked(runs, tmp_path, builtin_cache):
+    import unimodal
+    from unimodal.config import ConfigError
+    files = [_png(tmp_path / f'{i}.png', seed=i) for i in range(3)]
+    ref = unimodal.Predictor(runs('image'), batch_size=2).predict(files, top_k=3)
+    for backend in ('onnxruntime', 'auto'):
+        p = unimodal.Predictor(runs('image'), batch_size=2, backend=backend)
+        got = p.predict(files, top_k=3)
+        _same_rows(ref.rows, got.rows, tol=1e-4)
+        assert p.backend in ('torch', 'onnxruntime') and (backend == 'auto' or p.backend == 'onnxruntime')
+    with pytest.raises(ConfigError, match='unknown option'):
+        unimodal.Predictor(runs('image'), backend='tensorrt')
+    with pytest.raises(ConfigError, match='rotation voting'):
+        unimodal.Predictor(runs('point'), votes=3, backend='onnxruntime')

@@ -58,7 +58,7 @@ class Predictor:
 
     def __init__(self, checkpoint: Union[str, Path], task: Optional[str] = None, *, device: str = 'cpu',
                  batch_size: int = 16, votes: int = 1, clips: Optional[int] = None,
-                 crops: Optional[int] = None) -> None:
+                 crops: Optional[int] = None, backend: Optional[str] = None) -> None:
         from ..engine.distributed import resolve_device
         if batch_size < 1:
             raise ConfigError(f'batch_size must be >= 1, got {batch_size}')
@@ -100,6 +100,25 @@ class Predictor:
         else:
             self.device = resolve_device(device)
         self.model = loaded.model.to(self.device).eval()
+        self.backend = self._check_backend(backend, checkpoint)
+        self._run = None  # the chosen backend's callable, made on the first batch (it needs an example input)
+
+    def _check_backend(self, backend: Optional[str], checkpoint: Any) -> str:
+        """The backend of the plain forward pass: the source's own unless asked (``torch|onnxruntime|auto``)."""
+        from ..models.backend_select import BACKENDS
+        own = 'onnxruntime' if self.form == 'onnx' else 'torch'
+        if backend is None or backend == own:
+            return own
+        if backend not in BACKENDS:
+            raise ConfigError(f'backend: unknown option {backend!r}; expected one of {", ".join(BACKENDS)}')
+        if self.form == 'onnx':
+            raise ConfigError(f'{checkpoint} is an ONNX export: it runs on onnxruntime only (backend {backend!r})')
+        if self.device.type != 'cpu':
+            raise ConfigError(f'backend {backend!r} runs on the CPU; the device is {self.device}')
+        if self._protocol_fn is not None or self.votes > 1:
+            raise ConfigError(f'backend {backend!r} runs one forward pass per input; the protocol '
+                              f'{self.protocol or "rotation voting"} needs the PyTorch model')
+        return backend
 
     # -------------------------------------------------------------------------------------------- tensors
     @torch.no_grad()
@@ -120,9 +139,28 @@ class Predictor:
             if self.votes > 1:
                 from ..modalities.point import vote_predict
                 return vote_predict(self.model, x, num_votes=self.votes).float().cpu()
-            return self.model(x).float().softmax(dim=-1).cpu()
-        out = self.model(x).float().cpu()
+            return self._forward(x).float().softmax(dim=-1).cpu()
+        out = self._forward(x).float().cpu()
         return self.reader.to_physical(out, self.settings) if hasattr(self.reader, 'to_physical') else out
+
+    def _forward(self, x: Any) -> torch.Tensor:
+        if self.backend == 'torch' or self.form == 'onnx':  # the source's own model
+            return self.model(x)
+        if self._run is None:
+            from ..models.backend_select import inference_backend
+            if not isinstance(x, torch.Tensor):
+                raise ConfigError(f'backend {self.backend!r}: the {self.task} model takes structured inputs; '
+                                  f'use backend torch, or unimodal export and predict on the .onnx file')
+            self.model.reparameterize()  # the backends are compared on the deploy form
+            try:
+                name, self._run = inference_backend(self.backend, self.model, x)
+            except (RuntimeError, ValueError) as e:
+                raise ConfigError(f'backend {self.backend!r}: the {self.task} model could not run on onnxruntime '
+                                  f'({" ".join(str(e).split())[:200]}); use backend torch, or unimodal export '
+                                  f'and predict on the .onnx file') from None
+            _logger.info('predict: backend %s (asked: %s)', name, self.backend)
+            self.backend = name
+        return self._run(x)
 
     # -------------------------------------------------------------------------------------------- files
     def load(self, path: Union[str, Path]) -> List[Any]:
