@@ -155,7 +155,9 @@ def test_tasks_long_form_says_where_the_data_comes_from(run_cli):
 
 def test_catalog_matches_the_registered_tasks():
     from unimodal.tasks import TASK_INFO, get_task, list_tasks
-    assert sorted(TASK_INFO) == list_tasks()
+    # other tests register plug-in tasks (e.g. fake_blobs) in this process: compare the built-in ones
+    built_in = [n for n in list_tasks() if type(get_task(n)).__module__.startswith('unimodal.tasks.')]
+    assert sorted(TASK_INFO) == built_in
     for name, info in TASK_INFO.items():
         task = get_task(name)
         assert (task.name, tuple(task.aliases), task.adapter, task.kind, task.description, task.real_data) == \

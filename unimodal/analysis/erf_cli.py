@@ -30,7 +30,7 @@ def add_erf_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
                         help='a trained run checkpoint (repeatable); its own adapter makes its grid')
     source = parser.add_mutually_exclusive_group()
     source.add_argument('--images', metavar='DIR', help='a folder of images (searched recursively)')
-    source.add_argument('--task', help='a task\'s test data through its adapter (audio, point, video, weather, '
+    source.add_argument('--task', help='a task\'s test data through its adapter (audio, point, video, timeseries, '
                                        'image); with a joint checkpoint it also picks the task')
     source.add_argument('--noise', action='store_true',
                         help='uniform-noise images (the default when neither --images nor --task is given and no '
@@ -40,8 +40,8 @@ def add_erf_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     parser.add_argument('--size', type=int, help='image side for --images / --noise (default 224)')
     parser.add_argument('--init', choices=('fan_in', 'model'), default='fan_in',
                         help='random-init weights: fan_in = N(0, 1/fan_in) with every residual branch on (shows what '
-                             'the kernels span; default); model = the network\'s own init (UniRepLKNet layer scale '
-                             '1e-6, ResNet zero-init last BN: branches nearly off, so the ERF is the stem\'s)')
+                             'the kernels span; default); model = the network\'s own init (the timm model\'s layer '
+                             'scale 1e-6, ResNet zero-init last BN: branches nearly off, so the ERF is the stem\'s)')
     parser.add_argument('--seed', type=int, default=0, help='seed of random weights and noise (default 0)')
     parser.add_argument('--gradient', choices=('positive', 'abs'), default='positive',
                         help='keep the positive part of the gradient (published) or its magnitude')
