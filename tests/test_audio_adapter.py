@@ -5,7 +5,7 @@ import torchaudio
 
 import unimodal
 from unimodal import InputShapeError
-from unimodal.modalities.audio import AudioAdapter, compute_norm_stats
+from unimodal.modalities.audio import AudioAdapter, compute_norm_stats, random_axis_warp
 
 SR = 16000
 
@@ -129,6 +129,40 @@ def test_train_augmentation_only_in_training_and_each_switch_works():
     # some roll of ±10 frames brings each sample back to within the noise amplitude (<= 0.1) of the clean one
     err = (rolled_back - clean[:, None]).abs().amax(dim=(-1, -2, -3)).amin(dim=1)
     assert (err <= 0.1 + 1e-5).all()
+
+
+def test_axis_warp_is_identity_at_zero_and_moves_bands_by_the_factor():
+    img = torch.randn(3, 1, 16, 20)
+    torch.testing.assert_close(random_axis_warp(img, 0.0, 0.0), img, atol=1e-5, rtol=0)
+    # rows hold their band index: after a frequency stretch by a, output row r reads source row r / a
+    ramp = torch.arange(64.).view(1, 1, 64, 1).expand(200, 1, 64, 4).contiguous()
+    torch.manual_seed(0)
+    out = random_axis_warp(ramp, 0.2, 0.0)
+    assert (out[:, 0, 0] == 0).all()                         # the lowest band stays put
+    a = 10 / out[:, 0, 10, 0]                                 # each sample's own factor, read back from row 10
+    assert a.min() >= 1 / 1.2 - 1e-4 and a.max() <= 1.2 + 1e-4
+    assert a.min() < 0.9 and a.max() > 1.1                    # the whole range is drawn
+    expect = (torch.arange(64.)[None] / a[:, None]).clamp(max=63)
+    torch.testing.assert_close(out[:, 0, :, 0], expect, atol=1e-3, rtol=0)
+    assert torch.equal(out[..., 0], out[..., 3])              # a frequency warp leaves time alone
+    # a time stretch around the centre: the centre frame stays, rows are untouched
+    cols = torch.arange(21.).view(1, 1, 1, 21).expand(50, 1, 8, 21).contiguous()
+    t = random_axis_warp(cols, 0.0, 0.3)
+    torch.testing.assert_close(t[..., 10], cols[..., 10], atol=1e-4, rtol=0)
+    assert not torch.allclose(t, cols)
+
+
+def test_axis_warp_only_in_training_and_checked():
+    x = _tone_batch(2)
+    ad = AudioAdapter(mode='fast', spec_augment=False, noise=False, freq_warp=0.2, time_warp=0.2)
+    clean = ad.eval()(x)[0]
+    torch.testing.assert_close(AudioAdapter(mode='fast').eval()(x)[0], clean)
+    assert not torch.allclose(ad.train()(x)[0], clean)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match='freq_warp'):
+            AudioAdapter(freq_warp=bad)
+    with pytest.raises(ValueError, match='time_warp'):
+        AudioAdapter(time_warp='a lot')
 
 
 @pytest.mark.parametrize('bad, problem', [

@@ -42,7 +42,7 @@ from .base import Adapter, InputShapeError, register_adapter
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ['AudioAdapter', 'compute_norm_stats', 'SPEECH_COMMANDS_NORM']
+__all__ = ['AudioAdapter', 'compute_norm_stats', 'random_axis_warp', 'SPEECH_COMMANDS_NORM']
 
 #: Published fbank statistics of Speech Commands V2 (AST), used by ``(x - mean) / (2 * std)``.
 SPEECH_COMMANDS_NORM = (-6.845978, 5.5654526)
@@ -65,6 +65,11 @@ class AudioAdapter(Adapter):
         time_mask: maximum width of the time mask (frames).
         noise: additive noise + random time roll in training.
         sample_rate: sample rate of the input waveforms in Hz.
+        freq_warp: training only: each clip's mel axis is stretched by a factor drawn log-uniformly from
+            ``[1/(1+w), 1+w]`` around the lowest band (vocal-tract-length perturbation: a speaker's formants move
+            together); 0 = off (published).
+        time_warp: training only: each clip's time axis is stretched the same way around its centre (speaking
+            rate); 0 = off (published).
     """
 
     name = 'audio'
@@ -75,7 +80,7 @@ class AudioAdapter(Adapter):
     def __init__(self, mode: str = 'paper', target_frames: int = 128, num_mel_bins: int = 128,
                  norm_mean: float = SPEECH_COMMANDS_NORM[0], norm_std: float = SPEECH_COMMANDS_NORM[1],
                  spec_augment: bool = True, freq_mask: int = 48, time_mask: int = 48, noise: bool = True,
-                 sample_rate: int = 16000) -> None:
+                 sample_rate: int = 16000, freq_warp: float = 0.0, time_warp: float = 0.0) -> None:
         super().__init__()
         mode = self.option('mode', mode, str, choices=_MODES)
         target_frames = self.option('target_frames', target_frames, int, lo=1)
@@ -86,6 +91,8 @@ class AudioAdapter(Adapter):
         freq_mask = self.option('freq_mask', freq_mask, int, lo=0)
         time_mask = self.option('time_mask', time_mask, int, lo=0)
         noise = self.option('noise', noise, bool)
+        self.freq_warp = self.option('freq_warp', freq_warp, float, lo=0, hi=1)
+        self.time_warp = self.option('time_warp', time_warp, float, lo=0, hi=1)
         # a 25 ms Kaldi window needs a few samples: below ~100 Hz the frame geometry degenerates
         sample_rate = self.option('sample_rate', sample_rate, int, lo=100, expects='an integer >= 100 (Hz)')
         self.mode = mode
@@ -118,7 +125,7 @@ class AudioAdapter(Adapter):
     def extra_repr(self) -> str:
         return (f'mode={self.mode!r}, mel_bins={self.num_mel_bins}, target_frames={self.target_frames}, '
                 f'norm=({self.norm_mean:.4f}, {self.norm_std:.4f}), spec_augment={self.spec_augment}, '
-                f'noise={self.noise}')
+                f'noise={self.noise}, freq_warp={self.freq_warp}, time_warp={self.time_warp}')
 
     @staticmethod
     def split_input(x: Any) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -242,9 +249,34 @@ class AudioAdapter(Adapter):
             # Masks are applied to the un-normalised fbank (masked cells are 0 before normalisation), as published.
             img = self.time_masking(self.freq_masking(img))
         img = self.normalize(img)
+        if self.training and (self.freq_warp or self.time_warp):
+            img = random_axis_warp(img, self.freq_warp, self.time_warp)
         if self.training and self.noise:
             img = self._add_noise_and_roll(img)
         return img.contiguous(), None
+
+
+def random_axis_warp(img: torch.Tensor, freq_warp: float, time_warp: float) -> torch.Tensor:
+    """Stretch each ``(B, C, bins, frames)`` spectrogram's two axes by its own random factors (bilinear).
+
+    Factors ``a`` (bins) and ``b`` (frames) are ``exp(U(-log(1+w), log(1+w)))``. Output row ``y`` (normalised to
+    ``[-1, 1]``, row 0 = lowest band) reads source row ``(y + 1) / a - 1`` (the lowest band stays put, the rest
+    moves by a factor ``a`` like formants under a longer or shorter vocal tract); column ``x`` reads ``x / b``
+    (stretch around the centre). Edges beyond the source repeat the border rows / frames.
+    """
+    b = img.shape[0]
+
+    def factors(w: float) -> torch.Tensor:
+        span = torch.log1p(torch.tensor(float(w)))
+        return torch.exp((torch.rand(b, device=img.device) * 2 - 1) * span).to(img.dtype)
+
+    a, s = factors(freq_warp), factors(time_warp)
+    theta = torch.zeros(b, 2, 3, device=img.device, dtype=img.dtype)
+    theta[:, 0, 0] = 1 / s
+    theta[:, 1, 1] = 1 / a
+    theta[:, 1, 2] = 1 / a - 1
+    grid = F.affine_grid(theta, list(img.shape), align_corners=True)
+    return F.grid_sample(img, grid, mode='bilinear', padding_mode='border', align_corners=True)
 
 
 def _iter_waveform_batches(data: Union[Dataset, Iterable], batch_size: int) -> Iterable[torch.Tensor]:
