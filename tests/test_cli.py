@@ -106,6 +106,7 @@ def test_builtin_data_is_announced(runs_dir, run_cli, tmp_path):
     assert code == 0
     assert 'BUILT-IN SYNTHETIC' in err and '--data' in err
     assert f'run directory: {tmp_path / "r"}' in out and 'results.json' in out and 'forecast_timeseries.png' in out
+    assert out.startswith('run directory:')  # not a terminal: no blank line to set it apart from progress bars
 
 
 def test_the_old_task_name_still_works(runs_dir, run_cli, tmp_path):

@@ -313,6 +313,17 @@ def test_python_api(runs, tmp_path, builtin_cache):
         unimodal.Predictor(runs('point'), clips=2)
 
 
+def test_long_recordings_are_classified_with_a_warning(runs, tmp_path, builtin_cache, caplog):
+    import unimodal
+    p = unimodal.Predictor(runs('audio'))
+    long, short = _wav(tmp_path / 'noise.wav', seconds=4.0), _wav(tmp_path / 'word.wav', seconds=1.0)
+    with caplog.at_level('WARNING', logger='unimodal.predict.inputs'):
+        res = p.predict([long, short])
+    assert len(res.rows) == 2                                   # nothing left out
+    warned = [r.getMessage() for r in caplog.records if r.name == 'unimodal.predict.inputs']
+    assert len(warned) == 1 and 'noise.wav: 4.0 s long' in warned[0] and 'first 1.00 s' in warned[0]
+
+
 # ------------------------------------------------------------------------------------------------ bad files
 
 def test_bad_files_are_named_or_skipped_and_listed(runs, run_cli, tmp_path, builtin_cache):

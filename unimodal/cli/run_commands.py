@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -82,7 +83,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                     overwrite=args.overwrite)
     if _is_main():
         run_dir = Path(results['run_dir'])
-        print(f'\nrun directory: {run_dir}')
+        gap = '\n' if sys.stdout.isatty() else ''  # apart from the progress bars on a terminal; none in a file
+        print(f'{gap}run directory: {run_dir}')
         for name, entry in results['tasks'].items():
             print(f'{name} ({entry["dataset"]}), {entry["split"]} split, {entry["num_samples"]} samples'
                   + (f'; {entry["eval_protocol"]}' if entry.get('eval_protocol') else ''))

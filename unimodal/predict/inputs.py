@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -34,6 +35,8 @@ __all__ = ['InputReader', 'get_input_reader', 'expand_inputs']
 
 #: (what it is: a file, or a file and the cloud inside it; the model input; facts for the output, e.g. column names)
 Sample = Tuple[str, Any, Dict[str, Any]]
+
+_logger = logging.getLogger(__name__)
 
 
 def _defaults(fn: Any) -> Dict[str, Any]:
@@ -70,8 +73,14 @@ class AudioInput(InputReader):
         return _pick(options, _defaults(SpeechCommands.__init__), ('sample_rate', 'clip_samples', 'return_length'))
 
     def load(self, path, settings):
-        from ..data.audio_io import clip_input, load_clip
-        wav = load_clip(path, int(settings['sample_rate']), int(settings['clip_samples']))
+        from ..data.audio_io import clip_input, load_clip, read_audio_header
+        rate, clip = int(settings['sample_rate']), int(settings['clip_samples'])
+        header = read_audio_header(path)
+        seconds, clip_s = header[0] / header[1], clip / rate
+        if seconds > 1.5 * clip_s:  # e.g. Speech Commands' _background_noise_ recordings inside a data folder
+            _logger.warning('%s: %.1f s long; the model classifies its first %.2f s only (the clip length it was '
+                            'trained on): cut long recordings into clips first', path, seconds, clip_s)
+        wav = load_clip(path, rate, clip, header=header)
         return [(path, clip_input(wav, int(settings['clip_samples']), bool(settings['return_length'])), {})]
 
 
