@@ -167,3 +167,21 @@ def test_image_imagenet_eval_384_warps(image_folder, override):
         ((3, 384, 384), 1.0, 'squash', 'bicubic')
     torch.testing.assert_close(ds[0][0], _pil_tensor(img.resize((384, 384), Image.Resampling.BICUBIC)),
                                atol=1e-6, rtol=0)
+
+
+def test_small_data_defaults_are_not_in_the_published_recipes():
+    """The audio warp and the image fan-in init are task defaults for training from scratch on small data; the
+    published recipes keep the published settings (no warp, std .02 init)."""
+    from unimodal.config import parse_set_overrides
+    audio = resolve_run_config({}, {'task': 'audio'}, parse_set_overrides([]))
+    assert audio.model.adapter['freq_warp'] == 0.25 and audio.model.adapter['time_warp'] == 0.25
+    image = resolve_run_config({}, {'task': 'image'}, parse_set_overrides([]))
+    assert image.model.trunk['weight_init'] == 'fan_in'
+    recipe = resolve_run_config(load_config_file('audio_speechcommands35'))
+    assert recipe.model.adapter.get('freq_warp', 0) == 0 and recipe.model.adapter.get('time_warp', 0) == 0
+    recipe = resolve_run_config(load_config_file('image_imagenet_eval'))
+    assert recipe.model.trunk.get('weight_init', 'trunc_normal') == 'trunc_normal'
+    import unimodal
+    model = unimodal.create_model('image', variant='unireplknet_test', num_classes=6, trunk_kwargs=image.model.trunk)
+    w = model.trunk.stages[2][0].pwconv1[1].weight.detach()         # fan-in 64: std 1/8 instead of .02
+    assert abs(float(w.std()) - 0.125) < 0.02

@@ -186,6 +186,31 @@ def test_init_and_options():
     assert m.stages[0][0].gamma is None
 
 
+def _conv_linear_weights(m):
+    return {n: mod.weight.detach() for n, mod in m.named_modules() if isinstance(mod, (nn.Conv2d, nn.Linear))}
+
+
+def test_weight_init_published_and_fan_in():
+    torch.manual_seed(0)
+    published = _conv_linear_weights(timm.create_model('unireplknet_a', num_classes=10))
+    big = [w for w in published.values() if w.numel() > 20000]
+    assert big and all(abs(float(w.std()) - .02) < .002 for w in big)        # the published std .02 everywhere
+    torch.manual_seed(0)
+    fan = _conv_linear_weights(timm.create_model('unireplknet_a', num_classes=10, weight_init='fan_in'))
+    checked = 0
+    for name, w in fan.items():
+        if w.numel() > 20000:                                                   # enough samples for a tight std
+            want = w[0].numel() ** -0.5
+            assert abs(float(w.std()) / want - 1) < 0.05, name
+            checked += 1
+    assert checked > 10
+    dw = fan['stages.0.0.dwconv.weight'] if 'stages.0.0.dwconv.weight' in fan else None
+    if dw is not None:                                                          # depthwise: fan-in = k * k
+        assert abs(float(dw.std()) - 1 / 3) < 0.1
+    with pytest.raises(ValueError, match='weight_init must be one of'):
+        timm.create_model('unireplknet_test', weight_init='xavier')
+
+
 def test_param_groups():
     m = timm.create_model('unireplknet_test')
     nwd = m.no_weight_decay()

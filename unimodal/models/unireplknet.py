@@ -169,6 +169,9 @@ class UniRepLKNet(nn.Module):
         drop_path_rate: stochastic depth, linearly increasing over all blocks.
         layer_scale_init_value: initial layer scale (``None``/0 disables it).
         head_init_scale: scale of the initial classifier weights.
+        weight_init: ``'trunc_normal'`` (published: every conv / linear weight ~ truncated N(0, .02²)) or
+            ``'fan_in'`` (std ``1/sqrt(fan_in)``, so each layer keeps its input's scale whatever the width; std .02
+            suits the wide published variants and leaves a narrow trunk's branches near zero and nearly linear).
         global_pool: ``'avg'``, ``'max'`` or ``'avgmax'``.
         deploy: build the re-parameterized (inference) form directly.
         use_sync_bn: SyncBatchNorm instead of BatchNorm2d.
@@ -202,13 +205,14 @@ class UniRepLKNet(nn.Module):
             channels_last: Optional[bool] = None,
             device: Optional[Union[str, torch.device]] = None,
             dtype: Optional[torch.dtype] = None,
+            weight_init: str = 'trunc_normal',
             **kwargs: Any,
     ):
         super().__init__()
         depths, dims, kernel_sizes = check_arch_args(
             kwargs, depths=depths, dims=dims, kernel_sizes=kernel_sizes, drop_rate=drop_rate,
             drop_path_rate=drop_path_rate, layer_scale_init_value=layer_scale_init_value,
-            head_init_scale=head_init_scale, global_pool=global_pool)
+            head_init_scale=head_init_scale, global_pool=global_pool, weight_init=weight_init)
 
         self.num_classes = num_classes
         self.in_chans = in_chans
@@ -267,7 +271,7 @@ class UniRepLKNet(nn.Module):
             self.head = nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
 
             if torch.device(device or 'cpu').type != 'meta':  # nothing to initialise on meta
-                named_apply(lambda module, name='': _init_weights(module, name, head_init_scale), self)
+                named_apply(lambda module, name='': _init_weights(module, name, head_init_scale, weight_init), self)
         self.set_device_options(dw_backend, channels_last)
         if dtype is not None:
             self.to(dtype=dtype)
@@ -444,10 +448,13 @@ class UniRepLKNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def _init_weights(module: nn.Module, name: str = '', head_init_scale: float = 1.) -> None:
-    """Truncated normal (std .02) Conv2d/Linear weights, zero biases; the classifier scaled by head_init_scale."""
+def _init_weights(module: nn.Module, name: str = '', head_init_scale: float = 1.,
+                  weight_init: str = 'trunc_normal') -> None:
+    """Truncated normal Conv2d/Linear weights (timm's cut at ±2; std .02, or ``1/sqrt(fan_in)`` with
+    ``weight_init='fan_in'``), zero biases; the classifier scaled by head_init_scale."""
     if isinstance(module, (nn.Conv2d, nn.Linear)):
-        trunc_normal_(module.weight, std=.02)
+        std = module.weight[0].numel() ** -0.5 if weight_init == 'fan_in' else .02
+        trunc_normal_(module.weight, std=std)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
         if name == 'head' and head_init_scale != 1.:

@@ -7,7 +7,7 @@ import math
 import operator
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-__all__ = ['DEFAULT_KERNEL_SIZES', 'INIT_ARGS', 'check_arch_args']
+__all__ = ['DEFAULT_KERNEL_SIZES', 'INIT_ARGS', 'WEIGHT_INITS', 'check_arch_args']
 
 # Published per-block kernel sizes, keyed by depths.
 DEFAULT_KERNEL_SIZES: Dict[Tuple[int, ...], Tuple[Tuple[int, ...], ...]] = {
@@ -69,14 +69,17 @@ _POOLS = ('avg', 'max', 'avgmax')
 INIT_ARGS = (
     'in_chans', 'num_classes', 'depths', 'dims', 'kernel_sizes', 'drop_rate', 'drop_path_rate',
     'layer_scale_init_value', 'head_init_scale', 'global_pool', 'deploy', 'use_sync_bn', 'dense_norms',
-    'dw_backend', 'channels_last', 'device', 'dtype',
+    'dw_backend', 'channels_last', 'device', 'dtype', 'weight_init',
 )
+#: ``weight_init`` choices: the published truncated normal (std .02) or one scaled by each layer's fan-in.
+WEIGHT_INITS = ('trunc_normal', 'fan_in')
 
 
 def check_arch_args(unknown: Dict[str, Any], *, depths: Sequence[int], dims: Sequence[int],
                     kernel_sizes: Optional[Sequence[Union[int, Sequence[int]]]], drop_rate: float,
                     drop_path_rate: float, layer_scale_init_value: Optional[float], head_init_scale: float,
-                    global_pool: str) -> Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[Tuple[int, ...], ...]]:
+                    global_pool: str, weight_init: str = 'trunc_normal'
+                    ) -> Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[Tuple[int, ...], ...]]:
     """Check the constructor's arguments (``unknown``: its stray keyword arguments, an error with a suggestion,
     never swallowed); return ``(depths, dims, kernel_sizes)`` resolved."""
     if unknown:
@@ -96,4 +99,6 @@ def check_arch_args(unknown: Dict[str, Any], *, depths: Sequence[int], dims: Seq
             raise ValueError(f'{name} must be a finite number{" or None" if name[0] == "l" else ""}, got {value!r}')
     if global_pool not in _POOLS:
         raise ValueError(f'global_pool must be one of {_POOLS}, got {global_pool!r}')
+    if weight_init not in WEIGHT_INITS:
+        raise ValueError(f'weight_init must be one of {WEIGHT_INITS}, got {weight_init!r}')
     return depths, dims, _resolve_kernel_sizes(depths, kernel_sizes)
