@@ -170,13 +170,20 @@ def test_image_imagenet_eval_384_warps(image_folder, override):
 
 
 def test_small_data_defaults_are_not_in_the_published_recipes():
-    """The audio warp and the image fan-in init are task defaults for training from scratch on small data; the
+    """The audio warp and the image and video fan-in init are task defaults for training from scratch on small data; the
     published recipes keep the published settings (no warp, std .02 init)."""
     from unimodal.config import parse_set_overrides
     audio = resolve_run_config({}, {'task': 'audio'}, parse_set_overrides([]))
     assert audio.model.adapter['freq_warp'] == 0.25 and audio.model.adapter['time_warp'] == 0.25
     image = resolve_run_config({}, {'task': 'image'}, parse_set_overrides([]))
     assert image.model.trunk['weight_init'] == 'fan_in'
+    video = resolve_run_config({}, {'task': 'video'}, parse_set_overrides([]))
+    assert video.model.trunk['weight_init'] == 'fan_in'
+    for task in ('audio', 'point', 'timeseries'):
+        cfg = resolve_run_config({}, {'task': task}, parse_set_overrides([]))
+        assert cfg.model.trunk.get('weight_init', 'trunc_normal') == 'trunc_normal', task
+    recipe = resolve_run_config(load_config_file('video_kinetics400'))
+    assert recipe.model.trunk.get('weight_init', 'trunc_normal') == 'trunc_normal'
     recipe = resolve_run_config(load_config_file('audio_speechcommands35'))
     assert recipe.model.adapter.get('freq_warp', 0) == 0 and recipe.model.adapter.get('time_warp', 0) == 0
     recipe = resolve_run_config(load_config_file('image_imagenet_eval'))
