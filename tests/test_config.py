@@ -323,3 +323,13 @@ def test_published_recipes_are_complete(name):
     """Every non-demo recipe states ``defaults: engine``: what it resolves to is what the file says."""
     from unimodal.config import load_config_file
     assert load_config_file(name).get('defaults') == 'engine'
+
+
+def test_unknown_adapter_option_fails_at_resolution_with_the_valid_names():
+    with pytest.raises(ConfigError, match=r"unknown model.adapter option 'freq_wrap' for the audio adapter; valid: "
+                                          r".*freq_warp.*did you mean 'freq_warp'\?"):
+        resolve_run_config({}, {'task': 'audio'}, parse_set_overrides(['model.adapter.freq_wrap=0.2']))
+    with pytest.raises(ConfigError, match=r"tasks.point.model.adapter option 'up_axes'.*'up_axis'"):
+        resolve_run_config({}, {'task': 'audio,point'}, parse_set_overrides(['tasks.point.model.adapter.up_axes=1']))
+    ok = resolve_run_config({}, {'task': 'audio'}, parse_set_overrides(['model.adapter.freq_warp=0.1']))
+    assert ok.model.adapter['freq_warp'] == 0.1

@@ -305,6 +305,7 @@ def _checked(merged: Mapping[str, Any], tasks: Mapping[str, Any]) -> RunConfig:
     """Build the RunConfig and check what needs the task objects: each task's loss fits its kind, its evaluation
     protocol applies."""
     from ..tasks.kinds import get_kind
+    from ..tasks.plugin import adapter_class
     cfg = build_run_config(merged)
     check_variant(cfg.model.variant)  # a typo in --model fails here, before the data is read
     if cfg.train.global_batch_size is not None and cfg.train.grad_accum is None:
@@ -314,4 +315,6 @@ def _checked(merged: Mapping[str, Any], tasks: Mapping[str, Any]) -> RunConfig:
         settings = cfg.task_settings(name)
         get_kind(task.kind).check_loss(settings.train.loss, f'{prefix}train.loss')
         task.check_eval_protocol(settings, f'{prefix}eval.protocol')
+        adapter = adapter_class(settings.model.adapter_class or task.adapter)
+        adapter.check_option_names(settings.model.adapter, f'{prefix}model.adapter')
     return cfg

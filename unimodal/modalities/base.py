@@ -77,6 +77,23 @@ class Adapter(nn.Module, metaclass=abc.ABCMeta):
         from ..config.schema import check_option
         return check_option(f'{self.name or type(self).__name__} adapter option {name}', value, tp, **limits)
 
+    @classmethod
+    def check_option_names(cls, options: Iterable[str], where: str) -> None:
+        """Raise a :class:`~unimodal.config.ConfigError` naming ``where`` (e.g. ``model.adapter``) for a key of
+        ``options`` that ``__init__`` does not take, with the valid names and the closest one. Run when a config is
+        resolved, so a typo fails before any data is read; an ``__init__`` with ``**kwargs`` takes any name."""
+        import inspect
+
+        from ..config.errors import ConfigError, suggest
+        params = inspect.signature(cls.__init__).parameters
+        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return
+        valid = sorted(n for n, p in params.items() if n != 'self' and p.kind is not p.VAR_POSITIONAL)
+        for key in options:
+            if key not in valid:
+                raise ConfigError(f'unknown {where} option {key!r} for the {cls.name or cls.__name__} adapter; '
+                                  f'valid: {", ".join(valid)}{suggest(str(key), valid)}')
+
     def check_input(self, x: torch.Tensor) -> None:
         """Raise :class:`InputShapeError` if ``x`` is not a batch this adapter consumes.
 
