@@ -122,6 +122,17 @@ def test_unknown_schedule_is_an_error():
         create_schedule(sgd(), schedule='cosin', epochs=1, steps_per_epoch=1)
 
 
+def test_a_warm_up_that_fills_the_run_is_named_once(caplog):
+    with caplog.at_level('WARNING'):
+        create_schedule(sgd(), schedule='cosine', epochs=1, steps_per_epoch=10, warmup_epochs=1)
+    msgs = [(r.name, r.getMessage()) for r in caplog.records]
+    assert len(msgs) == 1 and msgs[0][0] == 'unimodal.engine.optim' and 'train.warmup_epochs' in msgs[0][1]
+    caplog.clear()
+    with caplog.at_level('WARNING'):
+        create_schedule(sgd(), schedule='cosine', epochs=3, steps_per_epoch=10, warmup_epochs=1)
+    assert not caplog.records
+
+
 # ------------------------------------------------------------------------------------------------ optimizers
 
 def test_optimizers_from_timm():

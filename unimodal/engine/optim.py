@@ -213,8 +213,18 @@ def create_schedule(
     warmup = int(round(float(warmup_epochs) * steps_per_epoch))
     common = dict(warmup_t=warmup, t_in_epochs=False)
     if schedule == 'cosine':
-        sched = CosineLRScheduler(optimizer, t_initial=max(1, total - warmup), lr_min=float(min_lr),
-                                  warmup_prefix=True, **common)
+        if total - warmup <= 1:
+            # timm's own warning ("t_initial = t_mul = eta_mul = 1") does not say what the setting is
+            _logger.warning('the warm-up (%d updates) fills the whole run (%d updates): the cosine phase never '
+                            'starts; lower train.warmup_epochs or train more epochs', warmup, total)
+        timm_log = logging.getLogger('timm.scheduler.cosine_lr')
+        level = timm_log.level
+        timm_log.setLevel(logging.ERROR)
+        try:
+            sched = CosineLRScheduler(optimizer, t_initial=max(1, total - warmup), lr_min=float(min_lr),
+                                      warmup_prefix=True, **common)
+        finally:
+            timm_log.setLevel(level)
     elif schedule == 'step':
         # timm applies milestone m at update m - 1; epoch e's first update is e * steps_per_epoch (epochs + 1: the
         # lr after the last update, which the run logs)
