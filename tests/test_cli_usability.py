@@ -153,6 +153,19 @@ def test_tasks_long_form_says_where_the_data_comes_from(run_cli):
     assert code == 2 and "did you mean 'audio'?" in err
 
 
+def test_tasks_defaults_prints_the_resolved_config(run_cli):
+    import yaml
+    code, out, _ = run_cli('tasks', 'image', '--defaults')
+    assert code == 0
+    cfg = yaml.safe_load(out)                     # the comment line aside, valid YAML a --config file could hold
+    assert cfg['task'] == 'image' and cfg['model']['trunk']['weight_init'] == 'fan_in'
+    assert cfg['model']['trunk']['layer_scale_init_value'] == 1.0 and cfg['train']['precise_bn'] == 20
+    code, out, _ = run_cli('tasks', 'weather', '--defaults')
+    assert code == 0 and yaml.safe_load(out)['task'] == 'timeseries'
+    code, _, err = run_cli('tasks', '--defaults')
+    assert code == 2 and 'needs a task NAME' in err
+
+
 def test_catalog_matches_the_registered_tasks():
     from unimodal.tasks import TASK_INFO, get_task, list_tasks
     # other tests register plug-in tasks (e.g. fake_blobs) in this process: compare the built-in ones

@@ -119,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     'comes from, the on-disk layout --data expects, the built-in data and recipes.')
     ts.add_argument('name', nargs='?', help='a task: show its data source, expected layout and recipes')
     ts.add_argument('-v', '--verbose', dest='long', action='store_true', help='the long form of every task')
+    ts.add_argument('--defaults', action='store_true',
+                    help="with NAME: print the task's resolved default config (YAML), what `train --task NAME` uses")
 
     d = sub.add_parser('data', help='download or prepare data sets', description='Data set utilities.')
     dsub = d.add_subparsers(dest='data_command', metavar='ACTION')

@@ -1,6 +1,7 @@
 """``unimodal tasks [NAME] [-v]``: what each task trains, where its data comes from and the layout ``--data`` expects.
 
-Reads the task catalog (:mod:`unimodal.tasks.catalog`) and the shipped recipes only: no torch import.
+Reads the task catalog (:mod:`unimodal.tasks.catalog`) and the shipped recipes only: no torch import, except
+``--defaults`` (the resolved default config needs the task class).
 """
 from __future__ import annotations
 
@@ -61,8 +62,15 @@ def cmd_tasks(args: argparse.Namespace) -> int:
             from ..config.errors import suggest
             raise UsageError(f'unknown task {args.name!r}; known: {", ".join(sorted(TASK_INFO))}'
                              f'{suggest(args.name, [*TASK_INFO, *aliases])}')
+        if args.defaults:
+            from ..config import dump_config, parse_set_overrides, resolve_run_config
+            print(f'# unimodal train --task {name}: the resolved defaults (--set KEY=VALUE overrides any of them)')
+            print(dump_config(resolve_run_config({}, {'task': name}, parse_set_overrides([]))), end='')
+            return 0
         print('\n'.join(describe_task(name, width)))
         return 0
+    if args.defaults:
+        raise UsageError('--defaults needs a task NAME (e.g. unimodal tasks audio --defaults)')
     if args.long:
         print('\n\n'.join('\n'.join(describe_task(n, width)) for n in sorted(TASK_INFO)))
         return 0
@@ -71,7 +79,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         also = f' (also --task {", ".join(t.aliases)})' if t.aliases else ''
         print(f'{name:<10} {t.kind:<15} adapter {t.adapter:<10} {t.description}{also}')
     print('\nWhere a task\'s data comes from and the layout --data expects: unimodal tasks NAME '
-          '(all: unimodal tasks -v)')
+          '(all: unimodal tasks -v); its default settings: unimodal tasks NAME --defaults')
     print('Train one: unimodal train --task NAME (built-in data) or --data DIR (real data); '
           'several jointly: --task audio,point,timeseries')
     return 0
