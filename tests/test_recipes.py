@@ -170,8 +170,8 @@ def test_image_imagenet_eval_384_warps(image_folder, override):
 
 
 def test_small_data_defaults_are_not_in_the_published_recipes():
-    """The audio warp and the image and video fan-in init are task defaults for training from scratch on small data; the
-    published recipes keep the published settings (no warp, std .02 init)."""
+    """The audio warp and the image and video fan-in init and stride-2 stem are task defaults for training from scratch
+    on small data; the published recipes keep the published settings (no warp, std .02 init, stride-4 stem)."""
     from unimodal.config import parse_set_overrides
     audio = resolve_run_config({}, {'task': 'audio'}, parse_set_overrides([]))
     assert audio.model.adapter['freq_warp'] == 0.25 and audio.model.adapter['time_warp'] == 0.25
@@ -188,6 +188,20 @@ def test_small_data_defaults_are_not_in_the_published_recipes():
     assert recipe.model.adapter.get('freq_warp', 0) == 0 and recipe.model.adapter.get('time_warp', 0) == 0
     recipe = resolve_run_config(load_config_file('image_imagenet_eval'))
     assert recipe.model.trunk.get('weight_init', 'trunc_normal') == 'trunc_normal'
+    # the stride-2 stem: image and video from scratch only; never in a recipe, never under loaded weights
+    assert image.model.trunk['stem_stride'] == 2 == video.model.trunk['stem_stride']
+    for task in ('audio', 'point', 'timeseries'):
+        cfg = resolve_run_config({}, {'task': task}, parse_set_overrides([]))
+        assert 'stem_stride' not in cfg.model.trunk, task
+    for name in ('video_kinetics400', 'image_imagenet_eval'):
+        assert resolve_run_config(load_config_file(name)).model.trunk.get('stem_stride', 4) == 4, name
+    for weights in ({'pretrained': 'in1k'}, {'init_from': 'run/best.pt'}):
+        for task in ('image', 'video'):
+            cfg = resolve_run_config({}, {'task': task, 'model': weights}, parse_set_overrides([]))
+            assert 'stem_stride' not in cfg.model.trunk and cfg.model.trunk['weight_init'] == 'fan_in', (task, weights)
+    chosen = resolve_run_config({}, {'task': 'image', 'model': {'pretrained': 'in1k'}},
+                                parse_set_overrides(['model.trunk.stem_stride=2']))
+    assert chosen.model.trunk['stem_stride'] == 2                      # the user's own choice stands
     import unimodal
     model = unimodal.create_model('image', variant='unireplknet_test', num_classes=6, trunk_kwargs=image.model.trunk)
     w = model.trunk.stages[2][0].pwconv1[1].weight.detach()         # fan-in 64: std 1/8 instead of .02

@@ -211,6 +211,34 @@ def test_weight_init_published_and_fan_in():
         timm.create_model('unireplknet_test', weight_init='xavier')
 
 
+def test_stem_stride_two_halves_every_reduction_and_keeps_the_weights():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 64, 64)
+    published = timm.create_model('unireplknet_test', features_only=True).eval()
+    fine = timm.create_model('unireplknet_test', features_only=True, stem_stride=2).eval()
+    assert fine.feature_info.reduction() == [2, 4, 8, 16] and published.feature_info.reduction() == [4, 8, 16, 32]
+    assert [tuple(o.shape[-2:]) for o in fine(x)] == [(32, 32), (16, 16), (8, 8), (4, 4)]
+    # same parameters, so a published checkpoint loads into either; only the first conv's stride differs
+    assert {k: v.shape for k, v in fine.state_dict().items()} == {k: v.shape for k, v in published.state_dict().items()}
+    fine.load_state_dict(published.state_dict())
+    assert [c.stride for c in fine.model.downsample_layers[0] if isinstance(c, nn.Conv2d)] == [(1, 1), (2, 2)]
+    # the fast path (chunked stem in CPU inference) agrees with the reference math at stride 2 too
+    m = timm.create_model('unireplknet_test', num_classes=5, stem_stride=2).eval()
+    randomize_(m, seed=1)
+    with torch.no_grad():
+        fast = m(x)
+        m.set_fast_path(False)
+        assert rel_err(fast, m(x)) <= TOL
+    # the re-parameterized form computes the same function
+    with torch.no_grad():
+        out = m(x)
+        m.reparameterize()
+        assert rel_err(m(x), out) <= TOL
+    for bad in (3, 1, True, '2'):
+        with pytest.raises(ValueError, match='stem_stride must be one of'):
+            timm.create_model('unireplknet_test', stem_stride=bad)
+
+
 def test_param_groups():
     m = timm.create_model('unireplknet_test')
     nwd = m.no_weight_decay()

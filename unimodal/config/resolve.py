@@ -122,6 +122,20 @@ def _without_adapter_options(defaults: Mapping[str, Any]) -> Dict[str, Any]:
     return out
 
 
+def _defaults_for_weights(defaults: Mapping[str, Any], layers: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
+    """A task's defaults without its from-scratch trunk layout (``model.trunk.stem_stride``) when the user's layers
+    load trunk weights (``model.pretrained`` / ``model.init_from``): the released weights were trained with the
+    published stride-4 stem, and the same weights under a stride-2 stem compute another function."""
+    if not (_last(layers, 'model', 'pretrained') or _last(layers, 'model', 'init_from')):
+        return dict(defaults)
+    out = copy.deepcopy(dict(defaults))
+    trunk = (out.get('model') or {}).get('trunk')
+    if isinstance(trunk, dict) and trunk.pop('stem_stride', None) is not None:
+        _logger.info('trunk weights are loaded: the published stride-4 stem, not the task default for training '
+                     'from scratch (set model.trunk.stem_stride to choose)')
+    return out
+
+
 def _absolute_adapter(layers: List[Dict[str, Any]]) -> None:
     """``model.adapter_class`` as ``/abs/file.py:Class`` (a saved config then works from any directory)."""
     from ..tasks.plugin import absolute_adapter_spec
@@ -233,6 +247,7 @@ def resolve_run_config(file_cfg: Optional[Mapping[str, Any]] = None,
         task = _task(names[0] if names else None, adapter_class)
         defaults = {} if engine_only else task.default_config()
         check_layer(defaults, f'task {task.name} default_config()')
+        defaults = _defaults_for_weights(defaults, layers)
         if adapter_class and names:
             defaults = _without_adapter_options(defaults)
         merged = _merge_layers([_rename_tasks(defaults), *layers])
@@ -243,6 +258,7 @@ def resolve_run_config(file_cfg: Optional[Mapping[str, Any]] = None,
     for name, task in tasks.items():
         recipes[name] = {} if engine_only else task.default_config()
         check_layer(recipes[name], f'task {name} default_config()')
+        recipes[name] = _defaults_for_weights(recipes[name], layers)
     shared, notes = joint_recipe(recipes)
     user_train = set().union(*((layer.get('train') or {}).keys() for layer in layers))
     for key, note in notes.items():

@@ -21,13 +21,15 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+import torch
+
 from ..config.errors import ConfigError
-from .checkpoint import WriteError, write_text_atomic
+from .checkpoint import WriteError, copy_atomic, write_text_atomic
 
 _logger = logging.getLogger(__name__)
 
 __all__ = ['RunDirError', 'RunDirLock', 'LOCK_NAME', 'METRICS_LOG', 'check_run_dir', 'remove_stale_temp_files',
-           'remove_run_files', 'append_metrics', 'read_metrics_log', 'truncate_metrics_log']
+           'remove_run_files', 'repair_best', 'append_metrics', 'read_metrics_log', 'truncate_metrics_log']
 
 LOCK_NAME = '.unimodal.lock'
 METRICS_LOG = 'metrics.jsonl'
@@ -217,3 +219,21 @@ def truncate_metrics_log(out: Path, epoch: int) -> None:
         return
     keep = [r for r in read_metrics_log(path) if r['epoch'] <= epoch]
     write_text_atomic(path, ''.join(json.dumps(r) + '\n' for r in keep))
+
+
+def repair_best(out: Path, last: Path, epoch: int, best_epoch: Optional[int]) -> None:
+    """``best.pt`` is copied from ``last.pt`` after ``last.pt`` is written: after a crash between the two,
+    ``last`` (of ``epoch``) names its own epoch the best (``best_epoch``) while ``out/best.pt`` holds an older one.
+    Redo the copy."""
+    if best_epoch != epoch:
+        return
+    best = out / 'best.pt'
+    if best.is_file():
+        try:
+            if int(torch.load(best, map_location='cpu', weights_only=True, mmap=True).get('epoch', -1)) == epoch:
+                return
+        except Exception:  # noqa: BLE001  (a damaged best.pt is replaced as well)
+            pass
+    copy_atomic(last, best)
+    _logger.warning('best.pt did not hold the best epoch %d that %s records (a run interrupted while copying '
+                    'it): copied it again', epoch, last)

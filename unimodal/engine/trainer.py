@@ -49,7 +49,7 @@ from .multitask import MultiTaskModel
 from .optim import create_ema, create_optimizer, create_schedule
 from .precise_bn import recompute_bn_stats, round_robin_batches
 from .results import describe_dataset, result_record
-from .rundir import (RunDirError, RunDirLock, append_metrics, check_run_dir, remove_run_files,
+from .rundir import (RunDirError, RunDirLock, append_metrics, check_run_dir, remove_run_files, repair_best,
                      remove_stale_temp_files, truncate_metrics_log)
 
 _logger = logging.getLogger(__name__)
@@ -511,25 +511,8 @@ class _Run:
         if ckpt is not None:
             truncate_metrics_log(out, start_epoch)
             if same_dir:
-                self._repair_best(ckpt)
+                repair_best(out, ckpt.path, int(ckpt.raw['epoch']), (ckpt.raw.get('best') or {}).get('epoch'))
         write_text_atomic(out / 'config.yaml', dump_config(self.cfg))
-
-    def _repair_best(self, ckpt: RunCheckpoint) -> None:
-        """``best.pt`` is copied from ``last.pt`` after ``last.pt`` is written: after a crash between the two,
-        ``last.pt`` names its own epoch the best while ``best.pt`` holds an older one. Redo the copy."""
-        epoch = int(ckpt.raw['epoch'])
-        if (ckpt.raw.get('best') or {}).get('epoch') != epoch:
-            return
-        best = self.out / 'best.pt'
-        if best.is_file():
-            try:
-                if int(torch.load(best, map_location='cpu', weights_only=True, mmap=True).get('epoch', -1)) == epoch:
-                    return
-            except Exception:  # noqa: BLE001  (a damaged best.pt is replaced as well)
-                pass
-        copy_atomic(ckpt.path, best)
-        _logger.warning('best.pt did not hold the best epoch %d that %s records (a run interrupted while copying '
-                        'it): copied it again', epoch, ckpt.path)
 
     # -------------------------------------------------------------------------------------------- end
     def _finish(self, model: MultiTaskModel, ema, runs: List[TaskRun], amp: str, best: Dict[str, Any], t0: float,

@@ -478,7 +478,8 @@ def chunked_stem(stem: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     in chunks they stay in cache (measured 1.8x on the stem of P, batch 16)."""
     conv1, norm1, act, conv2, norm2 = stem
     b, _, height, width = x.shape
-    sample_bytes = conv1.out_channels * ((height + 1) // 2) * ((width + 1) // 2) * x.element_size()
+    s = conv1.stride[0]
+    sample_bytes = conv1.out_channels * ((height + s - 1) // s) * ((width + s - 1) // s) * x.element_size()
     step = max(1, _STEM_CHUNK_BYTES // sample_bytes)
     out = None
     for i in range(0, b, step):

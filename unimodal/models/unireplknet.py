@@ -145,8 +145,7 @@ class UniRepLKNetBlock(nn.Module):
         weight, bias = fuse_linear_bn(linear.weight, bias, self.pwconv2[2])
         if self.gamma is not None:
             weight, bias = scale_linear(weight, bias, self.gamma)
-        new_linear = nn.Linear(
-            linear.in_features, linear.out_features, bias=True, device=weight.device, dtype=weight.dtype)
+        new_linear = nn.Linear(linear.in_features, linear.out_features, device=weight.device, dtype=weight.dtype)
         new_linear.weight.copy_(weight)
         new_linear.bias.copy_(bias)
         grn.beta = None
@@ -163,20 +162,19 @@ class UniRepLKNet(nn.Module):
         num_classes: classifier size; 0 leaves ``head`` an Identity (``norm`` stays).
         depths: blocks per stage.
         dims: channels per stage.
-        kernel_sizes: per-block kernel sizes (one sequence per stage, or one int per stage); ``None`` uses the
-            published sizes for the depths.
+        kernel_sizes: per-block kernel sizes (a sequence or one int per stage); ``None``: published for the depths.
         drop_rate: dropout before the classifier.
         drop_path_rate: stochastic depth, linearly increasing over all blocks.
         layer_scale_init_value: initial layer scale (``None``/0 disables it).
         head_init_scale: scale of the initial classifier weights.
-        weight_init: ``'trunc_normal'`` (published: every conv / linear weight ~ truncated N(0, .02²)) or
-            ``'fan_in'`` (std ``1/sqrt(fan_in)``, so each layer keeps its input's scale whatever the width; std .02
-            suits the wide published variants and leaves a narrow trunk's branches near zero and nearly linear).
+        weight_init: ``'trunc_normal'`` (published: conv / linear weights ~ truncated N(0, .02²); it leaves a narrow
+            trunk's branches near zero and linear) or ``'fan_in'`` (std ``1/sqrt(fan_in)``: each layer keeps its scale).
         global_pool: ``'avg'``, ``'max'`` or ``'avgmax'``.
+        stem_stride: 4 (published) or 2 (the first stem conv at stride 1: stages at twice the resolution, ~4x compute).
         deploy: build the re-parameterized (inference) form directly.
         use_sync_bn: SyncBatchNorm instead of BatchNorm2d.
-        dense_norms: add ``norm0`` .. ``norm3`` (channels LayerNorms applied to the stage outputs returned by
-            ``forward_intermediates`` / ``features_only``), the layout of the dense-task checkpoints.
+        dense_norms: add ``norm0`` .. ``norm3`` (LayerNorms on the stage outputs of ``forward_intermediates`` /
+            ``features_only``), the layout of the dense-task checkpoints.
         dw_backend: the fast path's depthwise conv kernel on CUDA: ``'cudnn'``, ``'triton'`` or ``'auto'`` (the
             measured per-shape table, see :mod:`unimodal.layers.dwconv`); ``None`` reads ``$UNIMODAL_DWCONV`` at
             run time (default auto). Other devices always use ``F.conv2d``.
@@ -206,13 +204,14 @@ class UniRepLKNet(nn.Module):
             device: Optional[Union[str, torch.device]] = None,
             dtype: Optional[torch.dtype] = None,
             weight_init: str = 'trunc_normal',
+            stem_stride: int = 4,
             **kwargs: Any,
     ):
         super().__init__()
         depths, dims, kernel_sizes = check_arch_args(
             kwargs, depths=depths, dims=dims, kernel_sizes=kernel_sizes, drop_rate=drop_rate,
             drop_path_rate=drop_path_rate, layer_scale_init_value=layer_scale_init_value,
-            head_init_scale=head_init_scale, global_pool=global_pool, weight_init=weight_init)
+            head_init_scale=head_init_scale, global_pool=global_pool, weight_init=weight_init, stem_stride=stem_stride)
 
         self.num_classes = num_classes
         self.in_chans = in_chans
@@ -228,14 +227,14 @@ class UniRepLKNet(nn.Module):
         self._arch_args = dict(
             in_chans=in_chans, num_classes=num_classes, depths=depths, dims=dims, kernel_sizes=kernel_sizes,
             layer_scale_init_value=layer_scale_init_value, global_pool=global_pool, use_sync_bn=use_sync_bn,
-            dense_norms=dense_norms,
+            dense_norms=dense_norms, stem_stride=stem_stride,
         )
 
         ctx = torch.device(device) if device is not None else contextlib.nullcontext()
         with ctx:
             self.downsample_layers = nn.ModuleList()
             self.downsample_layers.append(nn.Sequential(
-                nn.Conv2d(in_chans, dims[0] // 2, kernel_size=3, stride=2, padding=1),
+                nn.Conv2d(in_chans, dims[0] // 2, kernel_size=3, stride=stem_stride // 2, padding=1),
                 LayerNorm2d(dims[0] // 2, eps=1e-6),
                 nn.GELU(),
                 nn.Conv2d(dims[0] // 2, dims[0], kernel_size=3, stride=2, padding=1),
@@ -259,7 +258,7 @@ class UniRepLKNet(nn.Module):
                     for j in range(depths[i])
                 ]))
                 cur += depths[i]
-                self.feature_info.append(dict(num_chs=dims[i], reduction=4 * 2 ** i, module=f'stages.{i}'))
+                self.feature_info.append(dict(num_chs=dims[i], reduction=stem_stride * 2 ** i, module=f'stages.{i}'))
 
             self.dense_norms = dense_norms
             if dense_norms:
@@ -322,12 +321,8 @@ class UniRepLKNet(nn.Module):
             self.head = nn.Identity()
 
     def set_fast_path(self, enable: bool = True) -> None:
-        """Use the fast implementation (default) or the plain module-by-module reference math.
-
-        Both compute the same function (tests hold them within fp32 rounding, outputs and gradients). The fast path
-        runs the trunk in the layout chosen per device (channels-last on CPU) and returns contiguous NCHW maps like
-        the reference.
-        """
+        """Use the fast implementation (default) or the plain module-by-module reference math: the same function
+        (tests hold them within fp32 rounding, outputs and gradients), both returning contiguous NCHW maps."""
         self.fast_path = enable
         for stage in self.stages:
             for block in stage:
@@ -376,7 +371,7 @@ class UniRepLKNet(nn.Module):
             output_fmt: str = 'NCHW',
             intermediates_only: bool = False,
     ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Forward returning stage outputs (strides 4, 8, 16, 32).
+        """Forward returning stage outputs (strides 4, 8, 16, 32; half those with ``stem_stride=2``).
 
         Args:
             x: input ``(B, C, H, W)``.

@@ -7,7 +7,7 @@ import math
 import operator
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-__all__ = ['DEFAULT_KERNEL_SIZES', 'INIT_ARGS', 'WEIGHT_INITS', 'check_arch_args']
+__all__ = ['DEFAULT_KERNEL_SIZES', 'INIT_ARGS', 'STEM_STRIDES', 'WEIGHT_INITS', 'check_arch_args']
 
 # Published per-block kernel sizes, keyed by depths.
 DEFAULT_KERNEL_SIZES: Dict[Tuple[int, ...], Tuple[Tuple[int, ...], ...]] = {
@@ -69,16 +69,18 @@ _POOLS = ('avg', 'max', 'avgmax')
 INIT_ARGS = (
     'in_chans', 'num_classes', 'depths', 'dims', 'kernel_sizes', 'drop_rate', 'drop_path_rate',
     'layer_scale_init_value', 'head_init_scale', 'global_pool', 'deploy', 'use_sync_bn', 'dense_norms',
-    'dw_backend', 'channels_last', 'device', 'dtype', 'weight_init',
+    'dw_backend', 'channels_last', 'device', 'dtype', 'weight_init', 'stem_stride',
 )
 #: ``weight_init`` choices: the published truncated normal (std .02) or one scaled by each layer's fan-in.
 WEIGHT_INITS = ('trunc_normal', 'fan_in')
+#: ``stem_stride`` choices: the published 4, or 2 (the stem's first conv at stride 1).
+STEM_STRIDES = (4, 2)
 
 
 def check_arch_args(unknown: Dict[str, Any], *, depths: Sequence[int], dims: Sequence[int],
                     kernel_sizes: Optional[Sequence[Union[int, Sequence[int]]]], drop_rate: float,
                     drop_path_rate: float, layer_scale_init_value: Optional[float], head_init_scale: float,
-                    global_pool: str, weight_init: str = 'trunc_normal'
+                    global_pool: str, weight_init: str = 'trunc_normal', stem_stride: int = 4
                     ) -> Tuple[Tuple[int, ...], Tuple[int, ...], Tuple[Tuple[int, ...], ...]]:
     """Check the constructor's arguments (``unknown``: its stray keyword arguments, an error with a suggestion,
     never swallowed); return ``(depths, dims, kernel_sizes)`` resolved."""
@@ -101,4 +103,6 @@ def check_arch_args(unknown: Dict[str, Any], *, depths: Sequence[int], dims: Seq
         raise ValueError(f'global_pool must be one of {_POOLS}, got {global_pool!r}')
     if weight_init not in WEIGHT_INITS:
         raise ValueError(f'weight_init must be one of {WEIGHT_INITS}, got {weight_init!r}')
+    if isinstance(stem_stride, bool) or stem_stride not in STEM_STRIDES:
+        raise ValueError(f'stem_stride must be one of {STEM_STRIDES}, got {stem_stride!r}')
     return depths, dims, _resolve_kernel_sizes(depths, kernel_sizes)
