@@ -13,7 +13,8 @@ Joint runs list several tasks (``task: [audio, point]`` or ``--task audio,point`
 schedule keys are shared. The optimiser and schedule keys come from the tasks' recipes where those agree (warm-up:
 the longest, gradient clipping: the tightest; see :func:`joint_recipe`), the model keys (variant, trunk options)
 from the schema defaults, and the user's layers override them. (The tasks' from-scratch trunk options, e.g. layer
-scale 1.0, were measured in a joint run and not inherited: no better there; ``benchmarks/README.md``.) Each task's per-task keys (``TASK_SECTIONS``) resolve as
+scale 1.0, were measured in a joint run and not inherited: no better there; ``benchmarks/README.md``.) Each task's
+per-task keys (``TASK_SECTIONS``) resolve as
 ``defaults <- task.default_config() <- the layers' top-level values of those keys <- tasks.<name>`` and are
 materialised under ``tasks.<name>``, so a saved config is self-contained.
 """
