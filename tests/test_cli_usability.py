@@ -160,6 +160,9 @@ def test_tasks_defaults_prints_the_resolved_config(run_cli):
     cfg = yaml.safe_load(out)                     # the comment line aside, valid YAML a --config file could hold
     assert cfg['task'] == 'image' and cfg['model']['trunk']['weight_init'] == 'fan_in'
     assert cfg['model']['trunk']['layer_scale_init_value'] == 1.0 and cfg['train']['precise_bn'] == 20
+    # each key is preceded by its doc, and the trunk's doc names the allowed values
+    assert '\n  # peak learning rate\n  lr: ' in out
+    assert 'stem_stride 4 (published) | 2' in out and 'weight_init trunc_normal (published) | fan_in' in out
     code, out, _ = run_cli('tasks', 'weather', '--defaults')
     assert code == 0 and yaml.safe_load(out)['task'] == 'timeseries'
     code, _, err = run_cli('tasks', '--defaults')

@@ -64,11 +64,44 @@ def test_unknown_key_lists_valid_keys_and_suggests(override, bad, suggestion):
 
 def test_free_form_sections_are_not_checked_here():
     cfg = resolve_run_config({'task': 'audio', 'data': {'options': {'anything': 1}},
-                              'model': {'adapter': {'mode': 'x'}, 'trunk': {'kernel_sizes': [3]}}})
+                              'model': {'adapter': {'mode': 'x'}, 'trunk': {'kernel_sizes': [3, 3, 3, 3]}}})
     assert cfg.data.options == {'variant': 35, 'return_length': True, 'anything': 1}  # merged over the task's
-    assert cfg.model.trunk == {'layer_scale_init_value': 1.0, 'kernel_sizes': [3]}  # merged over the task's
+    assert cfg.model.trunk == {'layer_scale_init_value': 1.0, 'kernel_sizes': [3, 3, 3, 3]}  # merged over the task's
     with pytest.raises(ConfigError, match='data.options must be a mapping'):
         resolve_run_config({'task': 'audio', 'data': {'options': 3}})
+
+
+@pytest.mark.parametrize('trunk, message', [
+    ({'stem_strid': 2}, "'stem_strid' (did you mean 'stem_stride'?)"),
+    ({'stem_stride': 3}, 'stem_stride must be one of (4, 2), got 3'),
+    ({'weight_init': 'xavier'}, "weight_init must be one of ('trunc_normal', 'fan_in')"),
+    ({'kernel_sizes': [3]}, 'kernel_sizes needs one entry per stage (4), got 1'),
+    ({'in_chans': 3}, "model.trunk.in_chans cannot be set: it comes from the adapter's channel count"),
+    ({'drop_path_rate': 0.1}, 'model.trunk.drop_path_rate cannot be set: it comes from model.drop_path_rate'),
+])
+def test_trunk_options_are_checked_when_the_config_is_resolved(trunk, message):
+    # the trunk constructor's own checks, run on the meta device before any data is read
+    with pytest.raises(ConfigError) as e:
+        resolve_run_config({'task': 'image', 'model': {'trunk': trunk}})
+    assert message in str(e.value) and 'model.trunk' in str(e.value)
+    if 'cannot be set' not in message:
+        assert 'trunk options: depths, dims, kernel_sizes' in str(e.value)
+
+
+def test_released_weights_are_checked_against_the_variant():
+    with pytest.raises(ConfigError) as e:  # the tiny default trunk has no released weights
+        resolve_run_config({'task': 'image', 'model': {'pretrained': 'in1k'}})
+    msg = str(e.value)
+    assert msg.startswith("model.pretrained (--pretrained)='in1k': there are no in1k weights for unireplknet_test")
+    assert 'unireplknet_a, unireplknet_f' in msg and 'unireplknet_b' not in msg and '--model' in msg
+    with pytest.raises(ConfigError, match='no released weights for unireplknet_test; they exist for unireplknet_a'):
+        resolve_run_config({'task': 'image', 'model': {'pretrained': True}})
+    with pytest.raises(ConfigError, match=r'no in1k weights for unireplknet_b \(its tags: in22k, in22k_ft_in1k_384'):
+        resolve_run_config({'task': 'image', 'model': {'variant': 'unireplknet_b', 'pretrained': 'in1k'}})
+    for variant, tag in (('unireplknet_a', 'in1k'), ('unireplknet_b', 'in22k'), ('unireplknet_a', True),
+                         ('unireplknet_test', '/some/checkpoint.pth')):  # a path is checked when it is loaded
+        cfg = resolve_run_config({'task': 'image', 'model': {'variant': variant, 'pretrained': tag}})
+        assert cfg.model.pretrained == tag
 
 
 def test_set_overrides_parse_yaml_scalars():

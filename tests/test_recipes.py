@@ -195,11 +195,11 @@ def test_small_data_defaults_are_not_in_the_published_recipes():
         assert 'stem_stride' not in cfg.model.trunk, task
     for name in ('video_kinetics400', 'image_imagenet_eval'):
         assert resolve_run_config(load_config_file(name)).model.trunk.get('stem_stride', 4) == 4, name
-    for weights in ({'pretrained': 'in1k'}, {'init_from': 'run/best.pt'}):
+    for weights in ({'pretrained': 'in1k', 'variant': 'unireplknet_a'}, {'init_from': 'run/best.pt'}):
         for task in ('image', 'video'):
             cfg = resolve_run_config({}, {'task': task, 'model': weights}, parse_set_overrides([]))
             assert 'stem_stride' not in cfg.model.trunk and cfg.model.trunk['weight_init'] == 'fan_in', (task, weights)
-    chosen = resolve_run_config({}, {'task': 'image', 'model': {'pretrained': 'in1k'}},
+    chosen = resolve_run_config({}, {'task': 'image', 'model': {'pretrained': 'in1k', 'variant': 'unireplknet_a'}},
                                 parse_set_overrides(['model.trunk.stem_stride=2']))
     assert chosen.model.trunk['stem_stride'] == 2                      # the user's own choice stands
     import unimodal

@@ -65,7 +65,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         if args.defaults:
             from ..config import dump_config, parse_set_overrides, resolve_run_config
             print(f'# unimodal train --task {name}: the resolved defaults (--set KEY=VALUE overrides any of them)')
-            print(dump_config(resolve_run_config({}, {'task': name}, parse_set_overrides([]))), end='')
+            print(dump_config(resolve_run_config({}, {'task': name}, parse_set_overrides([])), comments=True), end='')
             return 0
         print('\n'.join(describe_task(name, width)))
         return 0

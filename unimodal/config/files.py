@@ -128,11 +128,33 @@ def parse_set_overrides(items: Iterable[str]) -> Dict[str, Any]:
     return out
 
 
-def dump_config(cfg: Any) -> str:
-    """YAML text of a :class:`~unimodal.config.RunConfig` or a config mapping (keys in definition order)."""
+def dump_config(cfg: Any, *, comments: bool = False) -> str:
+    """YAML text of a :class:`~unimodal.config.RunConfig` or a config mapping (keys in definition order).
+    ``comments``: each key of a schema section preceded by its one-line doc as a YAML comment."""
     if callable(getattr(cfg, 'to_dict', None)):
         cfg = cfg.to_dict()
-    return yaml.safe_dump(_plain(cfg), sort_keys=False, default_flow_style=None)
+    cfg = _plain(cfg)
+    if not comments:
+        return yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None)
+    from .schema import SECTIONS, key_doc
+    lines: List[str] = []
+    for top, value in cfg.items():
+        if top not in SECTIONS or not isinstance(value, Mapping) or not value:
+            lines.append(_dump_entry(top, value))
+            continue
+        lines.append(f'{top}:')
+        for key, sub in value.items():
+            doc = key_doc(top, key)
+            if doc:
+                lines.append(f'  # {doc}')
+            lines += ['  ' + line for line in _dump_entry(key, sub).split('\n')]
+    return '\n'.join(lines) + '\n'
+
+
+def _dump_entry(key: str, value: Any) -> str:
+    # flow style only inside containers: a one-entry mapping of a scalar would otherwise come out as `{key: value}`
+    flow = None if isinstance(value, (Mapping, list)) else False
+    return yaml.safe_dump({key: value}, sort_keys=False, default_flow_style=flow).rstrip('\n')
 
 
 def _plain(obj: Any) -> Any:

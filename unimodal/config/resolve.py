@@ -27,7 +27,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 from .errors import ConfigError, short_repr, unknown_key
 from .schema import (SECTIONS, TASK_SECTIONS, RunConfig, TrainConfig, build_run_config, is_free_form, joint_rule,
                      section_keys, task_names)
-from .variants import check_variant
+from .variants import check_pretrained, check_trunk_options, check_variant
 
 _logger = logging.getLogger(__name__)
 
@@ -325,7 +325,9 @@ def _checked(merged: Mapping[str, Any], tasks: Mapping[str, Any]) -> RunConfig:
     from ..tasks.kinds import get_kind
     from ..tasks.plugin import adapter_class
     cfg = build_run_config(merged)
-    check_variant(cfg.model.variant)  # a typo in --model fails here, before the data is read
+    check_variant(cfg.model.variant)  # a typo in --model or a trunk option fails here, before the data is read
+    check_pretrained(cfg.model.variant, cfg.model.pretrained)
+    check_trunk_options(cfg.model.variant, cfg.model.trunk)
     if cfg.train.global_batch_size is not None and cfg.train.grad_accum is None:
         cfg.grad_accum_steps(1)  # a total that no process count reaches fails now, not at the start of training
     for name, task in tasks.items():

@@ -29,7 +29,7 @@ __all__ = [
     'setting', 'DEFAULTS_CHOICES', 'DataConfig', 'TaskModelConfig', 'ModelConfig', 'TaskTrainConfig', 'TrainConfig',
     'TaskEvalConfig',
     'EvalConfig', 'JointConfig', 'TaskSettings', 'RunConfig', 'SECTIONS', 'TASK_SECTIONS', 'section_keys',
-    'is_free_form', 'joint_rule', 'task_names', 'check_value', 'check_option', 'build_run_config',
+    'is_free_form', 'key_doc', 'joint_rule', 'task_names', 'check_value', 'check_option', 'build_run_config',
 ]
 
 
@@ -103,8 +103,10 @@ class ModelConfig(TaskModelConfig):
                                            expects='false, true, a tag (in1k, in22k) or a path')
     drop_path_rate: float = setting(0.0, 'stochastic depth of the trunk', lo=0, hi=1)
     drop_rate: float = setting(0.0, "dropout before the head's Linear", lo=0, hi=1)
-    trunk: Dict[str, Any] = setting(doc='trunk constructor options (kernel sizes, deploy, ...)', factory=dict,
-                                    free_form=True)
+    trunk: Dict[str, Any] = setting(doc='trunk constructor options: stem_stride 4 (published) | 2, weight_init '
+                                        'trunc_normal (published) | fan_in, layer_scale_init_value, kernel_sizes, '
+                                        'depths, dims, deploy, ... (UniRepLKNet in unimodal/models/unireplknet.py)',
+                                    factory=dict, free_form=True)
     trunk_chunk: Optional[int] = setting(None, 'run the trunk on at most N images at once (bounded memory)', lo=1)
     trunk_chans: Optional[int] = setting(None, "trunk input channels; null = the adapter's (single) or the max "
                                                'over adapters (joint)', lo=1)
@@ -309,6 +311,12 @@ def _section_dict(obj: Any, cls: type) -> Dict[str, Any]:
 def section_keys(section: str, per_task: bool = False) -> List[str]:
     """The keys of a section (or of its per-task part)."""
     return [f.name for f in fields((TASK_SECTIONS if per_task else SECTIONS)[section])]
+
+
+def key_doc(section: str, key: str) -> str:
+    """The one-line doc of ``<section>.<key>`` (``''`` for a key the schema does not have)."""
+    cls = SECTIONS.get(section)
+    return next((f.metadata.get('doc', '') for f in fields(cls) if f.name == key), '') if cls else ''
 
 
 def is_free_form(section: str, key: str) -> bool:
