@@ -133,8 +133,9 @@ def _defaults_for_weights(defaults: Mapping[str, Any], layers: Sequence[Mapping[
     out = copy.deepcopy(dict(defaults))
     trunk = (out.get('model') or {}).get('trunk')
     if isinstance(trunk, dict) and trunk.pop('stem_stride', None) is not None:
-        _logger.info('trunk weights are loaded: the published stride-4 stem, not the task default for training '
-                     'from scratch (set model.trunk.stem_stride to choose)')
+        _logger.info('model.pretrained / model.init_from is set: the trunk keeps the published stride-4 stem the '
+                     'weights expect, not the task default for training from scratch (set model.trunk.stem_stride '
+                     'to choose)')
     return out
 
 
