@@ -257,8 +257,10 @@ def test_onnx_export_sidecar_and_predict_with_onnxruntime(task, in_graph, runs, 
     assert side['format'] == 'unimodal-onnx' and side['task'] == task and side['adapter']['in_graph'] == in_graph
     assert side['classes'] == torch.load(ckpt, weights_only=True)['tasks'][task]['classes']
     assert side['graph']['inputs'][0]['shape'][0] == 'batch'
-    if task == 'audio':  # the waveform -> fbank step runs before the graph, in PyTorch
-        assert 'encode' in side['adapter']['before_graph'] and side['graph']['inputs'][0]['shape'][1:] == [1, 128, 128]
+    if task == 'audio':  # the waveform -> fbank step runs before the graph, in PyTorch: (1, mel bands, frames)
+        bands = torch.load(ckpt, weights_only=True)['config']['model']['adapter']['num_mel_bins']
+        assert 'encode' in side['adapter']['before_graph']
+        assert side['graph']['inputs'][0]['shape'][1:] == [1, bands, 128]
     files = _inputs(task, tmp_path, builtin_cache)
     code, out, err = run_cli('predict', '--checkpoint', onnx_path, *files, '--json', tmp_path / 'o.json')
     assert code == 0, err

@@ -170,11 +170,13 @@ def test_image_imagenet_eval_384_warps(image_folder, override):
 
 
 def test_small_data_defaults_are_not_in_the_published_recipes():
-    """The audio warp and the image and video fan-in init and stride-2 stem are task defaults for training from scratch
-    on small data; the published recipes keep the published settings (no warp, std .02 init, stride-4 stem)."""
+    """The audio warp and 64 mel bands and the image and video fan-in init and stride-2 stem are task defaults for
+    training from scratch on small data; the published recipes keep the published settings (no warp, 128 bands, std
+    .02 init, stride-4 stem)."""
     from unimodal.config import parse_set_overrides
     audio = resolve_run_config({}, {'task': 'audio'}, parse_set_overrides([]))
     assert audio.model.adapter['freq_warp'] == 0.25 and audio.model.adapter['time_warp'] == 0.25
+    assert audio.model.adapter['num_mel_bins'] == 64
     image = resolve_run_config({}, {'task': 'image'}, parse_set_overrides([]))
     assert image.model.trunk['weight_init'] == 'fan_in'
     video = resolve_run_config({}, {'task': 'video'}, parse_set_overrides([]))
@@ -186,6 +188,7 @@ def test_small_data_defaults_are_not_in_the_published_recipes():
     assert recipe.model.trunk.get('weight_init', 'trunc_normal') == 'trunc_normal'
     recipe = resolve_run_config(load_config_file('audio_speechcommands35'))
     assert recipe.model.adapter.get('freq_warp', 0) == 0 and recipe.model.adapter.get('time_warp', 0) == 0
+    assert recipe.model.adapter.get('num_mel_bins', 128) == 128  # the published features
     recipe = resolve_run_config(load_config_file('image_imagenet_eval'))
     assert recipe.model.trunk.get('weight_init', 'trunc_normal') == 'trunc_normal'
     # the stride-2 stem: image and video from scratch only; never in a recipe, never under loaded weights
