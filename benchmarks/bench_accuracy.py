@@ -37,10 +37,14 @@ ALL_TASKS = ('audio', 'point', 'video', 'timeseries')
 
 
 class SmallCNN(nn.Module):
-    """Plain baseline trunk: 3 × (3×3 conv stride 2, BN, ReLU) + global average pool (timm-style interface)."""
+    """Plain baseline trunk: 3 × (3×3 conv stride 2, BN, ReLU) + global average (or ``pool='max'``) pool
+    (timm-style interface)."""
 
-    def __init__(self, in_chans: int, widths=(32, 64, 128)) -> None:
+    def __init__(self, in_chans: int, widths=(32, 64, 128), pool: str = 'avg') -> None:
         super().__init__()
+        if pool not in ('avg', 'max'):
+            raise ValueError(f"pool must be 'avg' or 'max', got {pool!r}")
+        self.pool = pool
         layers: List[nn.Module] = []
         c = in_chans
         for w in widths:
@@ -54,7 +58,7 @@ class SmallCNN(nn.Module):
         return self.features(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = True) -> torch.Tensor:
-        return x.mean((2, 3))
+        return x.amax((2, 3)) if self.pool == 'max' else x.mean((2, 3))
 
     def reparameterize(self) -> 'SmallCNN':
         return self
@@ -108,7 +112,8 @@ def train_baseline(task_name: str, stored: Dict[str, Any], args: argparse.Namesp
     spec = spec.with_metric_info(task.metric_info(sets['test']))
     # built as a user would: the task's adapter class + a small conv net + the shared head of the task's kind
     adapter = unimodal.get_adapter_class(spec.adapter)(**spec.adapter_kwargs)
-    trunk = SmallCNN(adapter.out_chans)
+    pool = getattr(args, 'cnn_pool', 'avg')
+    trunk = SmallCNN(adapter.out_chans, pool=pool)
     head = kind.create_head(trunk.num_features, num_views=adapter.num_views, view_pool=adapter.view_pool,
                             series_per_view=adapter.series_per_view, **spec.head_kwargs)
     model = unimodal.TaskModel(adapter, trunk, head)
@@ -152,7 +157,7 @@ def train_baseline(task_name: str, stored: Dict[str, Any], args: argparse.Namesp
     model.load_state_dict(best_state)
     test, _ = evaluate(model, test_dl, spec, device)
     wall = round(time.perf_counter() - t0, 1)
-    out = {'small_cnn': {'metrics': _plain(test), 'best_epoch': best_epoch, 'wall_s': wall,
+    out = {'small_cnn': {'metrics': _plain(test), 'best_epoch': best_epoch, 'wall_s': wall, 'pool': pool,
                          'params': sum(p.numel() for p in model.parameters()), 'steps_per_epoch': steps}}
     if hasattr(sets['train'], 'horizon'):  # forecasting windows
         from unimodal.models.baselines import fit_linear_forecaster

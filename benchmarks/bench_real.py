@@ -19,6 +19,9 @@ The baselines do not depend on the trunk's settings. ``--baselines-from OLD.json
 prepared set is the same one: its provenance must match the record's (the digest of every prepared file,
 ``data_sha256``, where the old record has it; else the recorded summary: builder, seed, classes, counts, package
 versions). A mismatch is an error; reused rows carry ``reused_from``. (The audio CNN costs ~1000 s per seed.)
+
+``--cnn-pool max`` gives the small CNN global max pooling instead of average (a reference for the video defaults,
+which pool by max; rows record ``pool``, and rows pooled another way are not reused).
 """
 from __future__ import annotations
 
@@ -193,7 +196,7 @@ def run_task(task: str, data: Path, seeds: List[int], args: argparse.Namespace, 
     """All seeds of one task; ``save`` receives the record after every seed (partial results survive)."""
     runs: List[Dict[str, Any]] = []
     rec: Dict[str, Any] = {}
-    reuse = reusable_baselines(Path(args.baselines_from), task, data) if args.baselines_from else {}
+    reuse = reusable_baselines(Path(args.baselines_from), task, data, args.cnn_pool) if args.baselines_from else {}
     for seed in seeds:
         print(f'=== {task} seed {seed}: trunk via the CLI', flush=True)
         trunk = run_trunk(task, data, seed, args, work)
@@ -211,7 +214,8 @@ def run_task(task: str, data: Path, seeds: List[int], args: argparse.Namespace, 
         else:
             print(f'=== {task} seed {seed}: small CNN, same settings', flush=True)
             torch.manual_seed(seed)
-            run['baselines'] = train_baseline(task, cfg, argparse.Namespace(seed=seed, workers=args.workers))
+            run['baselines'] = train_baseline(task, cfg, argparse.Namespace(seed=seed, workers=args.workers,
+                                                                            cnn_pool=args.cnn_pool))
         if classes and 'knn' not in run['baselines']:
             print(f'=== {task} seed {seed}: k-NN on descriptors', flush=True)
             t0 = time.perf_counter()
@@ -280,12 +284,16 @@ def data_digest(data: Path) -> str:
     return h.hexdigest()
 
 
-def reusable_baselines(path: Path, task: str, data: Path) -> Dict[int, Dict[str, Any]]:
-    """``{seed: baselines}`` of ``task`` in the record at ``path`` when its data set is this one (see the module
-    docstring); raises ``ValueError`` naming what differs."""
+def reusable_baselines(path: Path, task: str, data: Path, cnn_pool: str = 'avg') -> Dict[int, Dict[str, Any]]:
+    """``{seed: baselines}`` of ``task`` in the record at ``path`` when its data set is this one and its small CNN
+    pools the same way (see the module docstring); raises ``ValueError`` naming what differs."""
     old = json.loads(path.read_text())['tasks'].get(task)
     if not old or not old.get('runs'):
         return {}
+    pools = {r['baselines']['small_cnn'].get('pool', 'avg') for r in old['runs'] if r.get('baselines')}
+    if pools - {cnn_pool}:
+        raise ValueError(f'--baselines-from {path}: task {task} has small-CNN rows with {"/".join(sorted(pools))} '
+                         f'pooling, not --cnn-pool {cnn_pool}; run without --baselines-from')
     was, now = old.get('provenance') or {}, provenance_summary(data)
     if 'data_sha256' in was:
         keys, how = ['data_sha256'], 'digest of the prepared files'
@@ -338,6 +346,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                                                           '(0 = torch default)')
     p.add_argument('--baselines-from', default=None,
                    help='reuse the baseline rows of this earlier record where its data set is the same (see above)')
+    p.add_argument('--cnn-pool', default='avg', choices=('avg', 'max'),
+                   help='global pooling of the small CNN baseline (avg: the recorded baseline; max: a reference for '
+                        'a trunk that pools by max)')
     p.add_argument('--work-dir', default=None, help='keep the run folders here (default: a temporary folder)')
     p.add_argument('--out', default=str(RESULTS_DIR / 'real_cpu.json'), help='results JSON (tasks are merged in)')
     args = p.parse_args(argv)

@@ -170,9 +170,9 @@ def test_image_imagenet_eval_384_warps(image_folder, override):
 
 
 def test_small_data_defaults_are_not_in_the_published_recipes():
-    """The audio warp and 64 mel bands and the image and video fan-in init and stride-2 stem are task defaults for
-    training from scratch on small data; the published recipes keep the published settings (no warp, 128 bands, std
-    .02 init, stride-4 stem)."""
+    """The audio warp and 64 mel bands, the image and video fan-in init and stride-2 stem and the video max pooling
+    are task defaults for training from scratch on small data; the published recipes keep the published settings (no
+    warp, 128 bands, std .02 init, stride-4 stem, average pooling)."""
     from unimodal.config import parse_set_overrides
     audio = resolve_run_config({}, {'task': 'audio'}, parse_set_overrides([]))
     assert audio.model.adapter['freq_warp'] == 0.25 and audio.model.adapter['time_warp'] == 0.25
@@ -180,12 +180,13 @@ def test_small_data_defaults_are_not_in_the_published_recipes():
     image = resolve_run_config({}, {'task': 'image'}, parse_set_overrides([]))
     assert image.model.trunk['weight_init'] == 'fan_in'
     video = resolve_run_config({}, {'task': 'video'}, parse_set_overrides([]))
-    assert video.model.trunk['weight_init'] == 'fan_in'
+    assert video.model.trunk['weight_init'] == 'fan_in' and video.model.trunk['global_pool'] == 'max'
     for task in ('audio', 'point', 'timeseries'):
         cfg = resolve_run_config({}, {'task': task}, parse_set_overrides([]))
         assert cfg.model.trunk.get('weight_init', 'trunc_normal') == 'trunc_normal', task
     recipe = resolve_run_config(load_config_file('video_kinetics400'))
     assert recipe.model.trunk.get('weight_init', 'trunc_normal') == 'trunc_normal'
+    assert recipe.model.trunk.get('global_pool', 'avg') == 'avg'
     recipe = resolve_run_config(load_config_file('audio_speechcommands35'))
     assert recipe.model.adapter.get('freq_warp', 0) == 0 and recipe.model.adapter.get('time_warp', 0) == 0
     assert recipe.model.adapter.get('num_mel_bins', 128) == 128  # the published features

@@ -49,11 +49,15 @@ class VideoTask(Task):
         # weight init: the real set's validation leaves chance by epoch 1 / 1 / 2 (3 / 2 / 5 with std .02).
         # Stem stride 2: the first conv sees the frames at full resolution, where small shifts between them show
         # (real set, unseen scenes: test 24.3 -> 30.2 %, validation 50 -> 60 %, 3 seeds; built-in unchanged).
+        # Global max pooling, likely because the camera's motion shows only where the scene has texture and an
+        # average over the flat regions dilutes it (real set: test 30.2 -> 53.5 %, validation 60 -> 76 %, 3 seeds;
+        # avg+max 45.8, seed 0).
         return with_from_scratch_defaults({
             'data': {'options': {'num_frames': 8, 'stride': 4, 'image_size': 64, 'flip': False,
                                  'crop_scale': [0.6, 1.0], 'num_clips': 2, 'num_crops': 1}},
             'model': {'adapter': {'mode': 'channels', 'num_frames': 8, 'image_size': 64},
-                      'trunk': {'layer_scale_init_value': 0.1, 'weight_init': 'fan_in', 'stem_stride': 2}},
+                      'trunk': {'layer_scale_init_value': 0.1, 'weight_init': 'fan_in', 'stem_stride': 2,
+                                'global_pool': 'max'}},
             'train': {'epochs': 10, 'batch_size': 8, 'lr': 2e-3, 'weight_decay': 0.05, 'warmup_epochs': 1,
                       'schedule': 'cosine'},
             'eval': {'batch_size': 16},
