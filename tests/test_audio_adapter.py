@@ -165,6 +165,14 @@ def test_axis_warp_only_in_training_and_checked():
         AudioAdapter(time_warp='a lot')
 
 
+def test_mel_bands_below_four_are_refused_by_name():
+    # Kaldi's mel banks assert more than 3 bands: the option check says so instead of a bare AssertionError
+    for bad in (0, 1, 3):
+        with pytest.raises(ValueError, match=r'num_mel_bins must be an integer >= 4 \(mel bands; published 128\)'):
+            AudioAdapter(mode='paper', num_mel_bins=bad)
+    assert AudioAdapter(mode='paper', num_mel_bins=4, noise=False).eval()(_tone_batch(1))[0].shape[2] == 4
+
+
 @pytest.mark.parametrize('bad, problem', [
     (torch.randn(SR), 'single waveform'),
     (torch.randn(2, 1, SR), '3'),

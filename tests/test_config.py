@@ -75,6 +75,7 @@ def test_free_form_sections_are_not_checked_here():
     ({'stem_strid': 2}, "'stem_strid' (did you mean 'stem_stride'?)"),
     ({'stem_stride': 3}, 'stem_stride must be one of (4, 2), got 3'),
     ({'weight_init': 'xavier'}, "weight_init must be one of ('trunc_normal', 'fan_in')"),
+    ({'global_pool': 'mean'}, "global_pool must be one of ('avg', 'max', 'avgmax'), got 'mean'"),
     ({'kernel_sizes': [3]}, 'kernel_sizes needs one entry per stage (4), got 1'),
     ({'in_chans': 3}, "model.trunk.in_chans cannot be set: it comes from the adapter's channel count"),
     ({'drop_path_rate': 0.1}, 'model.trunk.drop_path_rate cannot be set: it comes from model.drop_path_rate'),
@@ -84,8 +85,11 @@ def test_trunk_options_are_checked_when_the_config_is_resolved(trunk, message):
     with pytest.raises(ConfigError) as e:
         resolve_run_config({'task': 'image', 'model': {'trunk': trunk}})
     assert message in str(e.value) and 'model.trunk' in str(e.value)
-    if 'cannot be set' not in message:
+    if 'did you mean' in message:  # an unknown name: the valid ones are listed
         assert 'trunk options: depths, dims, kernel_sizes' in str(e.value)
+    elif 'cannot be set' not in message:  # a refused value: one line naming the option, without the whole dict
+        name = next(iter(trunk))
+        assert str(e.value).startswith(f'model.trunk.{name} for unireplknet_test: {name} ') and '{' not in str(e.value)
 
 
 def test_released_weights_are_checked_against_the_variant():

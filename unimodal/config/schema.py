@@ -89,7 +89,8 @@ class DataConfig:
 @dataclass(frozen=True)
 class TaskModelConfig:
     """The per-task keys of ``model``: the task's adapter."""
-    adapter: Dict[str, Any] = setting(doc="adapter keyword arguments (merged over the task's model_kwargs)",
+    adapter: Dict[str, Any] = setting(doc="adapter keyword arguments (merged over the task's model_kwargs); each "
+                                          "adapter's docstring lists them, e.g. audio num_mel_bins (published 128)",
                                       factory=dict, free_form=True)
     adapter_class: Optional[str] = setting(None, "replace the task's adapter: registry name or path/file.py:Class")
 
@@ -104,8 +105,9 @@ class ModelConfig(TaskModelConfig):
     drop_path_rate: float = setting(0.0, 'stochastic depth of the trunk', lo=0, hi=1)
     drop_rate: float = setting(0.0, "dropout before the head's Linear", lo=0, hi=1)
     trunk: Dict[str, Any] = setting(doc='trunk constructor options: stem_stride 4 (published) | 2, weight_init '
-                                        'trunc_normal (published) | fan_in, layer_scale_init_value, kernel_sizes, '
-                                        'depths, dims, deploy, ... (UniRepLKNet in unimodal/models/unireplknet.py)',
+                                        'trunc_normal (published) | fan_in, global_pool avg (published) | max | '
+                                        'avgmax, layer_scale_init_value, kernel_sizes, depths, dims, deploy, ... '
+                                        '(UniRepLKNet in unimodal/models/unireplknet.py)',
                                     factory=dict, free_form=True)
     trunk_chunk: Optional[int] = setting(None, 'run the trunk on at most N images at once (bounded memory)', lo=1)
     trunk_chans: Optional[int] = setting(None, "trunk input channels; null = the adapter's (single) or the max "

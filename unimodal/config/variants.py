@@ -75,6 +75,10 @@ def check_trunk_options(variant: str, trunk: Mapping[str, Any], key: str = 'mode
     try:
         timm.create_model(variant, num_classes=0, device='meta', **trunk)
     except (TypeError, ValueError) as e:  # the constructor refuses names with TypeError, values with ValueError
+        msg = str(e)
+        named = next((n for n in trunk if msg.startswith(f'{n} ')), None)
+        if named is not None:  # a value refused; the constructor's message names the option and what is allowed
+            raise ConfigError(f'{key}.{named} for {variant}: {msg}') from None
         valid = [a for a in unireplknet_layout.INIT_ARGS if a not in TRUNK_KEYS_SET_ELSEWHERE and a != 'dtype']
-        raise ConfigError(f'{key}={short_repr(dict(trunk))} for {variant}: {e} (trunk options: '
+        raise ConfigError(f'{key} for {variant}: {msg} (trunk options: '
                           f'{", ".join(valid)}; `unimodal tasks NAME --defaults` shows the values in use)') from None

@@ -84,7 +84,8 @@ class AudioAdapter(Adapter):
         super().__init__()
         mode = self.option('mode', mode, str, choices=_MODES)
         target_frames = self.option('target_frames', target_frames, int, lo=1)
-        num_mel_bins = self.option('num_mel_bins', num_mel_bins, int, lo=1)
+        num_mel_bins = self.option('num_mel_bins', num_mel_bins, int, lo=4,  # Kaldi's mel banks need more than 3
+                                   expects='an integer >= 4 (mel bands; published 128)')
         norm_mean = self.option('norm_mean', norm_mean, float)
         norm_std = self.option('norm_std', norm_std, float, lo=0, lo_open=True)
         spec_augment = self.option('spec_augment', spec_augment, bool)
