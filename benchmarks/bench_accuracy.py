@@ -154,10 +154,12 @@ def train_baseline(task_name: str, stored: Dict[str, Any], args: argparse.Namesp
         score = kind.selection_score(val)
         if best_score is None or score > best_score:
             best_score, best_state, best_epoch = score, copy.deepcopy(model.state_dict()), epoch + 1
-    model.load_state_dict(best_state)
+    if cfg.eval.checkpoint == 'best':  # the run's protocol: the best validation epoch, or the last one
+        model.load_state_dict(best_state)
     test, _ = evaluate(model, test_dl, spec, device)
     wall = round(time.perf_counter() - t0, 1)
     out = {'small_cnn': {'metrics': _plain(test), 'best_epoch': best_epoch, 'wall_s': wall, 'pool': pool,
+                         'tested': cfg.eval.checkpoint,
                          'params': sum(p.numel() for p in model.parameters()), 'steps_per_epoch': steps}}
     if hasattr(sets['train'], 'horizon'):  # forecasting windows
         from unimodal.models.baselines import fit_linear_forecaster

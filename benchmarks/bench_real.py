@@ -18,10 +18,12 @@ The baselines do not depend on the trunk's settings. ``--baselines-from OLD.json
 (small CNN, k-NN, least-squares linear) for a seed from an earlier record instead of training them again, when the
 prepared set is the same one: its provenance must match the record's (the digest of every prepared file,
 ``data_sha256``, where the old record has it; else the recorded summary: builder, seed, classes, counts, package
-versions). A mismatch is an error; reused rows carry ``reused_from``. (The audio CNN costs ~1000 s per seed.)
+versions). A mismatch is an error; reused rows carry ``reused_from``. (The audio CNN costs ~100-300 s per seed.)
 
-``--cnn-pool max`` gives the small CNN global max pooling instead of average (a reference for the video defaults,
-which pool by max; rows record ``pool``, and rows pooled another way are not reused).
+The small CNN is tested at the epoch the trunk's run tests (``eval.checkpoint``: best on validation, or last);
+rows tested otherwise are not reused. ``--cnn-pool max`` gives the small CNN global max pooling instead of average
+(a reference for the trunk defaults that pool by max; rows record ``pool``, and rows pooled another way are not
+reused).
 """
 from __future__ import annotations
 
@@ -208,6 +210,11 @@ def run_task(task: str, data: Path, seeds: List[int], args: argparse.Namespace, 
             'metrics': _plain(res['metrics']), 'best_epoch': res['best_epoch'], 'epochs': cfg['train']['epochs'],
             'params': res['model']['params'], 'wall_s': trunk['wall_s'], 'past_chance': chance,
             'argv': trunk['argv']}}
+        tested = reuse.get(seed, {}).get('small_cnn', {}).get('tested', 'best')
+        if seed in reuse and tested != cfg['eval']['checkpoint']:
+            raise ValueError(f'--baselines-from {args.baselines_from}: its small CNN of {task} was tested at the '
+                             f'{tested} epoch, this run tests the {cfg["eval"]["checkpoint"]} one (eval.checkpoint); '
+                             f'run without --baselines-from')
         if seed in reuse:
             print(f'=== {task} seed {seed}: baselines reused from {args.baselines_from}', flush=True)
             run['baselines'] = reuse[seed]

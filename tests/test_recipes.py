@@ -170,13 +170,15 @@ def test_image_imagenet_eval_384_warps(image_folder, override):
 
 
 def test_small_data_defaults_are_not_in_the_published_recipes():
-    """The audio warp and 64 mel bands, the image and video fan-in init and stride-2 stem and the video max pooling
-    are task defaults for training from scratch on small data; the published recipes keep the published settings (no
-    warp, 128 bands, std .02 init, stride-4 stem, average pooling)."""
+    """The audio warp, 64 mel bands and last-epoch test, the image and video fan-in init, the image, video and audio
+    stride-2 stem and the video and audio max pooling are task defaults for training from scratch on small data; the
+    published recipes keep the published settings (no warp, 128 bands, std .02 init, stride-4 stem, average pooling,
+    best validation epoch)."""
     from unimodal.config import parse_set_overrides
     audio = resolve_run_config({}, {'task': 'audio'}, parse_set_overrides([]))
     assert audio.model.adapter['freq_warp'] == 0.25 and audio.model.adapter['time_warp'] == 0.25
-    assert audio.model.adapter['num_mel_bins'] == 64
+    assert audio.model.adapter['num_mel_bins'] == 64 and audio.model.trunk['global_pool'] == 'max'
+    assert audio.eval.checkpoint == 'last'
     image = resolve_run_config({}, {'task': 'image'}, parse_set_overrides([]))
     assert image.model.trunk['weight_init'] == 'fan_in'
     video = resolve_run_config({}, {'task': 'video'}, parse_set_overrides([]))
@@ -189,20 +191,22 @@ def test_small_data_defaults_are_not_in_the_published_recipes():
     assert recipe.model.trunk.get('global_pool', 'avg') == 'avg'
     recipe = resolve_run_config(load_config_file('audio_speechcommands35'))
     assert recipe.model.adapter.get('freq_warp', 0) == 0 and recipe.model.adapter.get('time_warp', 0) == 0
+    assert recipe.model.trunk.get('global_pool', 'avg') == 'avg' and recipe.eval.checkpoint == 'best'
     assert recipe.model.adapter.get('num_mel_bins', 128) == 128  # the published features
     recipe = resolve_run_config(load_config_file('image_imagenet_eval'))
     assert recipe.model.trunk.get('weight_init', 'trunc_normal') == 'trunc_normal'
-    # the stride-2 stem: image and video from scratch only; never in a recipe, never under loaded weights
-    assert image.model.trunk['stem_stride'] == 2 == video.model.trunk['stem_stride']
-    for task in ('audio', 'point', 'timeseries'):
+    # the stride-2 stem: image, video and audio from scratch only; never in a recipe, never under loaded weights
+    assert image.model.trunk['stem_stride'] == 2 == video.model.trunk['stem_stride'] == audio.model.trunk['stem_stride']
+    for task in ('point', 'timeseries'):
         cfg = resolve_run_config({}, {'task': task}, parse_set_overrides([]))
         assert 'stem_stride' not in cfg.model.trunk, task
-    for name in ('video_kinetics400', 'image_imagenet_eval'):
+    for name in ('video_kinetics400', 'image_imagenet_eval', 'audio_speechcommands35'):
         assert resolve_run_config(load_config_file(name)).model.trunk.get('stem_stride', 4) == 4, name
     for weights in ({'pretrained': 'in1k', 'variant': 'unireplknet_a'}, {'init_from': 'run/best.pt'}):
-        for task in ('image', 'video'):
+        for task in ('image', 'video', 'audio'):
             cfg = resolve_run_config({}, {'task': task, 'model': weights}, parse_set_overrides([]))
-            assert 'stem_stride' not in cfg.model.trunk and cfg.model.trunk['weight_init'] == 'fan_in', (task, weights)
+            assert 'stem_stride' not in cfg.model.trunk, (task, weights)
+            assert cfg.model.trunk.get('weight_init') == (None if task == 'audio' else 'fan_in'), (task, weights)
     chosen = resolve_run_config({}, {'task': 'image', 'model': {'pretrained': 'in1k', 'variant': 'unireplknet_a'}},
                                 parse_set_overrides(['model.trunk.stem_stride=2']))
     assert chosen.model.trunk['stem_stride'] == 2                      # the user's own choice stands
