@@ -406,3 +406,14 @@ def test_backends_agree_and_are_checked(runs, tmp_path, builtin_cache):
         unimodal.Predictor(runs('image'), backend='tensorrt')
     with pytest.raises(ConfigError, match='rotation voting'):
         unimodal.Predictor(runs('point'), votes=3, backend='onnxruntime')
+
+
+def test_table_columns_stay_aligned_with_long_class_names():
+    from unimodal.predict.output import Predictions
+    res = Predictions(task='audio', kind='classification', classes=['a_very_long_class_name_indeed', 'b', 'c'])
+    res.add('x.wav', torch.tensor([0.7, 0.2, 0.1]), {}, top_k=3)
+    res.add('longer_name.wav', torch.tensor([0.1, 0.2, 0.7]), {}, top_k=3)
+    lines = res.table().splitlines()
+    starts = [[line.index(cell) for cell in cells] for line, cells in
+              zip(lines, [['top-1', 'top-2', 'top-3'], ['a_very', 'b 0.2', 'c 0.1'], ['c 0.7', 'b 0.2', 'a_very']])]
+    assert starts[0] == starts[1] == starts[2]  # every column starts at the same offset in every line

@@ -59,10 +59,13 @@ class Predictions:
         if self.kind == 'classification':
             width = max([len(r['input']) for r in self.rows] + [5])
             k = max([len(r['top']) for r in self.rows] + [1])
-            lines.append(f'{"input":<{width}}  ' + '  '.join(f'{"top-" + str(i + 1):<24}' for i in range(k)).rstrip())
-            for r in self.rows:
-                cells = [f'{t["label"]} {t["probability"]:.3f}' for t in r['top']]
-                lines.append(f'{r["input"]:<{width}}  ' + '  '.join(f'{c:<24}' for c in cells).rstrip())
+            cells = [[f'{t["label"]} {t["probability"]:.3f}' for t in r['top']] for r in self.rows]
+            heads = [f'top-{i + 1}' for i in range(k)]
+            # each column as wide as its longest cell: long class names must not push later columns out of line
+            widths = [max([len(h)] + [len(c[i]) for c in cells if i < len(c)]) for i, h in enumerate(heads)]
+            lines.append(f'{"input":<{width}}  ' + '  '.join(f'{h:<{w}}' for h, w in zip(heads, widths)).rstrip())
+            for r, row in zip(self.rows, cells):
+                lines.append(f'{r["input"]:<{width}}  ' + '  '.join(f'{c:<{w}}' for c, w in zip(row, widths)).rstrip())
         else:
             for r in self.rows:
                 cols = r['columns'][:max_series]
