@@ -264,6 +264,7 @@ def test_onnx_export_sidecar_and_predict_with_onnxruntime(task, in_graph, runs, 
     files = _inputs(task, tmp_path, builtin_cache)
     code, out, err = run_cli('predict', '--checkpoint', onnx_path, *files, '--json', tmp_path / 'o.json')
     assert code == 0, err
+    assert ('one view per video' in err) == (task == 'video')  # the single-view scoring is said, not silent
     from unimodal import Predictor
     # onnxruntime's shape-inference warnings (VerifyOutputSizes) are not the user's: errors only
     assert Predictor(onnx_path).model.session.get_session_options().log_severity_level == 3

@@ -97,6 +97,10 @@ class Predictor:
                     raise ConfigError(f'{checkpoint}: this ONNX export takes one view per video; clips / crops '
                                       f'need a PyTorch model (checkpoint or deploy artifact)')
                 self.settings['split'] = 'val'
+                _logger.info('%s: this ONNX export takes one view per video: each prediction scores the centre '
+                             'clip and crop, not the %s clip(s) x %s crop(s) the run is evaluated with (a checkpoint '
+                             'or deploy artifact scores them all)', checkpoint, self.settings.get('num_clips', '?'),
+                             self.settings.get('num_crops', '?'))
         else:
             self.device = resolve_device(device)
         self.model = loaded.model.to(self.device).eval()
