@@ -169,6 +169,23 @@ def test_tasks_defaults_prints_the_resolved_config(run_cli):
     assert code == 2 and 'needs a task NAME' in err
 
 
+def test_train_print_config_shows_the_merged_config_and_trains_nothing(run_cli, tmp_path):
+    import yaml
+    recipe = tmp_path / 'mine.yaml'
+    recipe.write_text('train:\n  epochs: 7\n')
+    out_dir = tmp_path / 'run'
+    code, out, err = run_cli('train', '--task', 'audio', '--config', recipe, '--lr', '0.01', '--set',
+                             'model.trunk.global_pool=avg', '--out', out_dir, '--print-config')
+    assert code == 0, err
+    cfg = yaml.safe_load(out)
+    assert cfg['train']['epochs'] == 7 and cfg['train']['lr'] == 0.01  # file and flag merged over the defaults
+    assert cfg['model']['trunk']['global_pool'] == 'avg' and cfg['model']['adapter']['num_mel_bins'] == 64
+    assert not out_dir.exists()  # nothing trained, nothing written
+    code, out2, err = run_cli('train', '--task', 'audio', '--config', recipe, '--set', 'train.lr=0.01',
+                              '--set', 'model.trunk.global_pool=avg', '--print-config')
+    assert code == 0 and yaml.safe_load(out2) == cfg  # --lr and --set train.lr are one key
+
+
 def test_catalog_matches_the_registered_tasks():
     from unimodal.tasks import TASK_INFO, get_task, list_tasks
     # other tests register plug-in tasks (e.g. fake_blobs) in this process: compare the built-in ones

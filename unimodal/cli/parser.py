@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument('--init-from', metavar='CKPT', help='initialise the trunk from another run\'s checkpoint')
     t.add_argument('--workers', type=int, help='DataLoader worker processes')
     t.add_argument('--no-progress', action='store_true', help='no progress bars')
+    t.add_argument('--print-config', action='store_true',
+                   help='print the resolved config (YAML: defaults, --config, flags and --set merged) and exit '
+                        'without training')
 
     e = sub.add_parser('eval', help='evaluate a checkpoint on a split',
                        description='Evaluate one task of a run checkpoint (or a released ImageNet .pth with '

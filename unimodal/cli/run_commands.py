@@ -79,6 +79,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             base = ckpt.config
             out = out or resume_path.parent
     cfg = resolve_run_config(file_cfg, cli, sets, base=base, file_origin=str(args.config or 'config file'))
+    if args.print_config:
+        from ..config import dump_config
+        print('# the resolved config of this train command (save it and pass it back with --config FILE)')
+        print(dump_config(cfg, comments=True), end='')
+        return 0
     results = train(cfg, out_dir=out, resume=resume_path, progress=_progress(not args.no_progress),
                     overwrite=args.overwrite)
     if _is_main():
