@@ -6,6 +6,10 @@ Each run is a fresh process (the command as a user runs it); wall time and CPU t
 benchmarks/results/threads_cpu.json. The default of ``--threads`` (unimodal/cli/threads.py) is chosen from it.
 
     python benchmarks/bench_threads.py --epochs 3 --threads 1 2
+
+The main job as the README runs it (30 epochs, the CLI's default threads, no competing load):
+
+    python benchmarks/bench_threads.py --epochs 30 --threads 1 --loads 'as is' --out results/main_job_cpu.json
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BUSY = 'while True:\n    pass\n'
+LOADS = ('as is', 'one busy core')
 
 
 def _env() -> dict:
@@ -62,6 +67,8 @@ def main() -> int:
     ap.add_argument('--epochs', type=int, default=3, help='epochs of the audio task (its recipe: 30)')
     ap.add_argument('--threads', type=int, nargs='+', default=[1, 2])
     ap.add_argument('--timeout', type=float, default=900, help='per run, seconds')
+    ap.add_argument('--loads', nargs='+', choices=LOADS, default=list(LOADS),
+                    help='machine states to run under ("as is" alone records the main job as a user runs it)')
     ap.add_argument('--out', type=Path, default=ROOT / 'benchmarks' / 'results' / 'threads_cpu.json')
     args = ap.parse_args()
 
@@ -70,7 +77,7 @@ def main() -> int:
                    capture_output=True)
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
-        for load in ('as is', 'one busy core'):
+        for load in args.loads:
             busy = subprocess.Popen([sys.executable, '-c', BUSY]) if load != 'as is' else None
             try:
                 if busy is not None:
