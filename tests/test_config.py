@@ -64,7 +64,7 @@ def test_unknown_key_lists_valid_keys_and_suggests(override, bad, suggestion):
 
 def test_free_form_sections_are_not_checked_here():
     cfg = resolve_run_config({'task': 'audio', 'data': {'options': {'anything': 1}},
-                              'model': {'adapter': {'mode': 'x'}, 'trunk': {'kernel_sizes': [3, 3, 3, 3]}}})
+                              'model': {'adapter': {'mode': 'fast'}, 'trunk': {'kernel_sizes': [3, 3, 3, 3]}}})
     assert cfg.data.options == {'variant': 35, 'return_length': True, 'anything': 1}  # merged over the task's
     task_trunk = resolve_run_config({'task': 'audio'}).model.trunk
     assert task_trunk and 'kernel_sizes' not in task_trunk  # the task sets trunk defaults, so there is a merge to test
@@ -372,3 +372,30 @@ def test_unknown_adapter_option_fails_at_resolution_with_the_valid_names():
         resolve_run_config({}, {'task': 'audio,point'}, parse_set_overrides(['tasks.point.model.adapter.up_axes=1']))
     ok = resolve_run_config({}, {'task': 'audio'}, parse_set_overrides(['model.adapter.freq_warp=0.1']))
     assert ok.model.adapter['freq_warp'] == 0.1
+
+
+@pytest.mark.parametrize('task, option, message', [
+    ('audio', 'model.adapter.num_mel_bins=2', r'model.adapter for task audio \(adapter audio\): audio adapter option '
+                                              r'num_mel_bins must be an integer >= 4'),
+    ('audio', 'model.adapter.mode=x', r'model.adapter for task audio \(adapter audio\): audio adapter option mode'),
+    ('point', 'model.adapter.mode=p3p', r'point adapter option mode'),
+    ('video', 'model.adapter.num_frames=0', r'video adapter option num_frames'),
+    ('timeseries', 'model.adapter.embed_dim=-4', r'timeseries adapter option embed_dim'),
+    ('audio,point', 'tasks.audio.model.adapter.freq_warp=2', r'tasks.audio.model.adapter for task audio '
+                                                             r'\(adapter audio\): audio adapter option freq_warp'),
+])
+def test_bad_adapter_option_values_fail_at_resolution(task, option, message):
+    # before any data is read (a real set's readers can take minutes), not when the model is built
+    with pytest.raises(ConfigError, match=message):
+        resolve_run_config({}, {'task': task}, parse_set_overrides([option]))
+
+
+def test_plug_in_adapters_are_not_built_at_resolution(tmp_path):
+    # a plug-in's constructor may do work (load files): its option values are checked when the model is built
+    plugin = tmp_path / 'noisy_adapter.py'
+    plugin.write_text('from unimodal.modalities.audio import AudioAdapter\n'
+                      'class NoisyAdapter(AudioAdapter):\n'
+                      '    pass\n')
+    cfg = resolve_run_config({}, {'task': 'audio', 'model': {'adapter_class': f'{plugin}:NoisyAdapter'}},
+                             parse_set_overrides(['model.adapter.num_mel_bins=2']))
+    assert cfg.model.adapter['num_mel_bins'] == 2  # refused later, with the data, by the plug-in's own build

@@ -336,6 +336,10 @@ def _checked(merged: Mapping[str, Any], tasks: Mapping[str, Any]) -> RunConfig:
         settings = cfg.task_settings(name)
         get_kind(task.kind).check_loss(settings.train.loss, f'{prefix}train.loss')
         task.check_eval_protocol(settings, f'{prefix}eval.protocol')
-        adapter = adapter_class(settings.model.adapter_class or task.adapter)
+        spec = settings.model.adapter_class or task.adapter
+        adapter = adapter_class(spec)
         adapter.check_option_names(settings.model.adapter, f'{prefix}model.adapter')
+        if adapter.__module__.startswith('unimodal.'):  # a plug-in's constructor may do work: built with the data
+            adapter.check_option_values(settings.model.adapter,
+                                        f'{prefix}model.adapter for task {name} (adapter {spec})')
     return cfg

@@ -14,7 +14,7 @@ import importlib.util
 import logging
 import sys
 from pathlib import Path
-from typing import Any, ClassVar, Dict, Iterable, Optional, Tuple, Type
+from typing import Any, ClassVar, Dict, Iterable, Mapping, Optional, Tuple, Type
 
 import torch
 from torch import nn
@@ -93,6 +93,24 @@ class Adapter(nn.Module, metaclass=abc.ABCMeta):
             if key not in valid:
                 raise ConfigError(f'unknown {where} option {key!r} for the {cls.name or cls.__name__} adapter; '
                                   f'valid: {", ".join(valid)}{suggest(str(key), valid)}')
+
+    @classmethod
+    def check_option_values(cls, options: Mapping[str, Any], where: str) -> None:
+        """Raise the :class:`~unimodal.config.ConfigError` of a bad value among ``options`` (e.g.
+        ``num_mel_bins: 2``) when a config is resolved, before any data is read: the adapter is built from
+        ``options`` alone on the meta device, so its own :meth:`option` checks run. An adapter that needs facts of
+        the data (a forecaster's horizon) cannot be built without them; it is checked when the model is built."""
+        from ..config.errors import ConfigError
+        if not options:
+            return
+        try:
+            with torch.device('meta'):
+                cls(**options)
+        except ConfigError as e:
+            if any(f'adapter option {key} ' in f'{e} ' for key in options):
+                raise ConfigError(f'{where}: {e}') from None
+        except Exception:  # noqa: BLE001  (needs data-derived arguments: checked with the data)
+            return
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise :class:`InputShapeError` if ``x`` is not a batch this adapter consumes.
