@@ -409,6 +409,18 @@ def test_backends_agree_and_are_checked(runs, tmp_path, builtin_cache):
         unimodal.Predictor(runs('point'), votes=3, backend='onnxruntime')
 
 
+def test_a_failed_first_export_prints_nothing(runs, tmp_path, capfd, builtin_cache):
+    # the audio fbank has no ONNX export: torch's exporter prints its whole IR graph to the C++ stdout when the
+    # whole-model attempt fails; only the summary lines may reach the user's stdout
+    pytest.importorskip('onnxruntime')
+    ckpt = runs('audio')
+    capfd.readouterr()
+    assert main(['export', str(ckpt), '--format', 'onnx', '--out', str(tmp_path / 'a.onnx')]) == 0
+    out = capfd.readouterr().out
+    assert 'Torch IR graph' not in out and len(out.splitlines()) <= 6, out[:500]
+    assert 'after_encode' in out
+
+
 def test_table_columns_stay_aligned_with_long_class_names():
     from unimodal.predict.output import Predictions
     res = Predictions(task='audio', kind='classification', classes=['a_very_long_class_name_indeed', 'b', 'c'])

@@ -13,13 +13,16 @@ measures instead of assuming; it costs a few forward passes of each, so it runs 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import statistics
+import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -33,17 +36,49 @@ BACKENDS = ('torch', 'onnxruntime', 'auto')
 _AGREE = 1e-4
 
 
-def export_onnx(model: nn.Module, example: torch.Tensor, path: Union[str, Path], opset: int = 17) -> Path:
-    """Write ``model`` (traced on ``example``, batch axis dynamic) as ONNX to ``path``; the parent is created."""
+@contextlib.contextmanager
+def _exporter_prints_to_debug_log() -> Iterator[None]:
+    """Route what the exporter writes to the process's stdout into the debug log. When an export fails, torch's
+    TorchScript exporter prints the whole IR graph (hundreds of lines) through C++ ``std::cout``: its log switch is
+    always on (``setup_onnx_logging`` tests the function object, not its result), and Python's ``sys.stdout``
+    cannot catch a C++ stream, hence the file-descriptor swap. The failure itself is raised and handled as usual."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no stdout to guard (a closed descriptor)
+        yield
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 1)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read().decode(errors='replace')
+            if text:
+                _logger.debug('ONNX exporter output (%d lines): %s', text.count('\n'), text[:4000])
+
+
+def export_onnx(model: nn.Module, example: Any, path: Union[str, Path], opset: int = 17,
+                input_names: Sequence[str] = ('input',)) -> Path:
+    """Write ``model`` (traced on ``example``: a tensor, or a tuple of tensors with one name each; batch axis
+    dynamic) as ONNX to ``path``; the parent is created."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    dynamic = {n: {0: 'batch'} for n in input_names}
+    dynamic['output'] = {0: 'batch'}
     with warnings.catch_warnings():
         # shape checks in adapters are constant for a given input rank: the tracer's warnings are expected
         warnings.simplefilter('ignore', category=torch.jit.TracerWarning)
         warnings.filterwarnings('ignore', category=DeprecationWarning)
+        warnings.filterwarnings('ignore', message='Constant folding', category=UserWarning)  # an optimisation note
         # the TorchScript-based exporter: no onnxscript dependency, and the batch axis stays dynamic
-        torch.onnx.export(model, (example,), str(path), dynamo=False, input_names=['input'], output_names=['output'],
-                          opset_version=opset, dynamic_axes={'input': {0: 'batch'}, 'output': {0: 'batch'}})
+        with _exporter_prints_to_debug_log():
+            torch.onnx.export(model, (example,), str(path), dynamo=False, input_names=list(input_names),
+                              output_names=['output'], opset_version=opset, dynamic_axes=dynamic)
     return path
 
 

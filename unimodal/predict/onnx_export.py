@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
@@ -28,6 +27,7 @@ from torch import nn
 
 from ..data.inputs import is_structured
 from ..engine.checkpoint import CheckpointError, write_text_atomic
+from ..models.backend_select import export_onnx as export_onnx_file
 from ..tasks.spec import TaskSpec
 from .artifact import jsonable
 
@@ -66,17 +66,7 @@ def _fresh_adapter(spec: TaskSpec) -> nn.Module:
 
 def _export(model: nn.Module, x: Any, path: Path, opset: int) -> List[str]:
     names = [f'input_{i}' for i in range(len(x))] if is_structured(x) else ['input']
-    dynamic = {n: {0: 'batch'} for n in names}
-    dynamic['output'] = {0: 'batch'}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        # shape checks in the adapters are constant for a given input rank: the tracer's warnings are expected
-        warnings.simplefilter('ignore', category=torch.jit.TracerWarning)
-        warnings.filterwarnings('ignore', category=DeprecationWarning)
-        warnings.filterwarnings('ignore', message='Constant folding', category=UserWarning)  # an optimisation note
-        # the TorchScript-based exporter: no onnxscript dependency, and the batch axis stays dynamic
-        torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=names, output_names=['output'],
-                          opset_version=opset, dynamic_axes=dynamic)
+    export_onnx_file(model, x, path, opset, input_names=names)
     return names
 
 
