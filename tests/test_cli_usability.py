@@ -186,6 +186,17 @@ def test_train_print_config_shows_the_merged_config_and_trains_nothing(run_cli, 
     assert code == 0 and yaml.safe_load(out2) == cfg  # --lr and --set train.lr are one key
 
 
+def test_train_summary_names_the_tested_epoch(run_cli, tmp_path, builtin_cache):
+    common = ['--task', 'audio', '--epochs', '2', '--batch-size', '4', '--set', 'train.max_steps_per_epoch=1',
+              '--set', 'data.limit_eval=8', '--no-progress']
+    code, out, err = run_cli('train', *common, '--out', tmp_path / 'last')  # the audio defaults test the last epoch
+    assert code == 0, err
+    assert 'tested the last epoch, 2 (checkpoint ' in out and 'last.pt' in out and 'best validation epoch' in out
+    code, out, err = run_cli('train', *common, '--set', 'eval.checkpoint=best', '--out', tmp_path / 'best')
+    assert code == 0, err
+    assert 'best epoch ' in out and 'best.pt' in out and 'tested the last epoch' not in out
+
+
 def test_catalog_matches_the_registered_tasks():
     from unimodal.tasks import TASK_INFO, get_task, list_tasks
     # other tests register plug-in tasks (e.g. fake_blobs) in this process: compare the built-in ones

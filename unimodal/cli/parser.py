@@ -41,18 +41,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest='command', metavar='COMMAND')
     sub.required = True
 
-    t = sub.add_parser('train', help='train a task (or several jointly) and evaluate the best checkpoint',
-                       description='Train on a task\'s data (built-in synthetic data when --data is omitted), '
-                                   'select the best epoch on the validation split and evaluate it on the test split.')
+    t = sub.add_parser('train', help='train a task (or several jointly) and evaluate it on the test split',
+                       description='Train on a task\'s data (built-in synthetic data when --data is omitted) and '
+                                   'evaluate on the test split the epoch eval.checkpoint names: the best on the '
+                                   'validation split (best.pt; most tasks) or the last (last.pt; the audio task\'s '
+                                   'defaults). Settings merge in this order, later winning: the task\'s defaults, '
+                                   '--config, the flags (--lr, --epochs, ...), --set.')
     t.add_argument('--task', help=f'task name ({TASK_CHOICES}) or a comma list for joint training, e.g. audio,point')
     t.add_argument('--data', help='data set directory (default: the task\'s built-in synthetic data)')
     t.add_argument('--config', help='YAML recipe: a file or the name of a shipped recipe (e.g. audio_speechcommands35)')
     t.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
                    help='override a config key, e.g. --set train.lr=1e-3 (repeatable; values parsed as YAML)')
     t.add_argument('--model', help='trunk variant (unireplknet_a ... unireplknet_xl, unireplknet_test)')
-    t.add_argument('--epochs', type=int)
-    t.add_argument('--batch-size', type=int, help='per-process batch size')
-    t.add_argument('--lr', type=float)
+    t.add_argument('--epochs', type=int, help='train.epochs')
+    t.add_argument('--batch-size', type=int, help='train.batch_size: per-process batch size')
+    t.add_argument('--lr', type=float, help='train.lr: peak learning rate')
     t.add_argument('--device', help='auto | cpu | cuda | cuda:N')
     t.add_argument('--out', help='run directory (default runs/<task>-<timestamp>)')
     t.add_argument('--overwrite', action='store_true', help='replace the run already in --out (else refused)')

@@ -95,7 +95,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                   + (f'; {entry["eval_protocol"]}' if entry.get('eval_protocol') else ''))
             for line in _metrics_table({k: v for k, v in entry['metrics'].items() if not k.endswith('_per_step')}):
                 print(line)
-        print(f'best epoch {results["best_epoch"]} (checkpoint {results["checkpoint"]})')
+        if results.get('tested_checkpoint') == 'last':  # eval.checkpoint: last (e.g. the audio task's defaults)
+            print(f'tested the last epoch, {results.get("tested_epoch")} (checkpoint {results["checkpoint"]}); best '
+                  f'validation epoch {results["best_epoch"]} (best.pt)')
+        else:
+            print(f'best epoch {results["best_epoch"]} (checkpoint {results["checkpoint"]})')
         print(f'results: {run_dir / "results.json"}   metrics log: {run_dir / "metrics.jsonl"}')
         if results.get('plots'):
             print('plots: ' + ', '.join(results['plots']))
