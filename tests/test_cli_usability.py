@@ -163,6 +163,10 @@ def test_tasks_defaults_prints_the_resolved_config(run_cli):
     # each key is preceded by its doc, and the trunk's doc names the allowed values
     assert '\n  # peak learning rate\n  lr: ' in out
     assert 'stem_stride 4 (published) | 2' in out and 'weight_init trunc_normal (published) | fan_in' in out
+    # a value the task sets apart from the engine defaults (what the published recipes build on) says so
+    assert '  lr: 0.002  # task default; engine default: 0.001\n' in out
+    assert out.split('\n  trunk: ')[1].split('\n')[0].endswith('  # task default; engine default: {}')
+    assert '  optimizer: adamw\n' in out  # the same as the engine's: unmarked
     code, out, _ = run_cli('tasks', 'weather', '--defaults')
     assert code == 0 and yaml.safe_load(out)['task'] == 'timeseries'
     code, _, err = run_cli('tasks', '--defaults')

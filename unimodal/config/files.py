@@ -128,14 +128,19 @@ def parse_set_overrides(items: Iterable[str]) -> Dict[str, Any]:
     return out
 
 
-def dump_config(cfg: Any, *, comments: bool = False) -> str:
+def dump_config(cfg: Any, *, comments: bool = False, baseline: Any = None) -> str:
     """YAML text of a :class:`~unimodal.config.RunConfig` or a config mapping (keys in definition order).
-    ``comments``: each key of a schema section preceded by its one-line doc as a YAML comment."""
+    ``comments``: each key of a schema section preceded by its one-line doc as a YAML comment; with a ``baseline``
+    config (e.g. the engine defaults the published recipes build on), a key whose value differs from it is marked
+    with the baseline's value."""
     if callable(getattr(cfg, 'to_dict', None)):
         cfg = cfg.to_dict()
     cfg = _plain(cfg)
     if not comments:
         return yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None)
+    if callable(getattr(baseline, 'to_dict', None)):
+        baseline = baseline.to_dict()
+    base = _plain(baseline) if isinstance(baseline, Mapping) else None
     from .schema import SECTIONS, key_doc
     lines: List[str] = []
     for top, value in cfg.items():
@@ -143,12 +148,22 @@ def dump_config(cfg: Any, *, comments: bool = False) -> str:
             lines.append(_dump_entry(top, value))
             continue
         lines.append(f'{top}:')
+        base_section = (base or {}).get(top) if base is not None else None
         for key, sub in value.items():
             doc = key_doc(top, key)
             if doc:
                 lines.append(f'  # {doc}')
-            lines += ['  ' + line for line in _dump_entry(key, sub).split('\n')]
+            entry = _dump_entry(key, sub).split('\n')
+            if isinstance(base_section, Mapping) and base_section.get(key) != sub:
+                entry[0] += f'  # task default; engine default: {_inline(base_section.get(key))}'
+            lines += ['  ' + line for line in entry]
     return '\n'.join(lines) + '\n'
+
+
+def _inline(value: Any) -> str:
+    text = yaml.safe_dump(value, default_flow_style=True, width=10 ** 6).strip()
+    text = text[:-4].strip() if text.endswith('...') else text  # a bare scalar ends the document with "..."
+    return text if len(text) <= 100 else text[:97] + '...'
 
 
 def _dump_entry(key: str, value: Any) -> str:
