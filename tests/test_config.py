@@ -75,9 +75,9 @@ def test_free_form_sections_are_not_checked_here():
 
 @pytest.mark.parametrize('trunk, message', [
     ({'stem_strid': 2}, "'stem_strid' (did you mean 'stem_stride'?)"),
-    ({'stem_stride': 3}, 'stem_stride must be one of (4, 2), got 3'),
-    ({'weight_init': 'xavier'}, "weight_init must be one of ('trunc_normal', 'fan_in')"),
-    ({'global_pool': 'mean'}, "global_pool must be one of ('avg', 'max', 'avgmax'), got 'mean'"),
+    ({'stem_stride': 3}, 'stem_stride must be one of 4, 2, got 3'),
+    ({'weight_init': 'xavier'}, 'weight_init must be one of trunc_normal, fan_in'),
+    ({'global_pool': 'mean'}, "global_pool must be one of avg, max, avgmax, got 'mean'"),
     ({'kernel_sizes': [3]}, 'kernel_sizes needs one entry per stage (4), got 1'),
     ({'in_chans': 3}, "model.trunk.in_chans cannot be set: it comes from the adapter's channel count"),
     ({'drop_path_rate': 0.1}, 'model.trunk.drop_path_rate cannot be set: it comes from model.drop_path_rate'),

@@ -55,7 +55,8 @@ class DilatedReparamBlock(nn.Module):
         super().__init__()
         if kernel_size not in DRB_BRANCHES:
             raise ValueError(
-                f'Dilated Reparam Block kernel size must be one of {sorted(DRB_BRANCHES)}, got {kernel_size}')
+                f'Dilated Reparam Block kernel size must be one of {", ".join(map(str, sorted(DRB_BRANCHES)))}, '
+                f'got {kernel_size}')
         self.channels = channels
         self.kernel_size = kernel_size
         self.lk_origin = nn.Conv2d(

@@ -158,7 +158,7 @@ class CorrformerHead(nn.Module):
         if n_heads < 1 or in_features % n_heads:
             raise ValueError(f'n_heads {n_heads} must divide the trunk width {in_features}')
         if activation not in _ACTIVATIONS:
-            raise ValueError(f'activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}')
+            raise ValueError(f'activation must be one of {", ".join(sorted(_ACTIVATIONS))}, got {activation!r}')
         if moving_avg < 1 or layers < 1 or tcn_layers < 1 or min(factor_temporal, factor_spatial) < 1:
             raise ValueError('moving_avg, layers, tcn_layers and the factors must be >= 1')
         self.horizon, self.input_len, self.label_len = int(horizon), int(input_len), label_len

@@ -36,7 +36,7 @@ class ClassificationHead(nn.Module):
                  drop_rate: float = 0.) -> None:
         super().__init__()
         if view_pool not in _VIEW_POOLS:
-            raise ValueError(f'view_pool must be one of {_VIEW_POOLS}, got {view_pool!r}')
+            raise ValueError(f'view_pool must be one of {", ".join(map(str, _VIEW_POOLS))}, got {view_pool!r}')
         if num_classes < 1:
             raise ValueError(f'num_classes must be >= 1, got {num_classes}')
         self.num_views = num_views

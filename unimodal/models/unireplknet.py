@@ -309,7 +309,7 @@ class UniRepLKNet(nn.Module):
         """Replace the classifier (``num_classes=0``: Identity; ``norm`` is kept)."""
         if global_pool is not None:
             if global_pool not in _POOLS:
-                raise ValueError(f'global_pool must be one of {_POOLS}, got {global_pool!r}')
+                raise ValueError(f'global_pool must be one of {", ".join(_POOLS)}, got {global_pool!r}')
             self.global_pool = global_pool
         self.num_classes = num_classes
         self._arch_args['num_classes'] = num_classes

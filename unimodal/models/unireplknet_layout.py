@@ -100,9 +100,9 @@ def check_arch_args(unknown: Dict[str, Any], *, depths: Sequence[int], dims: Seq
         if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
             raise ValueError(f'{name} must be a finite number{" or None" if name[0] == "l" else ""}, got {value!r}')
     if global_pool not in _POOLS:
-        raise ValueError(f'global_pool must be one of {_POOLS}, got {global_pool!r}')
+        raise ValueError(f'global_pool must be one of {", ".join(_POOLS)}, got {global_pool!r}')
     if weight_init not in WEIGHT_INITS:
-        raise ValueError(f'weight_init must be one of {WEIGHT_INITS}, got {weight_init!r}')
+        raise ValueError(f'weight_init must be one of {", ".join(WEIGHT_INITS)}, got {weight_init!r}')
     if isinstance(stem_stride, bool) or stem_stride not in STEM_STRIDES:
-        raise ValueError(f'stem_stride must be one of {STEM_STRIDES}, got {stem_stride!r}')
+        raise ValueError(f'stem_stride must be one of {", ".join(map(str, STEM_STRIDES))}, got {stem_stride!r}')
     return depths, dims, _resolve_kernel_sizes(depths, kernel_sizes)
