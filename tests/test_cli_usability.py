@@ -161,12 +161,15 @@ def test_tasks_defaults_prints_the_resolved_config(run_cli):
     assert cfg['task'] == 'image' and cfg['model']['trunk']['weight_init'] == 'fan_in'
     assert cfg['model']['trunk']['layer_scale_init_value'] == 1.0 and cfg['train']['precise_bn'] == 20
     # each key is preceded by its doc, and the trunk's doc names the allowed values
-    assert '\n  # peak learning rate\n  lr: ' in out
+    assert '\n  # any timm optimizer name (timm.optim.list_optimizers())\n  optimizer: adamw\n' in out
     assert 'stem_stride 4 (published) | 2' in out and 'weight_init trunc_normal (published) | fan_in' in out
     # a value the task sets apart from the engine defaults (what the published recipes build on) says so
     assert '  lr: 0.002  # task default; engine default: 0.001\n' in out
     assert out.split('\n  trunk: ')[1].split('\n')[0].endswith('  # task default; engine default: {}')
     assert '  optimizer: adamw\n' in out  # the same as the engine's: unmarked
+    # ... and why, between the key's doc and the key
+    assert '\n  # peak learning rate\n  # why: a tiny set takes few steps an epoch' in out
+    assert '  # why weight_init: fan-in' in out.split('\n  trunk: ')[0]
     code, out, _ = run_cli('tasks', 'weather', '--defaults')
     assert code == 0 and yaml.safe_load(out)['task'] == 'timeseries'
     code, _, err = run_cli('tasks', '--defaults')
@@ -298,3 +301,29 @@ def test_grads_of_the_trunk_match_their_parameters_strides():
     model(torch.randn(2, 16, 6)).sum().backward()
     bad = [n for n, p in model.named_parameters() if p.grad is not None and p.grad.stride() != p.stride()]
     assert bad == []
+
+
+@pytest.mark.parametrize('name', ['audio', 'image', 'point', 'video', 'timeseries'])
+def test_every_task_default_says_why(name):
+    """Each key a built-in task sets apart from the engine defaults has a reason, and no reason is stale (names a key
+    the task does not set, or sets to the engine's value)."""
+    from unimodal.config import parse_set_overrides, resolve_run_config
+    from unimodal.tasks import get_task
+    engine = resolve_run_config({'defaults': 'engine'}, {'task': name}, parse_set_overrides([])).to_dict()
+    task = resolve_run_config({}, {'task': name}, parse_set_overrides([])).to_dict()
+    reasons = get_task(name).reasons()
+    sections = ('data', 'model', 'train', 'eval')
+    marked = [f'{s}.{k}' for s in sections for k, v in task[s].items() if engine[s].get(k) != v]
+    assert marked
+    unexplained = [m for m in marked if not any(r == m or r.startswith(m + '.') for r in reasons)]
+    assert not unexplained, f'{name}: task defaults without a reason in default_reasons: {unexplained}'
+
+    def lookup(cfg, path):
+        node = cfg
+        for part in path.split('.'):
+            if not isinstance(node, dict) or part not in node:
+                return KeyError
+            node = node[part]
+        return node
+    stale = [r for r in reasons if lookup(task, r) is KeyError or lookup(task, r) == lookup(engine, r)]
+    assert not stale, f'{name}: reasons for keys the task does not set apart from the engine: {stale}'

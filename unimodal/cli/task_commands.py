@@ -64,13 +64,14 @@ def cmd_tasks(args: argparse.Namespace) -> int:
                              f'{suggest(args.name, [*TASK_INFO, *aliases])}')
         if args.defaults:
             from ..config import dump_config, parse_set_overrides, resolve_run_config
+            from ..tasks import get_task
             print(f'# unimodal train --task {name}: the resolved defaults (--set KEY=VALUE overrides any of them).\n'
                   f'# Keys marked "task default" differ from the engine defaults the published recipes build on\n'
-                  f'# (settings for training from scratch on small data; why: the task\'s notes in '
-                  f'benchmarks/README.md).')
+                  f'# (settings for training from scratch on small data); the "why" lines above them say why (the\n'
+                  f'# measurements: benchmarks/README.md).')
             engine = resolve_run_config({'defaults': 'engine'}, {'task': name}, parse_set_overrides([]))
             print(dump_config(resolve_run_config({}, {'task': name}, parse_set_overrides([])), comments=True,
-                              baseline=engine), end='')
+                              baseline=engine, reasons=get_task(name).reasons()), end='')
             return 0
         print('\n'.join(describe_task(name, width)))
         return 0

@@ -6,6 +6,7 @@ The recipes in the repository's ``configs/`` folder are installed as package dat
 from __future__ import annotations
 
 import re
+import textwrap
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
 
@@ -128,11 +129,12 @@ def parse_set_overrides(items: Iterable[str]) -> Dict[str, Any]:
     return out
 
 
-def dump_config(cfg: Any, *, comments: bool = False, baseline: Any = None) -> str:
+def dump_config(cfg: Any, *, comments: bool = False, baseline: Any = None,
+                reasons: Optional[Mapping[str, str]] = None) -> str:
     """YAML text of a :class:`~unimodal.config.RunConfig` or a config mapping (keys in definition order).
     ``comments``: each key of a schema section preceded by its one-line doc as a YAML comment; with a ``baseline``
     config (e.g. the engine defaults the published recipes build on), a key whose value differs from it is marked
-    with the baseline's value."""
+    with the baseline's value, and preceded by the ``reasons`` (dotted key -> why) at or under its key."""
     if callable(getattr(cfg, 'to_dict', None)):
         cfg = cfg.to_dict()
     cfg = _plain(cfg)
@@ -156,8 +158,19 @@ def dump_config(cfg: Any, *, comments: bool = False, baseline: Any = None) -> st
             entry = _dump_entry(key, sub).split('\n')
             if isinstance(base_section, Mapping) and base_section.get(key) != sub:
                 entry[0] += f'  # task default; engine default: {_inline(base_section.get(key))}'
+                lines += _reason_lines(f'{top}.{key}', reasons or {})
             lines += ['  ' + line for line in entry]
     return '\n'.join(lines) + '\n'
+
+
+def _reason_lines(path: str, reasons: Mapping[str, str], width: int = 116) -> List[str]:
+    """``  # why ...`` comment lines for the reasons at ``path`` or under it (sub-keys named)."""
+    out: List[str] = []
+    for key, text in reasons.items():
+        if key == path or key.startswith(path + '.'):
+            label = 'why' if key == path else f'why {key[len(path) + 1:]}'
+            out += textwrap.wrap(f'{label}: {text}', width, initial_indent='  # ', subsequent_indent='  #   ')
+    return out
 
 
 def _inline(value: Any) -> str:

@@ -20,15 +20,22 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..config.schema import TaskSettings
 
 __all__ = ['Task', 'Predictor', 'register_task', 'get_task', 'list_tasks', 'canonical_task_name',
-           'FROM_SCRATCH_DEFAULTS', 'with_from_scratch_defaults']
+           'FROM_SCRATCH_DEFAULTS', 'FROM_SCRATCH_REASONS', 'with_from_scratch_defaults']
 
 #: What every built-in task's defaults add for training the trunk from scratch on small data (the published recipes,
-#: ``defaults: engine``, keep the published values). Layer scale 1.0 instead of the published 1e-6: with 1e-6 each
-#: residual branch stays shut for ~0.1/lr Adam steps (hundreds of steps), so a tiny set sits at chance for several
-#: epochs. Precise BN (20 batches): the BatchNorm running averages lag the fast-moving weights of the first epochs,
-#: so validation with them sits at chance while training accuracy climbs. Measurements: benchmarks/README.md.
+#: ``defaults: engine``, keep the published values); why: :data:`FROM_SCRATCH_REASONS`.
 FROM_SCRATCH_DEFAULTS: Dict[str, Any] = {'model': {'trunk': {'layer_scale_init_value': 1.0}},
                                          'train': {'precise_bn': 20}}
+
+#: Why each of :data:`FROM_SCRATCH_DEFAULTS` (dotted key -> one line; ``unimodal tasks NAME --defaults`` shows it).
+FROM_SCRATCH_REASONS: Dict[str, str] = {
+    'model.trunk.layer_scale_init_value':
+        'with the published 1e-6 each residual branch stays shut for ~0.1/lr Adam steps (hundreds), so a tiny set '
+        'sat at chance for several epochs',
+    'train.precise_bn':
+        'the BatchNorm running averages lag the fast-moving weights of the first epochs, so validation with them '
+        'sat at chance while training accuracy climbed',
+}
 
 
 def with_from_scratch_defaults(config: Dict[str, Any]) -> Dict[str, Any]:
@@ -63,6 +70,9 @@ class Task(abc.ABC):
             :meth:`split_options` passes them to the training split's reader alone.
         eval_protocols: the named evaluation protocols ``eval.protocol`` may choose besides the standard one
             (``null``): e.g. the point task's ``published_8pose``.
+        default_reasons: why the task's defaults differ from the engine defaults the published recipes build on:
+            dotted key (``train.lr``, ``model.adapter.num_mel_bins``) -> one line, with the measurement where there
+            is one (:meth:`reasons` adds :data:`FROM_SCRATCH_REASONS`; ``unimodal tasks NAME --defaults`` shows them).
     """
 
     name: ClassVar[str] = ''
@@ -73,6 +83,11 @@ class Task(abc.ABC):
     real_data: ClassVar[str] = ''
     train_only_options: ClassVar[Tuple[str, ...]] = ()
     eval_protocols: ClassVar[Tuple[str, ...]] = ()
+    default_reasons: ClassVar[Dict[str, str]] = {}
+
+    def reasons(self) -> Dict[str, str]:
+        """:attr:`default_reasons` over :data:`FROM_SCRATCH_REASONS` (the task's own line wins)."""
+        return {**FROM_SCRATCH_REASONS, **self.default_reasons}
 
     def default_config(self) -> Dict[str, Any]:
         """Overrides of the engine's default config for this task (nested dict, known keys only).

@@ -38,20 +38,30 @@ class VideoTask(Task):
     real_data = TASK_INFO['video'].real_data
     train_only_options = ('repeats',)
 
+    # Built-in motion clips (64x64, 40 frames) and the real camera-motion set (unseen scenes; benchmarks/README.md).
+    default_reasons = {
+        'data.options.num_frames': '8 frames folded into channels: one 64x64 image a clip, the cheapest layout on '
+                                   'CPU, and the stem sees all frames, so motion shows early',
+        'data.options.flip': 'no flip: the built-in classes include left/right and clockwise/anticlockwise motion',
+        'data.options.num_clips': 'the test split is scored with 2 temporal clips x 1 crop (the model averages the '
+                                  'views\' softmax scores)',
+        'model.adapter.mode': 'channels: see data.options.num_frames',
+        'model.trunk.layer_scale_init_value': '0.1, not 1.0: on the real set 1.0 generalised worse to unseen scenes '
+                                              '(12.5 / 20.8 % vs 31.3 / 26.0 %, seeds 1 / 2); 0.1 still leaves '
+                                              'chance within 2 epochs on the built-in set',
+        'model.trunk.weight_init': 'fan-in: the real set leaves chance by epoch 1 / 1 / 2 (3 / 2 / 5 with std .02)',
+        'model.trunk.stem_stride': 'stride 2: the first conv sees the frames at full resolution, where small shifts '
+                                   'show (real set: test 24.3 -> 30.2 %, 3 seeds)',
+        'model.trunk.global_pool': 'max: the camera\'s motion shows only where the scene has texture (real set: '
+                                   'test 30.2 -> 53.5 %, 3 seeds; avg+max 45.8, seed 0)',
+        'train.batch_size': '8 clips a step on CPU (each clip is 8 frames)',
+        'train.epochs': 'a demo budget of about 2 min on 2 CPU cores',
+        'train.lr': 'a tiny set takes few steps an epoch; 2e-3 with one warm-up epoch leaves chance by epoch 1-2',
+        'train.warmup_epochs': 'see lr',
+        'eval.batch_size': 'evaluation holds no gradients, so twice the training batch fits',
+    }
+
     def default_config(self) -> Dict[str, Any]:
-        # Built-in motion clips (64x64, 40 frames) on the tiny trunk, CPU: 8 frames folded into channels is the
-        # cheapest layout (one 64x64 image per clip) and the stem sees all frames, so motion is visible early.
-        # No flip: the built-in classes include left/right and clockwise/anticlockwise motion. The test split is
-        # scored with 2 temporal clips x 1 crop (the model averages the views' softmax scores itself).
-        # Layer scale 0.1, not the other tasks' 1.0: on the real camera-motion set (benchmarks/README.md) 1.0
-        # generalised worse to unseen scenes (test 12.5 / 20.8 % vs 31.3 / 26.0 % with 0.1, seeds 1 / 2) while
-        # 0.1 still leaves chance within 2 epochs on the built-in set (1e-6 did not in one seed of 3). Fan-in
-        # weight init: the real set's validation leaves chance by epoch 1 / 1 / 2 (3 / 2 / 5 with std .02).
-        # Stem stride 2: the first conv sees the frames at full resolution, where small shifts between them show
-        # (real set, unseen scenes: test 24.3 -> 30.2 %, validation 50 -> 60 %, 3 seeds; built-in unchanged).
-        # Global max pooling, likely because the camera's motion shows only where the scene has texture and an
-        # average over the flat regions dilutes it (real set: test 30.2 -> 53.5 %, validation 60 -> 76 %, 3 seeds;
-        # avg+max 45.8, seed 0).
         return with_from_scratch_defaults({
             'data': {'options': {'num_frames': 8, 'stride': 4, 'image_size': 64, 'flip': False,
                                  'crop_scale': [0.6, 1.0], 'num_clips': 2, 'num_crops': 1}},
