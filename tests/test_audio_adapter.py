@@ -1,4 +1,6 @@
 """Audio adapter: shapes, published fbank parity, augmentation, errors, and the whole audio task model."""
+import math
+
 import pytest
 import torch
 import torchaudio
@@ -163,6 +165,49 @@ def test_axis_warp_only_in_training_and_checked():
             AudioAdapter(freq_warp=bad)
     with pytest.raises(ValueError, match='time_warp'):
         AudioAdapter(time_warp='a lot')
+
+
+def test_band_gain_is_a_smooth_bounded_curve_on_real_frames_only():
+    from unimodal.modalities.audio import random_band_gain
+    torch.manual_seed(0)
+    feats = torch.randn(64, 20, 32)
+    frames = torch.randint(1, 21, (64,))
+    out = random_band_gain(feats, 6.0, frames)
+    gain = out - feats
+    limit = 6.0 * math.log(10) / 10
+    for i in range(64):
+        n = int(frames[i])
+        # one curve per clip: the same for every real frame, zero on the padding frames after it
+        torch.testing.assert_close(gain[i, :n], gain[i, :1].expand(n, -1))
+        assert bool((gain[i, n:] == 0).all())
+        curve = gain[i, 0]
+        # centred: the clip's level stays; the shape is bounded by the control gains' range
+        assert abs(float(curve.mean())) < 1e-5 and float(curve.abs().max()) <= 2 * limit + 1e-6
+        # piecewise linear between 4 control points: second differences vanish except at the 2 inner knots
+        assert int((curve.diff().diff().abs() > 1e-4).sum()) <= 4
+    # the curves span the range (not near-flat)
+    assert float(gain[:, 0].max()) > 0.8 * limit and float(gain[:, 0].min()) < -0.8 * limit
+
+
+def test_band_gain_only_in_training_and_checked():
+    x = _tone_batch(2)
+    ad = AudioAdapter(mode='fast', spec_augment=False, noise=False, eq_gain_db=10)
+    torch.testing.assert_close(ad.eval()(x)[0], AudioAdapter(mode='fast', noise=False).eval()(x)[0])
+    assert not torch.allclose(ad.train()(x)[0], ad.eval()(x)[0])
+    for bad in (-1, 41):
+        with pytest.raises(ValueError, match='eq_gain_db'):
+            AudioAdapter(eq_gain_db=bad)
+    with pytest.raises(ValueError, match='eq_prob'):
+        AudioAdapter(eq_prob=1.5)
+    # eq_prob: each clip is changed or left exactly as it was
+    torch.manual_seed(0)
+    xs = _tone_batch(1).expand(64, -1).contiguous()
+    clean = AudioAdapter(mode='fast', noise=False).eval()(xs)[0]
+    half = AudioAdapter(mode='fast', spec_augment=False, noise=False, eq_gain_db=10, eq_prob=0.5).train()(xs)[0]
+    same = torch.tensor([torch.equal(a, b) for a, b in zip(half, clean)])
+    assert 16 <= int(same.sum()) <= 48
+    none = AudioAdapter(mode='fast', spec_augment=False, noise=False, eq_gain_db=10, eq_prob=0.0).train()(xs)[0]
+    torch.testing.assert_close(none, clean, rtol=0, atol=0)
 
 
 def test_mel_bands_below_four_are_refused_by_name():

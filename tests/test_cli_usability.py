@@ -327,3 +327,8 @@ def test_every_task_default_says_why(name):
         return node
     stale = [r for r in reasons if lookup(task, r) is KeyError or lookup(task, r) == lookup(engine, r)]
     assert not stale, f'{name}: reasons for keys the task does not set apart from the engine: {stale}'
+    # the commented dump reads back as the same config
+    import yaml
+    from unimodal.config import dump_config
+    text = dump_config(task, comments=True, baseline=engine, reasons=reasons)
+    assert yaml.safe_load(text) == yaml.safe_load(dump_config(task))

@@ -157,7 +157,10 @@ def dump_config(cfg: Any, *, comments: bool = False, baseline: Any = None,
                 lines.append(f'  # {doc}')
             entry = _dump_entry(key, sub).split('\n')
             if isinstance(base_section, Mapping) and base_section.get(key) != sub:
-                entry[0] += f'  # task default; engine default: {_inline(base_section.get(key))}'
+                # on the key's line for a block mapping, else after the value's last line (inside a wrapped flow
+                # mapping it would read as marking part of the mapping)
+                at = 0 if entry[0].endswith(':') else len(entry) - 1
+                entry[at] += f'  # task default; engine default: {_inline(base_section.get(key))}'
                 lines += _reason_lines(f'{top}.{key}', reasons or {})
             lines += ['  ' + line for line in entry]
     return '\n'.join(lines) + '\n'

@@ -29,6 +29,7 @@ waveform mixup draws its partner from the whole training set, so it lives in the
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from typing import Any, Iterable, Optional, Tuple, Union
 
@@ -42,7 +43,7 @@ from .base import Adapter, InputShapeError, register_adapter
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ['AudioAdapter', 'compute_norm_stats', 'random_axis_warp', 'SPEECH_COMMANDS_NORM']
+__all__ = ['AudioAdapter', 'compute_norm_stats', 'random_axis_warp', 'random_band_gain', 'SPEECH_COMMANDS_NORM']
 
 #: Published fbank statistics of Speech Commands V2 (AST), used by ``(x - mean) / (2 * std)``.
 SPEECH_COMMANDS_NORM = (-6.845978, 5.5654526)
@@ -70,6 +71,10 @@ class AudioAdapter(Adapter):
             together); 0 = off (published).
         time_warp: training only: each clip's time axis is stretched the same way around its centre (speaking
             rate); 0 = off (published).
+        eq_gain_db: training only: each clip's bands get a random smooth gain, linear between 4 gains drawn from
+            ``U(-eq_gain_db, eq_gain_db)`` dB and centred so the clip's level stays (a random equaliser: voice
+            quality, microphones and channels tilt and shape the spectrum); 0 = off (published).
+        eq_prob: the probability that a training clip gets that gain (the others stay as they are).
     """
 
     name = 'audio'
@@ -80,7 +85,8 @@ class AudioAdapter(Adapter):
     def __init__(self, mode: str = 'paper', target_frames: int = 128, num_mel_bins: int = 128,
                  norm_mean: float = SPEECH_COMMANDS_NORM[0], norm_std: float = SPEECH_COMMANDS_NORM[1],
                  spec_augment: bool = True, freq_mask: int = 48, time_mask: int = 48, noise: bool = True,
-                 sample_rate: int = 16000, freq_warp: float = 0.0, time_warp: float = 0.0) -> None:
+                 sample_rate: int = 16000, freq_warp: float = 0.0, time_warp: float = 0.0,
+                 eq_gain_db: float = 0.0, eq_prob: float = 1.0) -> None:
         super().__init__()
         mode = self.option('mode', mode, str, choices=_MODES)
         target_frames = self.option('target_frames', target_frames, int, lo=1)
@@ -94,6 +100,8 @@ class AudioAdapter(Adapter):
         noise = self.option('noise', noise, bool)
         self.freq_warp = self.option('freq_warp', freq_warp, float, lo=0, hi=1)
         self.time_warp = self.option('time_warp', time_warp, float, lo=0, hi=1)
+        self.eq_gain_db = self.option('eq_gain_db', eq_gain_db, float, lo=0, hi=40)
+        self.eq_prob = self.option('eq_prob', eq_prob, float, lo=0, hi=1)
         # a 25 ms Kaldi window needs a few samples: below ~100 Hz the frame geometry degenerates
         sample_rate = self.option('sample_rate', sample_rate, int, lo=100, expects='an integer >= 100 (Hz)')
         self.mode = mode
@@ -126,7 +134,8 @@ class AudioAdapter(Adapter):
     def extra_repr(self) -> str:
         return (f'mode={self.mode!r}, mel_bins={self.num_mel_bins}, target_frames={self.target_frames}, '
                 f'norm=({self.norm_mean:.4f}, {self.norm_std:.4f}), spec_augment={self.spec_augment}, '
-                f'noise={self.noise}, freq_warp={self.freq_warp}, time_warp={self.time_warp}')
+                f'noise={self.noise}, freq_warp={self.freq_warp}, time_warp={self.time_warp}, '
+                f'eq_gain_db={self.eq_gain_db}, eq_prob={self.eq_prob}')
 
     @staticmethod
     def split_input(x: Any) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -245,6 +254,13 @@ class AudioAdapter(Adapter):
 
     def encode(self, x: Any) -> Tuple[torch.Tensor, Any]:
         feats = self.fbank(x)                       # (B, frames, bins)
+        if self.training and self.eq_gain_db and self.eq_prob:
+            wav, lengths = self.split_input(x)
+            frames = (self._frames(lengths.to(feats.device, torch.long)) if lengths is not None
+                      else torch.full((feats.shape[0],), feats.shape[1], device=feats.device))
+            if self.eq_prob < 1:  # a clip left out gets no frames to change
+                frames = frames * (torch.rand(frames.shape, device=frames.device) < self.eq_prob)
+            feats = random_band_gain(feats, self.eq_gain_db, frames)
         img = feats.transpose(1, 2).unsqueeze(1)    # (B, 1, bins, frames)
         if self.training and self.spec_augment:
             # Masks are applied to the un-normalised fbank (masked cells are 0 before normalisation), as published.
@@ -278,6 +294,23 @@ def random_axis_warp(img: torch.Tensor, freq_warp: float, time_warp: float) -> t
     theta[:, 1, 2] = 1 / a - 1
     grid = F.affine_grid(theta, list(img.shape), align_corners=True)
     return F.grid_sample(img, grid, mode='bilinear', padding_mode='border', align_corners=True)
+
+
+def random_band_gain(feats: torch.Tensor, max_db: float, frames: torch.Tensor, points: int = 4) -> torch.Tensor:
+    """Add a random smooth gain curve across the bands of each clip's log-mel features ``(B, frames, bins)``.
+
+    The curve is linear between ``points`` gains drawn from ``U(-max_db, max_db)`` dB, spread evenly from the lowest
+    to the highest band, minus its mean over the bands: it reshapes the spectrum without changing the clip's overall
+    level (so it lies within ``+-2 max_db``). In natural-log power units a gain of ``g`` dB adds ``g * ln(10) / 10``.
+    Only each clip's first ``frames[i]`` frames change: the zero frames after a short clip (feature-domain padding)
+    stay zero.
+    """
+    b, n, bins = feats.shape
+    gains = (torch.rand(b, 1, points, device=feats.device, dtype=feats.dtype) * 2 - 1) * (max_db * math.log(10) / 10)
+    curve = F.interpolate(gains, size=bins, mode='linear', align_corners=True)        # (B, 1, bins)
+    curve = curve - curve.mean(-1, keepdim=True)
+    real = torch.arange(n, device=feats.device)[None] < frames.to(feats.device)[:, None]  # (B, frames)
+    return feats + curve * real[..., None].to(feats.dtype)
 
 
 def _iter_waveform_batches(data: Union[Dataset, Iterable], batch_size: int) -> Iterable[torch.Tensor]:
