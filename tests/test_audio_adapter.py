@@ -210,6 +210,20 @@ def test_band_gain_only_in_training_and_checked():
     torch.testing.assert_close(none, clean, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize('with_lengths', [True, False])
+def test_band_gain_leaves_the_padding_frames_zero(with_lengths):
+    # 1 s clips give 98 Kaldi frames, zero-padded to 128: the gain must not touch frames 98-127, with or without lengths
+    x = _tone_batch(4)
+    ad = AudioAdapter(mode='paper', spec_augment=False, noise=False, eq_gain_db=20).train()
+    inputs = (x, torch.full((4,), x.shape[1], dtype=torch.long)) if with_lengths else x
+    feats = ad.fbank(inputs)
+    img = ad.encode(inputs)[0]                           # normalised: padding frames hold normalize(0)
+    pad = ad.normalize(torch.zeros(()))
+    assert bool((feats[:, 98:] == 0).all())
+    torch.testing.assert_close(img[..., 98:], torch.full_like(img[..., 98:], float(pad)), rtol=0, atol=0)
+    assert not torch.allclose(img[..., :98], ad.normalize(feats.transpose(1, 2).unsqueeze(1))[..., :98])
+
+
 def test_mel_bands_below_four_are_refused_by_name():
     # Kaldi's mel banks assert more than 3 bands: the option check says so instead of a bare AssertionError
     for bad in (0, 1, 3):

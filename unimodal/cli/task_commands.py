@@ -66,9 +66,9 @@ def cmd_tasks(args: argparse.Namespace) -> int:
             from ..config import dump_config, parse_set_overrides, resolve_run_config
             from ..tasks import get_task
             print(f'# unimodal train --task {name}: the resolved defaults (--set KEY=VALUE overrides any of them).\n'
-                  f'# Keys marked "task default" differ from the engine defaults the published recipes build on\n'
-                  f'# (settings for training from scratch on small data); the "why" lines above them say why (the\n'
-                  f'# measurements: benchmarks/README.md).')
+                  f'# Keys marked "task default" are settings for training from scratch on small data; they differ\n'
+                  f'# from the engine defaults, which the published recipes build on. The "why" lines above them say\n'
+                  f'# why (the measurements: benchmarks/README.md).')
             engine = resolve_run_config({'defaults': 'engine'}, {'task': name}, parse_set_overrides([]))
             print(dump_config(resolve_run_config({}, {'task': name}, parse_set_overrides([])), comments=True,
                               baseline=engine, reasons=get_task(name).reasons()), end='')

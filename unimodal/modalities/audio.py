@@ -74,7 +74,8 @@ class AudioAdapter(Adapter):
         eq_gain_db: training only: each clip's bands get a random smooth gain, linear between 4 gains drawn from
             ``U(-eq_gain_db, eq_gain_db)`` dB and centred so the clip's level stays (a random equaliser: voice
             quality, microphones and channels tilt and shape the spectrum); 0 = off (published).
-        eq_prob: the probability that a training clip gets that gain (the others stay as they are).
+        eq_prob: the probability that a training clip gets that gain (the others stay as they are); 1 = every
+            clip.
     """
 
     name = 'audio'
@@ -256,8 +257,9 @@ class AudioAdapter(Adapter):
         feats = self.fbank(x)                       # (B, frames, bins)
         if self.training and self.eq_gain_db and self.eq_prob:
             wav, lengths = self.split_input(x)
-            frames = (self._frames(lengths.to(feats.device, torch.long)) if lengths is not None
-                      else torch.full((feats.shape[0],), feats.shape[1], device=feats.device))
+            if lengths is None:  # every clip is as long as the batch (fbank pads shorter ones with zero frames)
+                lengths = torch.full((wav.shape[0],), wav.shape[1], dtype=torch.long)
+            frames = self._frames(lengths.to(feats.device, torch.long))
             if self.eq_prob < 1:  # a clip left out gets no frames to change
                 frames = frames * (torch.rand(frames.shape, device=frames.device) < self.eq_prob)
             feats = random_band_gain(feats, self.eq_gain_db, frames)
