@@ -143,6 +143,7 @@ def train_baseline(task_name: str, stored: Dict[str, Any], args: argparse.Namesp
         for i, (x, y) in enumerate(train_dl):
             if i >= steps:
                 break
+            adapter.set_progress(epoch + i / steps)  # as the engine does: augmentation that grows over training
             loss = kind.train_loss(spec, model(x), y, None, settings.train.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -121,6 +121,7 @@ def bench_task(name: str, args: argparse.Namespace) -> Dict[str, Any]:
             grid, _ = adapter(x)
         out['adapter_samples_per_s'] = round(args.steps * bs / (time.perf_counter() - t0), 1)
     out['trunk_input_shape'] = list(grid.shape)
+    adapter.set_progress(settings.train.epochs)  # time the training step with augmentation at full strength
     model = unimodal.create_model(adapter, args.variant, **spec.head_kwargs)
     loss_fn = lambda o: spec.task_kind.train_loss(spec, o, y, None, 0.0)  # noqa: E731
     print(f'  {name}: training step (task model)', flush=True)

@@ -210,6 +210,49 @@ def test_band_gain_only_in_training_and_checked():
     torch.testing.assert_close(none, clean, rtol=0, atol=0)
 
 
+def test_band_gain_without_keep_level_moves_the_level_within_its_bound():
+    from unimodal.modalities.audio import random_band_gain
+    torch.manual_seed(0)
+    feats = torch.randn(256, 5, 32)
+    frames = torch.full((256,), 5)
+    limit = 6.0 * math.log(10) / 10
+    curves = (random_band_gain(feats, 6.0, frames, keep_level=False) - feats)[:, 0]
+    assert float(curves.abs().max()) <= limit + 1e-6            # the drawn gains themselves: within +-max_db
+    levels = curves.mean(-1)
+    assert float(levels.std()) > 0.2 * limit                    # the level moves (centred: exactly 0, tested above)
+    # the same draw centred is the uncentred curve less its mean
+    torch.manual_seed(1)
+    a = random_band_gain(feats, 6.0, frames, keep_level=False) - feats
+    torch.manual_seed(1)
+    b = random_band_gain(feats, 6.0, frames) - feats
+    torch.testing.assert_close(b, a - a.mean(-1, keepdim=True))
+
+
+def test_band_gain_warmup_grows_with_the_training_progress():
+    x = _tone_batch(1).expand(8, -1).contiguous()
+    ad = AudioAdapter(mode='fast', spec_augment=False, noise=False, eq_gain_db=20, eq_warmup_epochs=4)
+    clean = ad.eval()(x)[0]
+    ad.train()
+    with pytest.raises(RuntimeError, match='set_progress'):   # a loop that never says how far it is
+        ad(x)
+
+    def size(epoch):
+        ad.set_progress(epoch)
+        torch.manual_seed(0)
+        return float((ad(x)[0] - clean).abs().max())
+
+    assert size(0) == 0.0
+    quarter, half, full, later = size(1), size(2), size(4), size(9)
+    assert quarter > 0 and half == pytest.approx(2 * quarter, rel=1e-4) and full == pytest.approx(4 * quarter, rel=1e-4)
+    assert later == pytest.approx(full, rel=1e-6)
+    ad.progress = None
+    torch.testing.assert_close(ad.eval()(x)[0], clean)          # evaluation never needs it
+    with pytest.raises(ValueError, match='eq_warmup_epochs'):
+        AudioAdapter(eq_warmup_epochs=-1)
+    with pytest.raises(ValueError, match='eq_keep_level'):
+        AudioAdapter(eq_keep_level='yes')
+
+
 @pytest.mark.parametrize('with_lengths', [True, False])
 def test_band_gain_leaves_the_padding_frames_zero(with_lengths):
     # 1 s clips give 98 Kaldi frames, zero-padded to 128: the gain must not touch frames 98-127, with or without lengths

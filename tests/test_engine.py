@@ -245,6 +245,15 @@ def test_resume_gives_the_same_final_metrics(tmp_path):
               out_dir=tmp_path / 'part', resume=tmp_path / 'part' / 'last.pt')
 
 
+def test_trainer_tells_the_adapter_its_progress_before_every_step(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(FakeGridAdapter, 'set_progress',
+                        lambda self, epoch: (seen.append(round(epoch, 6)), Adapter.set_progress(self, epoch)))
+    train(fake_cfg('train.epochs=2'), out_dir=tmp_path / 'r')
+    # 40 samples / batch 8 = 5 steps an epoch: epochs done, fractional, before each step
+    assert seen == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8]
+
+
 def test_grad_accumulation_and_clipping_run(tmp_path):
     res = train(fake_cfg('train.epochs=1', 'train.grad_accum=2', 'train.clip_grad=0.5', 'train.schedule=step',
                          'train.optimizer=adam', 'train.loss=bce', 'train.mixup=0.4', 'train.cutmix=1.0'),

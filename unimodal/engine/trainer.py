@@ -392,6 +392,7 @@ class _Run:
         params = [p for p in model.parameters() if p.requires_grad]
         for i, name in enumerate(self.progress(plan, desc=f'epoch {epoch + 1}', total=len(plan))):
             run = by_name[name]
+            model.adapters[name].set_progress(epoch + i / len(plan))
             x, y = _next_batch(run, epoch)
             x = x_in = to_device(x, self.device, non_blocking=True)
             y = y.to(self.device, non_blocking=True)

@@ -76,6 +76,10 @@ class AudioAdapter(Adapter):
             quality, microphones and channels tilt and shape the spectrum); 0 = off (published).
         eq_prob: the probability that a training clip gets that gain (the others stay as they are); 1 = every
             clip.
+        eq_keep_level: centre the gain curve over the bands, so it reshapes the spectrum and keeps the clip's
+            level; ``False``: the curve is used as drawn, so it also moves the level.
+        eq_warmup_epochs: the gain's bound grows linearly from 0 to ``eq_gain_db`` over this many epochs of
+            training (read from :meth:`set_progress`, which the engine calls); 0 = full from the first step.
     """
 
     name = 'audio'
@@ -87,7 +91,8 @@ class AudioAdapter(Adapter):
                  norm_mean: float = SPEECH_COMMANDS_NORM[0], norm_std: float = SPEECH_COMMANDS_NORM[1],
                  spec_augment: bool = True, freq_mask: int = 48, time_mask: int = 48, noise: bool = True,
                  sample_rate: int = 16000, freq_warp: float = 0.0, time_warp: float = 0.0,
-                 eq_gain_db: float = 0.0, eq_prob: float = 1.0) -> None:
+                 eq_gain_db: float = 0.0, eq_prob: float = 1.0, eq_keep_level: bool = True,
+                 eq_warmup_epochs: float = 0.0) -> None:
         super().__init__()
         mode = self.option('mode', mode, str, choices=_MODES)
         target_frames = self.option('target_frames', target_frames, int, lo=1)
@@ -103,6 +108,8 @@ class AudioAdapter(Adapter):
         self.time_warp = self.option('time_warp', time_warp, float, lo=0, hi=1)
         self.eq_gain_db = self.option('eq_gain_db', eq_gain_db, float, lo=0, hi=40)
         self.eq_prob = self.option('eq_prob', eq_prob, float, lo=0, hi=1)
+        self.eq_keep_level = self.option('eq_keep_level', eq_keep_level, bool)
+        self.eq_warmup_epochs = self.option('eq_warmup_epochs', eq_warmup_epochs, float, lo=0)
         # a 25 ms Kaldi window needs a few samples: below ~100 Hz the frame geometry degenerates
         sample_rate = self.option('sample_rate', sample_rate, int, lo=100, expects='an integer >= 100 (Hz)')
         self.mode = mode
@@ -136,7 +143,8 @@ class AudioAdapter(Adapter):
         return (f'mode={self.mode!r}, mel_bins={self.num_mel_bins}, target_frames={self.target_frames}, '
                 f'norm=({self.norm_mean:.4f}, {self.norm_std:.4f}), spec_augment={self.spec_augment}, '
                 f'noise={self.noise}, freq_warp={self.freq_warp}, time_warp={self.time_warp}, '
-                f'eq_gain_db={self.eq_gain_db}, eq_prob={self.eq_prob}')
+                f'eq_gain_db={self.eq_gain_db}, eq_prob={self.eq_prob}, eq_keep_level={self.eq_keep_level}, '
+                f'eq_warmup_epochs={self.eq_warmup_epochs}')
 
     @staticmethod
     def split_input(x: Any) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -253,6 +261,16 @@ class AudioAdapter(Adapter):
         shifts = torch.randint(-10, 10, (b,)).tolist()  # numpy randint(-10, 10) in the published loader
         return torch.stack([torch.roll(s, shifts=k, dims=-1) for s, k in zip(img, shifts)])
 
+    def _eq_ramp(self) -> float:
+        """The share of ``eq_gain_db`` in force at the current training progress."""
+        if not self.eq_warmup_epochs:
+            return 1.0
+        if self.progress is None:
+            raise RuntimeError('audio adapter option eq_warmup_epochs needs the training progress: the engine sets '
+                               'it; a training loop of your own must call adapter.set_progress(epochs_done) before '
+                               'each step')
+        return min(1.0, self.progress / self.eq_warmup_epochs)
+
     def encode(self, x: Any) -> Tuple[torch.Tensor, Any]:
         feats = self.fbank(x)                       # (B, frames, bins)
         if self.training and self.eq_gain_db and self.eq_prob:
@@ -262,7 +280,7 @@ class AudioAdapter(Adapter):
             frames = self._frames(lengths.to(feats.device, torch.long))
             if self.eq_prob < 1:  # a clip left out gets no frames to change
                 frames = frames * (torch.rand(frames.shape, device=frames.device) < self.eq_prob)
-            feats = random_band_gain(feats, self.eq_gain_db, frames)
+            feats = random_band_gain(feats, self.eq_gain_db * self._eq_ramp(), frames, keep_level=self.eq_keep_level)
         img = feats.transpose(1, 2).unsqueeze(1)    # (B, 1, bins, frames)
         if self.training and self.spec_augment:
             # Masks are applied to the un-normalised fbank (masked cells are 0 before normalisation), as published.
@@ -298,19 +316,22 @@ def random_axis_warp(img: torch.Tensor, freq_warp: float, time_warp: float) -> t
     return F.grid_sample(img, grid, mode='bilinear', padding_mode='border', align_corners=True)
 
 
-def random_band_gain(feats: torch.Tensor, max_db: float, frames: torch.Tensor, points: int = 4) -> torch.Tensor:
+def random_band_gain(feats: torch.Tensor, max_db: float, frames: torch.Tensor, points: int = 4,
+                     keep_level: bool = True) -> torch.Tensor:
     """Add a random smooth gain curve across the bands of each clip's log-mel features ``(B, frames, bins)``.
 
     The curve is linear between ``points`` gains drawn from ``U(-max_db, max_db)`` dB, spread evenly from the lowest
-    to the highest band, minus its mean over the bands: it reshapes the spectrum without changing the clip's overall
-    level (so it lies within ``+-2 max_db``). In natural-log power units a gain of ``g`` dB adds ``g * ln(10) / 10``.
+    to the highest band. With ``keep_level`` its mean over the bands is taken off: it reshapes the spectrum without
+    changing the clip's overall level (so it lies within ``+-2 max_db``); without, it lies within ``+-max_db`` and
+    moves the level too. In natural-log power units a gain of ``g`` dB adds ``g * ln(10) / 10``.
     Only each clip's first ``frames[i]`` frames change: the zero frames after a short clip (feature-domain padding)
     stay zero.
     """
     b, n, bins = feats.shape
     gains = (torch.rand(b, 1, points, device=feats.device, dtype=feats.dtype) * 2 - 1) * (max_db * math.log(10) / 10)
     curve = F.interpolate(gains, size=bins, mode='linear', align_corners=True)        # (B, 1, bins)
-    curve = curve - curve.mean(-1, keepdim=True)
+    if keep_level:
+        curve = curve - curve.mean(-1, keepdim=True)
     real = torch.arange(n, device=feats.device)[None] < frames.to(feats.device)[:, None]  # (B, frames)
     return feats + curve * real[..., None].to(feats.dtype)
 

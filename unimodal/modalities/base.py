@@ -67,6 +67,13 @@ class Adapter(nn.Module, metaclass=abc.ABCMeta):
         self.num_views: int = 1
         self.view_pool: str = 'mean'
         self.series_per_view: int = 1
+        self.progress: Optional[float] = None
+
+    def set_progress(self, epoch: float) -> None:
+        """Tell the adapter how far training is: ``epoch`` epochs done, fractional (2.5 = halfway through the
+        third). The engine calls it before every training step; a training loop of your own must call it too when
+        an option depends on it (the audio adapter's ``eq_warmup_epochs``). ``progress`` is ``None`` until then."""
+        self.progress = float(epoch)
 
     def option(self, name: str, value: Any, tp: Any, **limits: Any) -> Any:
         """Constructor option ``name`` checked against its type ``tp`` (``int``, ``float``, ``bool``, ``str``,
