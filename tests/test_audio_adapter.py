@@ -245,6 +245,9 @@ def test_band_gain_warmup_grows_with_the_training_progress():
     quarter, half, full, later = size(1), size(2), size(4), size(9)
     assert quarter > 0 and half == pytest.approx(2 * quarter, rel=1e-4) and full == pytest.approx(4 * quarter, rel=1e-4)
     assert later == pytest.approx(full, rel=1e-6)
+    for bad in (-1, float('nan'), float('inf')):                # a negative ramp would flip the gains' sign
+        with pytest.raises(ValueError, match='set_progress expects the epochs done'):
+            ad.set_progress(bad)
     ad.progress = None
     torch.testing.assert_close(ad.eval()(x)[0], clean)          # evaluation never needs it
     with pytest.raises(ValueError, match='eq_warmup_epochs'):

@@ -342,7 +342,7 @@ def test_builtin_deterministic_and_reused(tmp_path):
 
 
 # ---- task -------------------------------------------------------------------------------------------------------
-def test_task_builds_readers_and_model_kwargs(builtin):
+def test_task_builds_readers_and_model_kwargs(builtin, caplog):
     from unimodal.config import load_config_file, resolve_run_config
 
     task = get_task('audio')
@@ -355,6 +355,13 @@ def test_task_builds_readers_and_model_kwargs(builtin):
     sets = task.build_datasets(builtin, cfg.data.options, splits=['train', 'test'])
     assert set(sets) == {'train', 'test'}
     assert task.model_kwargs(cfg.task_settings('audio'), sets['train']) == {'num_classes': 8}
+    # a band-gain warm-up longer than the run is said (the gain would never reach eq_gain_db)
+    short = resolve_run_config({'task': 'audio', 'train': {'epochs': 2}})
+    with caplog.at_level(logging.WARNING, logger='unimodal.tasks.audio'):
+        task.model_kwargs(cfg.task_settings('audio'), sets['train'])
+        assert not caplog.records
+        task.model_kwargs(short.task_settings('audio'), sets['train'])
+    assert 'eq_warmup_epochs 3) is longer than the run (train.epochs 2)' in caplog.text
     sets12 = task.build_datasets(builtin, {'variant': 12}, skip_bad=True, splits=['val'])
     assert sets12['val'].classes[-2:] == [UNKNOWN, SILENCE] and sets12['val'].skip_bad
     with pytest.raises(TypeError):

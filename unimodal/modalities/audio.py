@@ -72,8 +72,9 @@ class AudioAdapter(Adapter):
         time_warp: training only: each clip's time axis is stretched the same way around its centre (speaking
             rate); 0 = off (published).
         eq_gain_db: training only: each clip's bands get a random smooth gain, linear between 4 gains drawn from
-            ``U(-eq_gain_db, eq_gain_db)`` dB and centred so the clip's level stays (a random equaliser: voice
-            quality, microphones and channels tilt and shape the spectrum); 0 = off (published).
+            ``U(-eq_gain_db, eq_gain_db)`` dB (a random equaliser: voice quality, microphones and channels tilt and
+            shape the spectrum); centred so the clip's level stays unless ``eq_keep_level`` is off; 0 = off
+            (published).
         eq_prob: the probability that a training clip gets that gain (the others stay as they are); 1 = every
             clip.
         eq_keep_level: centre the gain curve over the bands, so it reshapes the spectrum and keeps the clip's

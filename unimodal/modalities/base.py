@@ -12,6 +12,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Any, ClassVar, Dict, Iterable, Mapping, Optional, Tuple, Type
@@ -73,7 +74,11 @@ class Adapter(nn.Module, metaclass=abc.ABCMeta):
         """Tell the adapter how far training is: ``epoch`` epochs done, fractional (2.5 = halfway through the
         third). The engine calls it before every training step; a training loop of your own must call it too when
         an option depends on it (the audio adapter's ``eq_warmup_epochs``). ``progress`` is ``None`` until then."""
-        self.progress = float(epoch)
+        value = float(epoch)
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f'{self.name or type(self).__name__} adapter: set_progress expects the epochs done so '
+                             f'far, a finite number >= 0; got {epoch!r}')
+        self.progress = value
 
     def option(self, name: str, value: Any, tp: Any, **limits: Any) -> Any:
         """Constructor option ``name`` checked against its type ``tp`` (``int``, ``float``, ``bool``, ``str``,
