@@ -95,7 +95,8 @@ class AudioTask(Task):
             _logger.warning('audio: adapter mode paper without data.options.return_length: clips shorter than 1 s '
                             'get log(eps) frames after their end instead of the published zero frames')
         warmup = float(settings.model.adapter.get('eq_warmup_epochs') or 0)
-        if warmup > settings.train.epochs:
+        epochs = getattr(settings.train, 'epochs', None)  # a joint run keeps epochs on its shared train section
+        if epochs is not None and warmup > epochs:
             _logger.warning('audio: the band gain\'s warm-up (model.adapter.eq_warmup_epochs %g) is longer than the '
-                            'run (train.epochs %d): the gain never reaches eq_gain_db', warmup, settings.train.epochs)
+                            'run (train.epochs %d): the gain never reaches eq_gain_db', warmup, epochs)
         return {'num_classes': len(train_set.classes)}
