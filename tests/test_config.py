@@ -278,7 +278,7 @@ def test_joint_run_inherits_warmup_and_clipping_unless_the_user_sets_them():
     collapsed the point task to chance (benchmarks/README.md, joint training)."""
     cfg = resolve_run_config({}, {'task': ['audio', 'point', 'timeseries']})
     assert cfg.train.warmup_epochs == 1 and cfg.train.clip_grad == 1.0
-    assert cfg.train.lr == TrainConfig().lr  # 2e-3 vs 3e-3: the engine default
+    assert cfg.train.lr == TrainConfig().lr  # the recipes disagree (audio 2e-3): the engine default
     cfg = resolve_run_config({'train': {'clip_grad': None}}, {'task': ['audio', 'point'], 'train': {'lr': 5e-4}},
                              parse_set_overrides(['train.warmup_epochs=0']))
     assert cfg.train.clip_grad is None and cfg.train.warmup_epochs == 0 and cfg.train.lr == 5e-4

@@ -44,18 +44,20 @@ class TimeSeriesTask(Task):
                                      'the trunk alone lost to the least-squares linear forecaster on the real set',
         'train.loss': 'mean squared error, the published forecasting metric',
         'train.epochs': 'about 80 CPU-seconds',
-        'train.lr': '3e-3 with one warm-up epoch and gradient clipping on the small set',
-        'train.warmup_epochs': 'see lr',
-        'train.clip_grad': 'see lr',
+        'model.drop_path_rate': 'drop path 0.1 with the engine\'s lr 1e-3 (was 3e-3, none): real weather test MSE '
+                                '0.4337 -> 0.4281 (3 seeds; the least-squares linear model 0.4379), chosen on '
+                                'validation (0.3557; lr 1e-3 alone 0.3567, drop path alone 0.3617)',
+        'train.warmup_epochs': 'one warm-up epoch and gradient clipping on the small set',
+        'train.clip_grad': 'see warmup_epochs',
         'eval.batch_size': 'evaluation holds no gradients, so twice the training batch fits',
     }
 
     def default_config(self) -> Dict[str, Any]:
         return with_from_scratch_defaults({
             'data': {'options': {'input_len': 48, 'horizon': 24, 'stride': 1}},
-            'model': {'variant': 'unireplknet_test',
+            'model': {'variant': 'unireplknet_test', 'drop_path_rate': 0.1,
                       'adapter': {'mode': 'grid', 'embed_dim': 16, 'image_size': [32, 32], 'linear_skip': 'lsq'}},
-            'train': {'epochs': 6, 'batch_size': 32, 'optimizer': 'adamw', 'lr': 3e-3, 'weight_decay': 0.05,
+            'train': {'epochs': 6, 'batch_size': 32, 'optimizer': 'adamw', 'lr': 1e-3, 'weight_decay': 0.05,
                       'schedule': 'cosine', 'warmup_epochs': 1, 'loss': 'mse', 'label_smoothing': 0.0,
                       'mixup': 0.0, 'cutmix': 0.0, 'clip_grad': 1.0},
             'eval': {'batch_size': 64},
